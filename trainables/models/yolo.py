@@ -1,0 +1,164 @@
+"""A YOLOv5-style detector family (v6.0 layout) in plain torch.
+
+Sizes n/s/m/l/x scale depth and width exactly as YOLOv5 does, so parameter counts match the
+official models. Every size shares the same anchors and strides (see `detection.anchors`), so a
+teacher's and a student's head outputs align cell by cell, and the neck outputs (the features that
+feed the head) come back from `forward` for feature distillation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from detection.anchors import DEFAULT_ANCHORS, STRIDES
+from trainables.models.blocks import C3, SPPF, Conv
+
+# size -> (depth multiple, width multiple), as in yolov5{n,s,m,l,x}.yaml
+SIZES: dict[str, tuple[float, float]] = {
+    "n": (0.33, 0.25),
+    "s": (0.33, 0.50),
+    "m": (0.67, 0.75),
+    "l": (1.00, 1.00),
+    "x": (1.33, 1.25),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a detector; stored in every checkpoint."""
+
+    size: str
+    num_classes: int
+    anchors: tuple = field(default=DEFAULT_ANCHORS)
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise ValueError(f"unknown model size {self.size!r}; known sizes: {', '.join(SIZES)}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "num_classes": self.num_classes,
+                "anchors": [[list(a) for a in level] for level in self.anchors]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        anchors = tuple(tuple(tuple(int(v) for v in a) for a in level) for level in d["anchors"])
+        return cls(size=d["size"], num_classes=int(d["num_classes"]), anchors=anchors)
+
+
+def _ch(c: int, width: float) -> int:
+    """Scaled channel count, rounded up to a multiple of 8 (YOLOv5's make_divisible)."""
+    return int(math.ceil(c * width / 8) * 8)
+
+
+def _n(n: int, depth: float) -> int:
+    return max(round(n * depth), 1)
+
+
+class Backbone(nn.Module):
+    """CSP-Darknet53 with SPPF; returns the stride 8, 16 and 32 maps."""
+
+    def __init__(self, depth: float, width: float):
+        super().__init__()
+        c = lambda v: _ch(v, width)  # noqa: E731
+        self.stem = nn.Sequential(Conv(3, c(64), 6, 2, 2), Conv(c(64), c(128), 3, 2),
+                                  C3(c(128), c(128), _n(3, depth)))
+        self.p3 = nn.Sequential(Conv(c(128), c(256), 3, 2), C3(c(256), c(256), _n(6, depth)))
+        self.p4 = nn.Sequential(Conv(c(256), c(512), 3, 2), C3(c(512), c(512), _n(9, depth)))
+        self.p5 = nn.Sequential(Conv(c(512), c(1024), 3, 2), C3(c(1024), c(1024), _n(3, depth)),
+                                SPPF(c(1024), c(1024), 5))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        p3 = self.p3(self.stem(x))
+        p4 = self.p4(p3)
+        return p3, p4, self.p5(p4)
+
+
+class Neck(nn.Module):
+    """PANet: top-down then bottom-up fusion; outputs the three maps the head reads."""
+
+    def __init__(self, depth: float, width: float):
+        super().__init__()
+        c = lambda v: _ch(v, width)  # noqa: E731
+        n = _n(3, depth)
+        self.lat5 = Conv(c(1024), c(512), 1, 1)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.td4 = C3(c(1024), c(512), n, shortcut=False)
+        self.lat4 = Conv(c(512), c(256), 1, 1)
+        self.out3 = C3(c(512), c(256), n, shortcut=False)
+        self.down3 = Conv(c(256), c(256), 3, 2)
+        self.out4 = C3(c(512), c(512), n, shortcut=False)
+        self.down4 = Conv(c(512), c(512), 3, 2)
+        self.out5 = C3(c(1024), c(1024), n, shortcut=False)
+        self.channels = (c(256), c(512), c(1024))
+
+    def forward(self, p3, p4, p5) -> list[torch.Tensor]:
+        l5 = self.lat5(p5)
+        l4 = self.lat4(self.td4(torch.cat((self.up(l5), p4), 1)))
+        n3 = self.out3(torch.cat((self.up(l4), p3), 1))
+        n4 = self.out4(torch.cat((self.down3(n3), l4), 1))
+        n5 = self.out5(torch.cat((self.down4(n4), l5), 1))
+        return [n3, n4, n5]
+
+
+class Detect(nn.Module):
+    """One 1x1 conv per level to anchors x (box 4, objectness 1, classes C) raw logits."""
+
+    def __init__(self, num_classes: int, in_channels: tuple[int, ...], anchors_per_level: int):
+        super().__init__()
+        self.no = num_classes + 5
+        self.na = anchors_per_level
+        self.m = nn.ModuleList(nn.Conv2d(ch, self.no * self.na, 1) for ch in in_channels)
+
+    def init_biases(self, num_classes: int, strides=STRIDES, image_size: int = 640) -> None:
+        """YOLOv5's prior: about 8 objects per 640 px image, class probability 0.6 / C."""
+        for conv, s in zip(self.m, strides):
+            b = conv.bias.view(self.na, -1)
+            b.data[:, 4] += math.log(8 / (image_size / s) ** 2)
+            b.data[:, 5:] += math.log(0.6 / (num_classes - 0.99)) if num_classes > 1 else 0.0
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = []
+        for conv, f in zip(self.m, feats):
+            b, _, h, w = f.shape
+            # (B, A*(5+C), H, W) -> (B, A, H, W, 5+C)
+            out.append(conv(f).view(b, self.na, self.no, h, w).permute(0, 1, 3, 4, 2).contiguous())
+        return out
+
+
+class YOLO(nn.Module):
+    """`forward(x)` returns (raw head outputs per level, neck features per level).
+
+    raw[l]: (B, A, H_l, W_l, 5+C) logits; feats[l]: (B, C_l, H_l, W_l).
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        depth, width = SIZES[spec.size]
+        self.spec = spec
+        self.backbone = Backbone(depth, width)
+        self.neck = Neck(depth, width)
+        self.head = Detect(spec.num_classes, self.neck.channels, len(spec.anchors[0]))
+        self.head.init_biases(spec.num_classes)
+        self.register_buffer("anchors", torch.tensor(spec.anchors, dtype=torch.float32), persistent=False)
+        self.strides = STRIDES
+
+    @property
+    def feature_channels(self) -> tuple[int, ...]:
+        return self.neck.channels
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        feats = self.neck(*self.backbone(x))
+        return self.head(feats), feats
+
+
+def build_model(spec: ModelSpec) -> YOLO:
+    return YOLO(spec)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
