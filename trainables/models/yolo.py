@@ -40,6 +40,12 @@ class ModelSpec:
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
 
+    @property
+    def feature_channels(self) -> tuple[int, int, int]:
+        """Channels of the P3, P4, P5 neck outputs (what feature distillation aligns)."""
+        width = SIZES[self.size][1]
+        return _ch(256, width), _ch(512, width), _ch(1024, width)
+
     def to_dict(self) -> dict:
         return {"size": self.size, "num_classes": self.num_classes,
                 "anchors": [[list(a) for a in level] for level in self.anchors]}
@@ -94,7 +100,6 @@ class Neck(nn.Module):
         self.out4 = C3(c(512), c(512), n, shortcut=False)
         self.down4 = Conv(c(512), c(512), 3, 2)
         self.out5 = C3(c(1024), c(1024), n, shortcut=False)
-        self.channels = (c(256), c(512), c(1024))
 
     def forward(self, p3, p4, p5) -> list[torch.Tensor]:
         l5 = self.lat5(p5)
@@ -142,14 +147,10 @@ class YOLO(nn.Module):
         self.spec = spec
         self.backbone = Backbone(depth, width)
         self.neck = Neck(depth, width)
-        self.head = Detect(spec.num_classes, self.neck.channels, len(spec.anchors[0]))
+        self.head = Detect(spec.num_classes, spec.feature_channels, len(spec.anchors[0]))
         self.head.init_biases(spec.num_classes)
         self.register_buffer("anchors", torch.tensor(spec.anchors, dtype=torch.float32), persistent=False)
         self.strides = STRIDES
-
-    @property
-    def feature_channels(self) -> tuple[int, ...]:
-        return self.neck.channels
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         feats = self.neck(*self.backbone(x))

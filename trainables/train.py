@@ -1,0 +1,302 @@
+"""The detector trainer: SGD with warm-up, cosine or linear decay, EMA, gradient accumulation, AMP.
+
+One entry point, `fit`, trains a student from scratch or from a checkpoint, with or without a
+distiller, and writes `last.pt` after every epoch. Calling `fit` again on the same `out_dir`
+resumes from that checkpoint and ends with the same weights as an uninterrupted run: data order
+and augmentation depend only on (seed, epoch, index), and the checkpoint carries optimizer, EMA
+and scaler state.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Literal, Protocol
+
+import torch
+from torch import nn
+
+from detection.coco import CocoDataset
+from trainables.augment import AugmentConfig
+from trainables.checkpoint import CheckpointError, checkpoint_spec, load_checkpoint, save_checkpoint
+from trainables.data import DetectionDataset, make_loader
+from trainables.ema import ModelEMA
+from trainables.evaluate import evaluate
+from trainables.loss import DetectionLoss, LossWeights
+from trainables.models.yolo import YOLO, ModelSpec, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters; defaults follow YOLOv5's hyp.scratch-low where they apply."""
+
+    epochs: int = 30
+    img_size: int = 128
+    batch_size: int = 32
+    nominal_batch: int = 64  # gradients are accumulated up to this many images per step
+    lr0: float = 0.01
+    lrf: float = 0.01  # final LR = lr0 * lrf
+    lr_schedule: Literal["cosine", "linear"] = "linear"
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 3.0
+    warmup_momentum: float = 0.8
+    warmup_bias_lr: float = 0.1
+    ema: bool = True
+    amp: bool = True  # mixed precision; only takes effect on CUDA
+    device: str = "auto"  # "auto" picks CUDA when present
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    workers: int = 0  # data loader processes
+    cache_images: bool = True
+    freeze_backbone: bool = False
+    init: str | None = None  # start from this checkpoint's weights (a "pretrained" student)
+    seed: int = 0
+    val_every: int = 1  # evaluate on the val split every N epochs (and always after the last)
+    loss: LossWeights = field(default_factory=LossWeights)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["loss"] = LossWeights(**d.get("loss", {}))
+        d["augment"] = AugmentConfig(**d.get("augment", {}))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based number of the epoch just finished
+    epochs: int
+    losses: dict[str, float]  # mean per-image training loss parts (box, obj, cls, and any KD parts)
+    metrics: dict[str, float]  # val metrics (map50_95, map50, precision, recall); empty if not evaluated
+    lr: float
+    seconds: float
+    images_per_second: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: Path
+    spec: ModelSpec
+    history: list[EpochResult]
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        for r in reversed(self.history):
+            if r.metrics:
+                return r.metrics
+        return {}
+
+
+class Distiller(Protocol):
+    """What the trainer needs from a knowledge-distillation method (see `trainables.kd`)."""
+
+    def named_trainable_parameters(self) -> Iterable[tuple[str, nn.Parameter]]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> object: ...
+    def to(self, device: torch.device) -> object: ...
+    def train(self, mode: bool = True) -> object: ...
+
+    def __call__(self, images: torch.Tensor, student_raw: list[torch.Tensor], student_feats: list[torch.Tensor],
+                 targets: torch.Tensor, *, epoch: int, epochs: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+
+BatchCallback = Callable[[int, int, int, dict[str, float]], None]  # (epoch, batch, batches, losses)
+EpochCallback = Callable[[EpochResult, Path], None]
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _lr_factor(cfg: TrainConfig, epoch: float) -> float:
+    x = epoch / cfg.epochs
+    if cfg.lr_schedule == "cosine":
+        return ((1 - math.cos(x * math.pi)) / 2) * (cfg.lrf - 1) + 1
+    return (1 - x) * (1.0 - cfg.lrf) + cfg.lrf
+
+
+def _param_groups(params: Iterable[tuple[str, nn.Parameter]]) -> tuple[list, list, list]:
+    """YOLOv5's three groups: conv/linear weights (decayed), norm weights and biases (not)."""
+    decay, no_decay, biases = [], [], []
+    for name, p in params:
+        if not p.requires_grad:
+            continue
+        if name.endswith(".bias"):
+            biases.append(p)
+        elif p.ndim <= 1:
+            no_decay.append(p)  # BatchNorm weights
+        else:
+            decay.append(p)
+    return decay, no_decay, biases
+
+
+def _build_optimizer(model: nn.Module, distiller: Distiller | None, cfg: TrainConfig,
+                     accumulate: int) -> torch.optim.SGD:
+    named = list(model.named_parameters())
+    if distiller is not None:
+        named += [(f"distiller.{name}", p) for name, p in distiller.named_trainable_parameters()]
+    decay, no_decay, biases = _param_groups(named)
+    wd = cfg.weight_decay * cfg.batch_size * accumulate / cfg.nominal_batch
+    opt = torch.optim.SGD(no_decay, lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
+    opt.add_param_group({"params": decay, "weight_decay": wd})
+    opt.add_param_group({"params": biases, "weight_decay": 0.0})
+    return opt
+
+
+def _set_frozen(model: YOLO, frozen: bool) -> None:
+    for p in model.backbone.parameters():
+        p.requires_grad_(not frozen)
+
+
+def _train_mode(model: YOLO, frozen: bool) -> None:
+    model.train()
+    if frozen:
+        model.backbone.eval()  # a frozen backbone keeps its BatchNorm statistics too
+
+
+def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, cfg: TrainConfig,
+        out_dir: Path, *, distiller: Distiller | None = None, on_batch: BatchCallback | None = None,
+        on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train (or resume training) a detector; returns the checkpoint path and per-epoch history."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last = out_dir / "last.pt"
+    device = select_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    if spec.num_classes != train_data.num_classes:
+        raise ValueError(f"model has {spec.num_classes} classes but the training data has {train_data.num_classes}")
+
+    model = build_model(spec)
+    if cfg.init:
+        init = load_checkpoint(Path(cfg.init))
+        if checkpoint_spec(init) != spec:
+            got = checkpoint_spec(init)
+            raise CheckpointError(f"init checkpoint {cfg.init} is a YOLO-{got.size} with {got.num_classes} classes; "
+                                  f"this run trains a YOLO-{spec.size} with {spec.num_classes} classes")
+        model.load_state_dict(init["model"])
+    model.to(device)
+    _set_frozen(model, cfg.freeze_backbone)
+    if distiller is not None:
+        distiller.to(device)
+
+    dataset = DetectionDataset(train_data, cfg.img_size, cfg.augment, seed=cfg.seed, cache_images=cfg.cache_images)
+    accumulate = max(round(cfg.nominal_batch / cfg.batch_size), 1)
+    optimizer = _build_optimizer(model, distiller, cfg, accumulate)
+    ema = ModelEMA(model) if cfg.ema else None
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    criterion = DetectionLoss(model.anchors, model.strides, spec.num_classes,
+                              cfg.loss.scaled(spec.num_classes, cfg.img_size)).to(device)
+
+    start_epoch, history = 0, []
+    if last.exists():
+        ckpt = load_checkpoint(last, device)
+        if checkpoint_spec(ckpt) != spec or ckpt.get("train_config") != cfg.to_dict():
+            raise CheckpointError(f"{last} belongs to a different run (model or training config differ); "
+                                  f"use another output directory or delete it")
+        model.load_state_dict(ckpt["raw_model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:
+            ema.ema.load_state_dict(ckpt["model"])
+            ema.updates = int(ckpt["ema_updates"])
+        if distiller is not None and ckpt.get("distiller"):
+            distiller.load_state_dict(ckpt["distiller"])
+        start_epoch = int(ckpt["epoch"])
+        history = [EpochResult(**h) for h in ckpt["history"]]
+        log.info("resuming %s from epoch %d/%d", last, start_epoch, cfg.epochs)
+
+    batches = math.ceil(len(dataset) / cfg.batch_size)
+    warmup_iters = max(round(cfg.warmup_epochs * batches), 1) if cfg.warmup_epochs > 0 else 0
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.perf_counter()
+        _train_mode(model, cfg.freeze_backbone)
+        if distiller is not None:
+            distiller.train()
+        dataset.set_epoch(epoch)
+        loader = make_loader(dataset, batch_size=cfg.batch_size, shuffle=True, workers=cfg.workers,
+                             seed=cfg.seed, epoch=epoch)
+        sums: dict[str, float] = {}
+        seen = 0
+        optimizer.zero_grad(set_to_none=True)
+        lr_epoch = _lr_factor(cfg, epoch)
+        for i, (images, targets, _) in enumerate(loader):
+            it = i + batches * epoch
+            if it <= warmup_iters and warmup_iters:
+                frac = it / warmup_iters
+                for j, group in enumerate(optimizer.param_groups):
+                    start = cfg.warmup_bias_lr if j == 2 else 0.0
+                    group["lr"] = start + frac * (cfg.lr0 * lr_epoch - start)
+                    group["momentum"] = cfg.warmup_momentum + frac * (cfg.momentum - cfg.warmup_momentum)
+            else:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr0 * lr_epoch
+                    group["momentum"] = cfg.momentum
+            images, targets = images.to(device, non_blocking=True), targets.to(device)
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                raw, feats = model(images)
+                loss, parts = criterion(raw, targets)
+                if distiller is not None:
+                    kd_loss, kd_parts = distiller(images, raw, feats, targets, epoch=epoch, epochs=cfg.epochs)
+                    loss = loss + kd_loss
+                    parts = {**parts, **kd_parts}
+            scaler.scale(loss).backward()
+            last_batch = i == batches - 1
+            if (i + 1) % accumulate == 0 or last_batch:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                               max_norm=10.0)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update(model)
+            n = images.shape[0]
+            seen += n
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+            if on_batch is not None:
+                on_batch(epoch + 1, i + 1, batches, {k: float(v) for k, v in parts.items()})
+
+        train_seconds = time.perf_counter() - started
+        eval_model = ema.ema if ema is not None else model
+        metrics: dict[str, float] = {}
+        if val_data is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+            res = evaluate(eval_model, val_data, img_size=cfg.img_size, device=device)
+            m = res.metrics
+            metrics = {"map50_95": m.map50_95, "map50": m.map50, "precision": m.precision, "recall": m.recall}
+        result = EpochResult(epoch=epoch + 1, epochs=cfg.epochs, losses={k: v / seen for k, v in sums.items()},
+                             metrics=metrics, lr=cfg.lr0 * lr_epoch, seconds=time.perf_counter() - started,
+                             images_per_second=seen / train_seconds)
+        history.append(result)
+        save_checkpoint(last, {
+            "model_spec": spec.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in eval_model.state_dict().items()},
+            "raw_model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "ema_updates": ema.updates if ema is not None else 0,
+            "distiller": distiller.state_dict() if distiller is not None else {},
+            "epoch": epoch + 1,
+            "train_config": cfg.to_dict(),
+            "history": [h.to_dict() for h in history],
+        })
+        if on_epoch is not None:
+            on_epoch(result, last)
+    return TrainResult(checkpoint=last, spec=spec, history=history)
+
