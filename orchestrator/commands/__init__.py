@@ -1,0 +1,5 @@
+"""One module per CLI command; each exposes `add_parser(subparsers)` and imports heavy code lazily,
+so that board-side commands work without torch."""
+from orchestrator.commands import data, evaluate, train
+
+COMMANDS = [data, train, evaluate]

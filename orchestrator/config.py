@@ -1,0 +1,615 @@
+"""The sweep file (`kd.yaml`): its schema as frozen dataclasses, and validation before anything runs.
+
+`load_config` reads and checks the whole file in milliseconds (no torch, no Ray), so a typo in the
+last section fails before hours of training, with a `ConfigError` that names the key path and what
+is allowed there. Every default lives in these dataclasses; code downstream reads attributes and
+never falls back with `.get(key, default)`. Relative paths resolve against the file's directory
+(default `output_dir` included), so a sweep resumes from any working directory.
+See docs/config-reference.md for every key.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from detection.coco import BAD_IMAGE_POLICIES, SplitSpec
+from device_actors.naming import BoardNameError, check_board_name
+from device_actors.runtimes.base import RuntimeOptions
+from device_actors.timing import TimingProtocol
+from orchestrator import _schema as s
+from orchestrator._knobs import (KNOBS, MODEL_SIZES, SCRATCH, KnobContext, check_knob, export_format, parse_space,
+                                 possible_values)
+from orchestrator.datasets import LAYOUTS, DataSplits, embedded_default, splits_in
+from orchestrator.errors import ConfigError
+from search_spaces import SearchSpace
+from trainables.augment import AugmentConfig
+
+if TYPE_CHECKING:
+    from trainables.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ALGORITHMS", "METRICS", "BoardConfig", "ConfigError", "ConstraintsConfig", "DataConfig", "LossConfig",
+           "MlflowConfig", "Objective", "Resources", "ResourcesConfig", "SearcherConfig", "SplitPaths",
+           "StudentConfig", "SweepConfig", "SynthConfig", "TeacherConfig", "TrainingConfig", "export_format",
+           "load_config", "parse_config"]
+
+ALGORITHMS = ("tpe", "nsga2", "gp", "random", "grid")
+OPTUNA_ALGORITHMS = ("tpe", "nsga2", "gp")  # run through Ray Tune's OptunaSearch with SearchSpace.suggest
+METRICS = {"map50_95": "max", "map50": "max", "latency_ms": "min", "size_mb": "min"}  # metric -> its direction
+DEFAULT_OUTPUT_DIR = "runs/sweeps"
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
+_NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+# ---- sections ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size of the generated default data set (`orchestrator.datasets.embedded_default`)."""
+
+    train: int = 2000
+    val: int = 300
+    size: int = 128
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SplitPaths:
+    images: Path  # directory of image files
+    annotations: Path  # COCO instances json
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "default"  # "default" (generated) or "coco" (a COCO-format data set on disk)
+    synth: SynthConfig = SynthConfig()
+    root: Path | None = None  # coco: a directory in one of orchestrator.datasets.LAYOUTS
+    train: SplitPaths | None = None  # coco: resolved from root, or given explicitly
+    val: SplitPaths | None = None
+    train_subset: int | None = None  # seeded random subsets (None: every image)
+    val_subset: int | None = None
+    calibration_images: int = 64  # training images that calibrate int8 formats
+    bad_images: str = "skip"  # unreadable images: skip them (logged) or fail
+
+    def splits(self, *, seed: int) -> DataSplits:
+        """The train and val splits, generating the default data set on first use."""
+        if self.source == "default":
+            root = embedded_default(**asdict(self.synth))
+            found = splits_in(root)
+            train, val = SplitPaths(found.train.images, found.train.annotations), \
+                SplitPaths(found.val.images, found.val.annotations)
+        else:
+            train, val = self.train, self.val
+        return DataSplits(
+            train=SplitSpec(train.images, train.annotations, self.train_subset, seed, self.bad_images),
+            val=SplitSpec(val.images, val.annotations, self.val_subset, seed, self.bad_images))
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Defaults of the `student` and `student_init` knobs."""
+
+    model: str = "n"
+    init: str = SCRATCH  # "scratch" or an absolute checkpoint path
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """A model size trained once per (data, img_size, epochs) and cached, or a given checkpoint."""
+
+    model: str | None = None
+    epochs: int | None = None
+    checkpoint: Path | None = None
+
+    @property
+    def knob_value(self) -> str:
+        """What `trainables.student.StudentKnobs.teacher` takes: a model size or a checkpoint path."""
+        return self.model if self.model is not None else str(self.checkpoint)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Mirrors trainables.loss.LossWeights (kept torch-free here)."""
+
+    box: float = 0.05
+    obj: float = 1.0
+    cls: float = 0.5
+    anchor_t: float = 4.0
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Fixed trainer hyper-parameters: trainables.train.TrainConfig minus the trial knobs (epochs,
+    img_size, freeze_backbone, init, seed) and minus device/threads (they follow `resources.train`)."""
+
+    batch_size: int = 32
+    nominal_batch: int = 64
+    lr0: float = 0.01
+    lrf: float = 0.01
+    lr_schedule: str = "linear"
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 3.0
+    warmup_momentum: float = 0.8
+    warmup_bias_lr: float = 0.1
+    ema: bool = True
+    amp: bool = True
+    workers: int = 0
+    cache_images: bool = True
+    val_every: int = 1
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+    def train_config(self, *, device: str = "auto", threads: int | None = None) -> "TrainConfig":
+        """The trainer's config (imports torch); the knobs are set per trial by train_student."""
+        from trainables.train import TrainConfig  # noqa: PLC0415 - torch only where training happens
+
+        return TrainConfig.from_dict({**asdict(self), "device": device, "threads": threads})
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str  # one of METRICS
+    mode: str  # "min" or "max"
+
+
+@dataclass(frozen=True)
+class ConstraintsConfig:
+    """Feasibility limits, fed to Optuna's constraint handling (`Trial.set_constraint`)."""
+
+    latency_ms_max: float | None = None
+    map50_95_min: float | None = None
+    size_mb_max: float | None = None
+
+    def values(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Constraint values of a finished trial by name; <= 0 means satisfied (Optuna's convention)."""
+        limits = {"latency_ms_max": ("latency_ms", 1.0, self.latency_ms_max),
+                  "map50_95_min": ("map50_95", -1.0, self.map50_95_min),
+                  "size_mb_max": ("size_mb", 1.0, self.size_mb_max)}
+        out = {}
+        for key, (metric, sign, limit) in limits.items():
+            if limit is None:
+                continue
+            if metric not in metrics:
+                raise ValueError(f"constraint {key} needs the metric {metric}; got {', '.join(metrics) or 'none'}")
+            out[key] = sign * (float(metrics[metric]) - limit)
+        return out
+
+
+@dataclass(frozen=True)
+class SearcherConfig:
+    algorithm: str = "tpe"
+    trials: int = 20  # for grid: the grid size
+    concurrency: int = 1  # trials running at once
+    max_failures: int = 1  # retries of a crashed trial (Tune FailureConfig.max_failures)
+    seed: int = 0  # sampler seed (defaults to the top-level seed)
+
+    @property
+    def uses_optuna(self) -> bool:
+        """Optuna samplers take `SearchSpace.suggest`; random and grid take `tune_param_space`."""
+        return self.algorithm in OPTUNA_ALGORITHMS
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """What a trial reserves while it runs, and what its training task (a Ray task) requests.
+
+    A trial holds `trial` while its training task waits for `train`, so a node needs
+    `trial.cpu + train.cpu` per concurrent trial."""
+
+    trial: Resources = Resources()
+    train: Resources = Resources()
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    name: str = "local"  # a board joined with `board join --name NAME`, or emulated on the driver
+    emulate_if_missing: bool = True
+    timeout_s: float = 3600.0  # per measurement, queue included
+    timing: TimingProtocol = TimingProtocol()
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # onnxruntime execution providers
+    delegate: str | None = None  # TFLite external delegate library, a path on the board
+    delegate_options: dict[str, str] = field(default_factory=dict)
+
+    def runtime_options(self, threads: int) -> RuntimeOptions:
+        return RuntimeOptions(threads=threads, providers=self.providers, delegate=self.delegate,
+                              delegate_options=dict(self.delegate_options))
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str  # default sqlite:///<sweep dir>/mlflow.db (absolute)
+    experiment: str = "edgesweep"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str
+    seed: int
+    output_dir: Path  # absolute; the sweep's state lives in sweep_dir
+    data: DataConfig
+    student: StudentConfig
+    teachers: dict[str, TeacherConfig]
+    training: TrainingConfig
+    search: SearchSpace  # search: and fixed: (knob defaults included)
+    objectives: tuple[Objective, ...]
+    constraints: ConstraintsConfig
+    searcher: SearcherConfig
+    resources: ResourcesConfig
+    board: BoardConfig
+    mlflow: MlflowConfig
+    source: str = field(default="<dict>", compare=False)  # the file it came from, for messages
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.output_dir / self.name
+
+    def to_dict(self) -> dict:
+        """The config as plain values in the file's own schema (parse_config accepts it back)."""
+        data = self.data
+        data_dict: dict = {"source": data.source}
+        if data.source == "default":
+            data_dict["synth"] = asdict(data.synth)
+        elif data.root is not None:
+            data_dict["root"] = str(data.root)
+        else:
+            data_dict.update({split: {"images": str(paths.images), "annotations": str(paths.annotations)}
+                              for split, paths in (("train", data.train), ("val", data.val))})
+        data_dict.update(train_subset=data.train_subset, val_subset=data.val_subset,
+                         calibration_images=data.calibration_images, bad_images=data.bad_images)
+        teachers = {}
+        for name, t in self.teachers.items():
+            teachers[name] = {"model": t.model, "epochs": t.epochs} if t.model else {"checkpoint": str(t.checkpoint)}
+        board = asdict(self.board)
+        board["providers"] = list(self.board.providers)
+        return {
+            "name": self.name, "seed": self.seed, "output_dir": str(self.output_dir), "data": data_dict,
+            "student": asdict(self.student), "teachers": teachers, "training": asdict(self.training),
+            **self.search.to_dict(),
+            "objectives": [asdict(o) for o in self.objectives], "constraints": asdict(self.constraints),
+            "searcher": asdict(self.searcher), "resources": asdict(self.resources), "board": board,
+            "mlflow": asdict(self.mlflow),
+        }
+
+
+# ---- parsing -------------------------------------------------------------------------------------
+
+TOP_KEYS = ("name", "seed", "output_dir", "data", "student", "teachers", "training", "search", "fixed",
+            "objectives", "constraints", "searcher", "resources", "board", "mlflow")
+DATA_KEYS = tuple(f.name for f in fields(DataConfig))
+SYNTH_KEYS = tuple(f.name for f in fields(SynthConfig))
+SPLIT_KEYS = ("images", "annotations")
+STUDENT_KEYS = tuple(f.name for f in fields(StudentConfig))
+TEACHER_KEYS = ("model", "epochs", "checkpoint")
+TRAINING_KEYS = tuple(f.name for f in fields(TrainingConfig))
+LOSS_KEYS = tuple(f.name for f in fields(LossConfig))
+AUGMENT_KEYS = tuple(f.name for f in fields(AugmentConfig))
+OBJECTIVE_KEYS = ("metric", "mode")
+CONSTRAINT_KEYS = tuple(f.name for f in fields(ConstraintsConfig))
+SEARCHER_KEYS = tuple(f.name for f in fields(SearcherConfig))
+RESOURCES_KEYS = ("trial", "train")
+RESOURCE_KEYS = ("cpu", "gpu")
+BOARD_KEYS = tuple(f.name for f in fields(BoardConfig))
+TIMING_KEYS = tuple(f.name for f in fields(TimingProtocol))
+MLFLOW_KEYS = ("tracking_uri", "experiment")
+DEFAULT_TEACHER_EPOCHS = 30  # trainables.student.StudentKnobs.teacher_epochs
+
+
+def load_config(path: Path) -> SweepConfig:
+    """Read and validate a sweep file; every problem raises ConfigError naming the key path."""
+    path = Path(path)
+    return parse_config(s.read_yaml(path), source=str(path), base_dir=path.resolve().parent)
+
+
+def parse_config(data: object, *, source: str = "<dict>", base_dir: Path | None = None) -> SweepConfig:
+    """Validate a parsed sweep file; relative paths resolve against `base_dir` (default: the CWD)."""
+    base = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
+    try:
+        return _parse(data, base, source)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _parse(data: object, base: Path, source: str) -> SweepConfig:
+    if data is None:
+        raise ConfigError(f"the file is empty; expected a mapping with keys {', '.join(TOP_KEYS)}")
+    top = s.allowed_keys(data, "", TOP_KEYS)
+    name = s.name(s.required(top, "", "name", f"the sweep's name: {_NAME_RULE}"), "name", _NAME, _NAME_RULE)
+    seed = s.integer(top.get("seed", 0), "seed", minimum=0)
+    output_dir = top.get("output_dir", DEFAULT_OUTPUT_DIR)
+    if not isinstance(output_dir, str) or not output_dir:
+        raise ConfigError(f"output_dir: must be a directory path, {s.got(output_dir)}")
+    output_dir = (base / Path(output_dir).expanduser()).resolve()
+    data_cfg = _data(top.get("data"), base)
+    teachers = _teachers(top.get("teachers"), base)
+    ctx = KnobContext(base_dir=base, teachers=tuple(teachers))
+    student = _student(top.get("student"), ctx)
+    training = _training(top.get("training"))
+    searcher_raw = s.allowed_keys(top.get("searcher"), "searcher", SEARCHER_KEYS)
+    algorithm = s.one_of(searcher_raw.get("algorithm", SearcherConfig.algorithm), "searcher.algorithm", ALGORITHMS,
+                         "a search algorithm")
+    defaults = {k: knob.default for k, knob in KNOBS.items()}
+    defaults.update(student=student.model, student_init=student.init, seed=seed,
+                    teacher=next(iter(teachers)) if len(teachers) == 1 else None)
+    space = parse_space(top.get("search"), top.get("fixed"), defaults, ctx, grid=algorithm == "grid")
+    searcher = _searcher(searcher_raw, algorithm, space, seed)
+    _warn_frozen_scratch(space)
+    return SweepConfig(
+        name=name, seed=seed, output_dir=output_dir, data=data_cfg, student=student, teachers=teachers,
+        training=training, search=space, objectives=_objectives(top.get("objectives")),
+        constraints=_constraints(top.get("constraints")), searcher=searcher, resources=_resources(top.get("resources")),
+        board=_board(top.get("board")), mlflow=_mlflow(top.get("mlflow"), output_dir / name), source=source)
+
+
+def _optional_int(raw: dict, path: str, key: str, minimum: int) -> int | None:
+    value = raw.get(key)
+    return None if value is None else s.integer(value, s.child(path, key), minimum=minimum)
+
+
+def _data(raw: object, base: Path) -> DataConfig:
+    raw = s.allowed_keys(raw, "data", DATA_KEYS)
+    source = s.one_of(raw.get("source", "default"), "data.source", ("default", "coco"), "a data source")
+    common = dict(train_subset=_optional_int(raw, "data", "train_subset", 1),
+                  val_subset=_optional_int(raw, "data", "val_subset", 1),
+                  calibration_images=s.integer(raw.get("calibration_images", DataConfig.calibration_images),
+                                               "data.calibration_images", minimum=1),
+                  bad_images=s.one_of(raw.get("bad_images", "skip"), "data.bad_images", BAD_IMAGE_POLICIES,
+                                      "a bad-image policy"))
+    if source == "default":
+        for key in ("root", "train", "val"):
+            if key in raw:
+                raise ConfigError(f"data.{key}: only with data.source: coco (source is 'default', the generated "
+                                  f"data set; its size is set by data.synth)")
+        synth = s.allowed_keys(raw.get("synth"), "data.synth", SYNTH_KEYS)
+        checked = {k: s.integer(synth.get(k, getattr(SynthConfig, k)), f"data.synth.{k}",
+                                minimum=32 if k == "size" else 0 if k == "seed" else 1) for k in SYNTH_KEYS}
+        return DataConfig(source=source, synth=SynthConfig(**checked), **common)
+    if "synth" in raw:
+        raise ConfigError("data.synth: only with data.source: default (the generated data set)")
+    if "root" in raw:
+        for key in ("train", "val"):
+            if key in raw:
+                raise ConfigError(f"data.{key}: give either data.root or data.train + data.val, not both")
+        root = s.existing_path(raw["root"], "data.root", base, kind="dir")
+        train, val = _layout(root)
+        return DataConfig(source=source, root=root, train=train, val=val, **common)
+    layouts = "; ".join(f"{a} + {b}/" for a, b, _, _ in LAYOUTS)
+    splits = {}
+    for split in ("train", "val"):
+        path = f"data.{split}"
+        if split not in raw:
+            raise ConfigError(f"{path}: required with data.source: coco unless data.root is given "
+                              f"(a directory with {layouts}); e.g. {split}: {{images: DIR, annotations: FILE}}")
+        entry = s.allowed_keys(raw[split], path, SPLIT_KEYS)
+        images = s.existing_path(s.required(entry, path, "images", "a directory of images"), f"{path}.images",
+                                 base, kind="dir")
+        annotations = s.existing_path(s.required(entry, path, "annotations", "a COCO instances json"),
+                                      f"{path}.annotations", base, kind="file")
+        splits[split] = SplitPaths(images, annotations)
+    return DataConfig(source=source, **splits, **common)
+
+
+def _layout(root: Path) -> tuple[SplitPaths, SplitPaths]:
+    """The splits of a data set directory in one of orchestrator.datasets.LAYOUTS; a partial layout
+    is reported with the files it lacks."""
+    best: list[str] | None = None
+    for train_ann, train_img, val_ann, val_img in LAYOUTS:
+        wanted = {train_ann: "file", train_img: "dir", val_ann: "file", val_img: "dir"}
+        missing = [p for p, kind in wanted.items()
+                   if not ((root / p).is_file() if kind == "file" else (root / p).is_dir())]
+        if not missing:
+            return SplitPaths(root / train_img, root / train_ann), SplitPaths(root / val_img, root / val_ann)
+        if len(missing) < len(wanted) and (best is None or len(missing) < len(best)):
+            best = missing
+    if best is not None:
+        raise ConfigError(f"data.root: {root} lacks {', '.join(best)}")
+    layouts = "; ".join(f"{a} + {b}/ + {c} + {d}/" for a, b, c, d in LAYOUTS)
+    raise ConfigError(f"data.root: no COCO-format splits found in {root}; expected one of these layouts: {layouts} "
+                      f"(or give data.train and data.val explicitly)")
+
+
+def _teachers(raw: object, base: Path) -> dict[str, TeacherConfig]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"teachers: must be a mapping NAME -> {{model: SIZE, epochs: N}} or {{checkpoint: PATH}}, "
+                          f"{s.got(raw)}")
+    teachers = {}
+    for name, entry in raw.items():
+        path = s.child("teachers", str(name))
+        s.name(name, f"{path} (the name)", _NAME, _NAME_RULE)
+        entry = s.allowed_keys(entry, path, TEACHER_KEYS)
+        if ("model" in entry) == ("checkpoint" in entry):
+            raise ConfigError(f"{path}: give either model (a size trained once and cached, with epochs) or "
+                              f"checkpoint (a trained model's path)")
+        if "checkpoint" in entry:
+            if "epochs" in entry:
+                raise ConfigError(f"{path}.epochs: only with model (a checkpoint is already trained)")
+            teachers[name] = TeacherConfig(checkpoint=s.existing_path(entry["checkpoint"], f"{path}.checkpoint",
+                                                                       base, kind="file"))
+        else:
+            teachers[name] = TeacherConfig(
+                model=s.one_of(entry["model"], f"{path}.model", MODEL_SIZES, "a model size"),
+                epochs=s.integer(entry.get("epochs", DEFAULT_TEACHER_EPOCHS), f"{path}.epochs", minimum=1))
+    return teachers
+
+
+def _student(raw: object, ctx: KnobContext) -> StudentConfig:
+    raw = s.allowed_keys(raw, "student", STUDENT_KEYS)
+    return StudentConfig(model=check_knob("student", raw.get("model", StudentConfig.model), "student.model", ctx),
+                         init=check_knob("student_init", raw.get("init", SCRATCH), "student.init", ctx))
+
+
+def _fraction(v, p):
+    return s.number(v, p, minimum=0, below=1)
+
+
+_TRAINING_CHECKS = {
+    "batch_size": lambda v, p: s.integer(v, p, minimum=1),
+    "nominal_batch": lambda v, p: s.integer(v, p, minimum=1),
+    "lr0": lambda v, p: s.number(v, p, above=0),
+    "lrf": lambda v, p: s.number(v, p, above=0, maximum=1),
+    "lr_schedule": lambda v, p: s.one_of(v, p, ("linear", "cosine"), "a learning-rate schedule"),
+    "momentum": _fraction,
+    "weight_decay": lambda v, p: s.number(v, p, minimum=0),
+    "warmup_epochs": lambda v, p: s.number(v, p, minimum=0),
+    "warmup_momentum": _fraction,
+    "warmup_bias_lr": lambda v, p: s.number(v, p, minimum=0),
+    "ema": s.boolean,
+    "amp": s.boolean,
+    "workers": lambda v, p: s.integer(v, p, minimum=0),
+    "cache_images": s.boolean,
+    "val_every": lambda v, p: s.integer(v, p, minimum=1),
+}
+_KNOB_HINTS = {k: f"{k} is a trial knob: set it under fixed: or search:" for k in
+               ("epochs", "img_size", "freeze_backbone", "init", "seed", "teacher", "kd_method", "kd_factor")}
+_KNOB_HINTS.update(device="the device follows resources.train.gpu", threads="threads follow resources.train.cpu")
+
+
+def _training(raw: object) -> TrainingConfig:
+    raw = s.allowed_keys(raw, "training", TRAINING_KEYS, hints=_KNOB_HINTS)
+    values = {k: check(raw[k], f"training.{k}") for k, check in _TRAINING_CHECKS.items() if k in raw}
+    loss = s.allowed_keys(raw.get("loss"), "training.loss", LOSS_KEYS)
+    values["loss"] = LossConfig(**{k: s.number(v, f"training.loss.{k}", above=1 if k == "anchor_t" else None,
+                                               minimum=None if k == "anchor_t" else 0) for k, v in loss.items()})
+    augment = s.allowed_keys(raw.get("augment"), "training.augment", AUGMENT_KEYS)
+    try:
+        values["augment"] = AugmentConfig(**augment)
+    except ValueError as e:  # AugmentConfig's own range checks name the key ("augment.scale must be ...")
+        raise ConfigError(f"training.{e}") from None
+    return TrainingConfig(**values)
+
+
+def _searcher(raw: dict, algorithm: str, space: SearchSpace, seed: int) -> SearcherConfig:
+    trials = raw.get("trials")
+    if algorithm == "grid":
+        size = space.grid_size()
+        if trials is not None and trials != size:
+            raise ConfigError(f"searcher.trials: the grid has {size} distinct trials; omit trials or set it to "
+                              f"{size}, got {trials!r}")
+        trials = size
+    elif trials is None:
+        raise ConfigError(f"searcher.trials: required for algorithm {algorithm} (an integer >= 1)")
+    return SearcherConfig(
+        algorithm=algorithm, trials=s.integer(trials, "searcher.trials", minimum=1),
+        concurrency=s.integer(raw.get("concurrency", SearcherConfig.concurrency), "searcher.concurrency", minimum=1),
+        max_failures=s.integer(raw.get("max_failures", SearcherConfig.max_failures), "searcher.max_failures",
+                               minimum=0),
+        seed=s.integer(raw.get("seed", seed), "searcher.seed", minimum=0))
+
+
+def _objectives(raw: object) -> tuple[Objective, ...]:
+    if raw is None:
+        return Objective("map50_95", "max"), Objective("latency_ms", "min")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"objectives: must be a non-empty list of {{metric, mode}}, {s.got(raw)}")
+    objectives = []
+    for i, entry in enumerate(raw):
+        path = s.child("objectives", i)
+        entry = s.allowed_keys(entry, path, OBJECTIVE_KEYS)
+        metric = s.one_of(s.required(entry, path, "metric", f"one of {', '.join(METRICS)}"), f"{path}.metric",
+                          tuple(METRICS), "a metric")
+        natural = METRICS[metric]
+        mode = s.one_of(entry.get("mode", natural), f"{path}.mode", ("min", "max"), "a mode")
+        if mode != natural:
+            raise ConfigError(f"{path}.mode: {metric} can only be {natural}imized here (mode: {natural}), got {mode}")
+        if any(o.metric == metric for o in objectives):
+            raise ConfigError(f"{path}.metric: {metric} is listed twice")
+        objectives.append(Objective(metric, mode))
+    return tuple(objectives)
+
+
+def _constraints(raw: object) -> ConstraintsConfig:
+    raw = s.allowed_keys(raw, "constraints", CONSTRAINT_KEYS)
+    checks = {"latency_ms_max": dict(above=0), "map50_95_min": dict(above=0, maximum=1), "size_mb_max": dict(above=0)}
+    return ConstraintsConfig(**{k: s.number(v, f"constraints.{k}", **checks[k]) for k, v in raw.items()
+                                if v is not None})
+
+
+def _ray_quantity(value: object, path: str) -> float:
+    quantity = s.number(value, path, minimum=0)
+    if quantity > 1 and not quantity.is_integer():
+        raise ConfigError(f"{path}: Ray takes fractions only below 1; use a whole number or a value in [0, 1], "
+                          f"got {value!r}")
+    return quantity
+
+
+def _resources(raw: object) -> ResourcesConfig:
+    raw = s.allowed_keys(raw, "resources", RESOURCES_KEYS)
+    parts = {}
+    for key in RESOURCES_KEYS:
+        entry = s.allowed_keys(raw.get(key), f"resources.{key}", RESOURCE_KEYS)
+        parts[key] = Resources(**{k: _ray_quantity(v, f"resources.{key}.{k}") for k, v in entry.items()})
+    return ResourcesConfig(**parts)
+
+
+def _board(raw: object) -> BoardConfig:
+    raw = s.allowed_keys(raw, "board", BOARD_KEYS)
+    name = raw.get("name", BoardConfig.name)
+    try:
+        check_board_name(name)
+    except BoardNameError as e:
+        raise ConfigError(f"board.name: {e}") from None
+    timing = s.allowed_keys(raw.get("timing"), "board.timing", TIMING_KEYS)
+    defaults = TimingProtocol()
+    protocol = TimingProtocol(
+        warmup_runs=s.integer(timing.get("warmup_runs", defaults.warmup_runs), "board.timing.warmup_runs", minimum=0),
+        min_runs=s.integer(timing.get("min_runs", defaults.min_runs), "board.timing.min_runs", minimum=1),
+        min_seconds=s.number(timing.get("min_seconds", defaults.min_seconds), "board.timing.min_seconds", minimum=0),
+        max_runs=s.integer(timing.get("max_runs", defaults.max_runs), "board.timing.max_runs", minimum=1),
+        cooldown_seconds=s.number(timing.get("cooldown_seconds", defaults.cooldown_seconds),
+                                  "board.timing.cooldown_seconds", minimum=0))
+    if protocol.max_runs < protocol.min_runs:
+        raise ConfigError(f"board.timing.max_runs: must be >= min_runs ({protocol.min_runs}), got {protocol.max_runs}")
+    providers = s.string_list(raw.get("providers", list(BoardConfig.providers)), "board.providers")
+    for i, provider in enumerate(providers):
+        if not provider.endswith("ExecutionProvider"):
+            raise ConfigError(f"board.providers[{i}]: {provider!r} is not an onnxruntime execution provider name "
+                              f"(they end in ExecutionProvider, e.g. CPUExecutionProvider)")
+    delegate = raw.get("delegate")
+    if delegate is not None and (not isinstance(delegate, str) or not delegate):
+        raise ConfigError(f"board.delegate: must be a library path on the board or null, {s.got(delegate)}")
+    options = raw.get("delegate_options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"board.delegate_options: must be a mapping of option -> value, {s.got(options)}")
+    for key, value in options.items():
+        if not isinstance(key, str) or isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"board.delegate_options.{key}: must be a scalar value, {s.got(value)}")
+    if options and delegate is None:
+        raise ConfigError("board.delegate_options: only with board.delegate")
+    return BoardConfig(
+        name=name, emulate_if_missing=s.boolean(raw.get("emulate_if_missing", True), "board.emulate_if_missing"),
+        timeout_s=s.number(raw.get("timeout_s", BoardConfig.timeout_s), "board.timeout_s", above=0),
+        timing=protocol, providers=tuple(providers), delegate=delegate,
+        delegate_options={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()})
+
+
+def _mlflow(raw: object, sweep_dir: Path) -> MlflowConfig:
+    raw = s.allowed_keys(raw, "mlflow", MLFLOW_KEYS)
+    uri = raw.get("tracking_uri")
+    if uri is None:
+        uri = f"sqlite:///{(sweep_dir / 'mlflow.db').as_posix()}"
+    elif not isinstance(uri, str) or not uri:
+        raise ConfigError(f"mlflow.tracking_uri: must be a URI (http://HOST:5000, sqlite:///PATH) or null, "
+                          f"{s.got(uri)}")
+    experiment = raw.get("experiment", "edgesweep")
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise ConfigError(f"mlflow.experiment: must be a non-empty name, {s.got(experiment)}")
+    return MlflowConfig(tracking_uri=uri, experiment=experiment)
+
+
+def _warn_frozen_scratch(space: SearchSpace) -> None:
+    if True in possible_values(space, "freeze_backbone") and set(possible_values(space, "student_init")) == {SCRATCH}:
+        log.warning("freeze_backbone can be true while every student starts from scratch: a frozen random backbone "
+                    "only trains the neck and head; set student.init to a pretrained checkpoint")
