@@ -1,0 +1,129 @@
+"""`export`: export a checkpoint to ONNX/TFLite variants, then time and score every file.
+
+Prints the reference thesis's Table 5.1 layout (name, resolution, engine, latency, FPS, mAP, size)
+for this machine. Latency and accuracy are measured on the exported files through the board's
+runtimes (`device_actors`), so the numbers describe what the board would run.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.commands.train import add_data_args
+
+if TYPE_CHECKING:
+    from detection.coco import CocoDataset
+    from device_actors.accuracy import ArtifactEval
+    from device_actors.runtimes import RuntimeOptions
+    from device_actors.timing import LatencyStats, TimingProtocol
+    from trainables.export import Artifact
+
+TABLE_WIDTH_WHEN_PIPED = 120
+TABLE_COLUMNS = ["name", "resolution", "engine", "latency ms", "FPS", "mAP@.5:.95", "mAP@.5", "size MB"]
+
+
+@dataclass(frozen=True)
+class ArtifactReport:
+    """One row of the table: an exported file with its measured latency and accuracy."""
+
+    artifact: "Artifact"
+    latency: "LatencyStats"
+    accuracy: "ArtifactEval"
+
+    def row(self) -> list[object]:
+        a, m = self.artifact, self.accuracy.metrics
+        return [a.format, f"{a.img_size}px", a.runtime, self.latency.median_ms, self.latency.fps,
+                m.map50_95, m.map50, a.size_mb]
+
+
+def measure_artifact(artifact: "Artifact", val_data: "CocoDataset", *, options: "RuntimeOptions",
+                     protocol: "TimingProtocol",
+                     progress: Callable[[int, int], None] | None = None) -> ArtifactReport:
+    """Median latency of one inference on a real val image, then COCO mAP on `val_data`."""
+    from detection.letterbox import letterbox, to_input
+    from device_actors.accuracy import evaluate_artifact
+    from device_actors.runtimes import get_runtime
+    from device_actors.timing import time_call
+
+    model = artifact.read_bytes()
+    session = get_runtime(artifact.runtime).load(model, options)
+    image = to_input(letterbox(val_data.load_image(0), session.input_hw[0])[0])
+    latency, _ = time_call(lambda: session.run(image), protocol)
+    accuracy = evaluate_artifact(model, artifact.runtime, val_data, options=options, progress=progress)
+    return ArtifactReport(artifact=artifact, latency=latency, accuracy=accuracy)
+
+
+def parse_formats(text: str) -> list[str]:
+    """'onnx, onnx-int8' -> ['onnx', 'onnx-int8']; 'all' -> every registered format. Unknown names
+    fail here, before the data set is loaded."""
+    from trainables.export import ExportError, get_format, known_formats
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return known_formats()
+    if not names:
+        raise ExportError(f"--formats is empty; known formats: {', '.join(known_formats())} (or 'all')")
+    return [get_format(name).name for name in names]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX/TFLite (float and quantized), "
+                                      "then time and score every file")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--formats", default="all",
+                   help="comma-separated: onnx, onnx-fp16, onnx-dynamic, onnx-int8, tflite, tflite-fp16, "
+                        "tflite-dynamic, tflite-int8; or 'all'")
+    add_data_args(p)
+    p.add_argument("--img-size", type=int, default=128, help="fixed input size of the exported models")
+    p.add_argument("--calib-images", type=int, default=64, help="training images that calibrate int8 formats")
+    p.add_argument("--calib-method", default="minmax", help="minmax, percentile or entropy (ONNX); TFLite: minmax")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads for timing and evaluation")
+    p.add_argument("--latency-seconds", type=float, default=2.0, help="minimum timed duration per model")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default runs/export/<run>-<size>px)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from device_actors.runtimes import RuntimeOptions, get_runtime
+    from device_actors.timing import TimingProtocol
+    from orchestrator.commands.train import load_data
+    from orchestrator.console import console, progress, stdout, table
+    from trainables.checkpoint import checkpoint_spec, load_checkpoint
+    from trainables.export import ExportError, export_formats
+
+    formats = parse_formats(args.formats)
+    if args.threads < 1:
+        raise ExportError(f"--threads must be >= 1, got {args.threads}")
+    train_data, val_data = load_data(args)
+    spec = checkpoint_spec(load_checkpoint(args.checkpoint))
+    if spec.num_classes != val_data.num_classes:
+        raise ExportError(f"{args.checkpoint} predicts {spec.num_classes} classes; the data set "
+                          f"{val_data.spec.annotations} has {val_data.num_classes}")
+    out = args.out or Path("runs/export") / f"{args.checkpoint.resolve().parent.name}-{args.img_size}px"
+    options = RuntimeOptions(threads=args.threads)
+    protocol = TimingProtocol(min_seconds=args.latency_seconds)
+    reports: list[ArtifactReport] = []
+    with progress() as bar:
+        exporting = bar.add_task("exporting", total=len(formats), info="")
+        artifacts = export_formats(
+            args.checkpoint, formats, out, img_size=args.img_size, calibration=train_data,
+            calib_images=args.calib_images, calib_method=args.calib_method,
+            progress=lambda name, done, total: bar.update(exporting, completed=done, info=name))
+        measuring = bar.add_task("timing + mAP", total=len(artifacts), info="")
+        images = bar.add_task("images", total=len(val_data), info="")
+        for done, artifact in enumerate(artifacts, start=1):
+            bar.update(measuring, info=artifact.format)
+            reports.append(measure_artifact(
+                artifact, val_data, options=options, protocol=protocol,
+                progress=lambda i, total: bar.update(images, completed=i, total=total)))
+            bar.update(measuring, completed=done)
+    engines = ", ".join(sorted({f"{a.runtime} {get_runtime(a.runtime).version()}" for a in artifacts}))
+    results = table(f"YOLO-{spec.size} from {args.checkpoint}: {len(val_data)} val images, "
+                    f"{args.threads} thread(s), {engines}", TABLE_COLUMNS, [r.row() for r in reports])
+    # Piped output has no terminal width; rich would assume 80 columns and cut format names short.
+    stdout.print(results, width=None if stdout.is_terminal else TABLE_WIDTH_WHEN_PIPED)
+    console.print(f"artifacts in {out}")
+    return 0

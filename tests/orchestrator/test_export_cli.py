@@ -1,0 +1,74 @@
+"""`python -m orchestrator export`: exports, times and scores, then prints the Table 5.1 layout."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from orchestrator.cli import main
+from trainables.checkpoint import save_checkpoint
+from trainables.models.yolo import ModelSpec, build_model
+
+IMG_SIZE = 64
+
+
+def _untrained_student(root: Path) -> SimpleNamespace:
+    """Stand-in until tests/conftest.py provides `trained_student`; the CLI checks need no accuracy."""
+    from detection.synth import SynthConfig, generate
+
+    data_dir = root / "data"
+    summary = generate(data_dir, train=12, val=4, seed=0, config=SynthConfig(size=96))
+    checkpoint = root / "student.pt"
+    spec = ModelSpec("n", len(summary.categories))
+    save_checkpoint(checkpoint, {"model_spec": spec.to_dict(), "model": build_model(spec).state_dict()})
+    return SimpleNamespace(checkpoint=checkpoint, data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def student(request, tmp_path_factory) -> SimpleNamespace:
+    try:
+        return request.getfixturevalue("trained_student")
+    except pytest.FixtureLookupError:
+        return _untrained_student(tmp_path_factory.mktemp("cli-student"))
+
+
+def _export(student, tmp_path, *extra: str) -> list[str]:
+    return ["export", "--checkpoint", str(student.checkpoint), "--data", str(student.data_dir),
+            "--val-subset", "4", "--train-subset", "8", "--calib-images", "4", "--img-size", str(IMG_SIZE),
+            "--latency-seconds", "0.05", "--out", str(tmp_path / "out"), *extra]
+
+
+def test_export_prints_one_row_per_format_and_writes_the_files(student, tmp_path, capsys):
+    assert main(_export(student, tmp_path, "--formats", "onnx,onnx-int8")) == 0
+    out = capsys.readouterr().out
+    for column in ("name", "engine", "FPS", "mAP@.5", "size MB"):
+        assert column in out
+    rows = [line for line in out.splitlines() if f"{IMG_SIZE}px" in line and "onnxruntime" in line]
+    assert [row.split("│")[1].strip() for row in rows] == ["onnx", "onnx-int8"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        [f"onnx-{IMG_SIZE}px.onnx", f"onnx-int8-{IMG_SIZE}px.onnx"]
+
+
+def test_unknown_format_exits_2_and_lists_known_formats(student, tmp_path, capsys):
+    assert main(_export(student, tmp_path, "--formats", "onnx,onnx-int4")) == 2
+    err = capsys.readouterr().err
+    assert "unknown export format 'onnx-int4'" in err and "tflite-int8" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_checkpoint_exits_2_naming_it(student, tmp_path, capsys):
+    args = _export(student, tmp_path, "--formats", "onnx")
+    args[args.index("--checkpoint") + 1] = str(tmp_path / "gone.pt")
+    assert main(args) == 2
+    assert "gone.pt" in capsys.readouterr().err
+
+
+def test_checkpoint_for_another_class_count_exits_2(student, tmp_path, capsys):
+    other = tmp_path / "other.pt"
+    spec = ModelSpec("n", 3)
+    save_checkpoint(other, {"model_spec": spec.to_dict(), "model": build_model(spec).state_dict()})
+    args = _export(student, tmp_path, "--formats", "onnx")
+    args[args.index("--checkpoint") + 1] = str(other)
+    assert main(args) == 2
+    assert "predicts 3 classes" in capsys.readouterr().err

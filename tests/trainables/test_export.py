@@ -1,0 +1,251 @@
+"""Export of a trained student to every format, checked on the files themselves.
+
+The expensive part (training, exporting all formats) runs once per module; each test then checks
+one promise: equal outputs for fp32, equal mAP for fp32, bounded mAP loss for each quantized
+format, provenance (size, hash, calibration from training images only), and clear errors.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from detection.coco import CocoDataset, SplitSpec
+from detection.letterbox import letterbox, to_input
+from device_actors.accuracy import evaluate_artifact
+from device_actors.runtimes import RuntimeOptions, get_runtime
+from trainables.checkpoint import CheckpointError, load_model, save_checkpoint
+from trainables.evaluate import evaluate
+from trainables.export import ExportError, ExportGraph, export_formats, known_formats
+from trainables.models.yolo import ModelSpec, build_model
+from trainables.postprocess import decode
+
+IMG_SIZE = 128
+VAL_SUBSET = 60
+CALIB_IMAGES = 32
+HAS_TFLITE_TOOLS = all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_quantizer"))
+# fp32 ONNX vs torch: box columns are pixels (0..128), so 1e-3 px; probabilities 1e-5.
+BOX_ATOL, PROB_ATOL = 1e-3, 1e-5
+MAP_EQUAL = 0.002  # 0.2 mAP points: "the same model"
+# Largest mAP@.5:.95 loss against the fp32 ONNX, in mAP units (0.01 = 1 point), per format.
+MAP_LOSS_BOUND = {
+    "onnx": 0.0, "tflite": MAP_EQUAL, "onnx-fp16": MAP_EQUAL, "tflite-fp16": MAP_EQUAL,
+    "onnx-dynamic": 0.015, "tflite-dynamic": 0.015, "onnx-int8": 0.02, "tflite-int8": 0.02,
+}
+
+
+def _train_fallback_student(root: Path) -> SimpleNamespace:
+    """Stand-in until tests/conftest.py provides `trained_student`: a YOLO-n trained briefly on synth data."""
+    from detection.synth import SynthConfig, generate
+    from trainables.train import TrainConfig, fit
+
+    data_dir = root / "data"
+    generate(data_dir, train=400, val=VAL_SUBSET, seed=0, config=SynthConfig(size=IMG_SIZE))
+    train = CocoDataset(SplitSpec(data_dir / "train", data_dir / "instances_train.json"))
+    result = fit(ModelSpec("n", train.num_classes), train, None,
+                 TrainConfig(epochs=15, img_size=IMG_SIZE, threads=1), root / "run")
+    return SimpleNamespace(checkpoint=result.checkpoint, data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def student(request, tmp_path_factory) -> SimpleNamespace:
+    try:
+        return request.getfixturevalue("trained_student")
+    except pytest.FixtureLookupError:
+        return _train_fallback_student(tmp_path_factory.mktemp("student"))
+
+
+@pytest.fixture(scope="module")
+def splits(student) -> SimpleNamespace:
+    root = Path(student.data_dir)
+    val = SplitSpec(root / "val", root / "instances_val.json")
+    if len(CocoDataset(val)) > VAL_SUBSET:
+        val = SplitSpec(val.images, val.annotations, subset=VAL_SUBSET)
+    return SimpleNamespace(train=CocoDataset(SplitSpec(root / "train", root / "instances_train.json")),
+                           val=CocoDataset(val))
+
+
+@pytest.fixture(scope="module")
+def artifacts(student, splits, tmp_path_factory) -> dict:
+    formats = known_formats() if HAS_TFLITE_TOOLS else [f for f in known_formats() if not f.startswith("tflite")]
+    out = tmp_path_factory.mktemp("artifacts")
+    made = export_formats(student.checkpoint, formats, out, img_size=IMG_SIZE, calibration=splits.train,
+                          calib_images=CALIB_IMAGES)
+    return {a.format: a for a in made}
+
+
+@pytest.fixture(scope="module")
+def maps(artifacts, splits) -> dict:
+    """mAP@.5:.95 of every artifact, scored once."""
+    return {name: evaluate_artifact(a.read_bytes(), a.runtime, splits.val).metrics.map50_95
+            for name, a in artifacts.items()}
+
+
+def test_export_graph_decode_equals_trainables_decode():
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("n", 3)).eval()
+    images = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        raw, _ = model(images)
+        expected = decode(raw, model.anchors, model.strides)
+        got = ExportGraph(model, 96)(images)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_fp32_onnx_outputs_equal_torch_outputs(student, artifacts, splits):
+    """The artifact against the torch model plus the training side's own decode, on real val images."""
+    model = load_model(student.checkpoint)
+    session = get_runtime("onnxruntime").load(artifacts["onnx"].read_bytes(), RuntimeOptions())
+    for i in range(4):
+        image = to_input(letterbox(splits.val.load_image(i), IMG_SIZE)[0])
+        with torch.no_grad():
+            raw, _ = model(torch.from_numpy(image))
+            expected = decode(raw, model.anchors, model.strides).numpy()
+        got = session.run(image)
+        assert got.shape == expected.shape == (1, 3 * (16 * 16 + 8 * 8 + 4 * 4), 5 + splits.val.num_classes)
+        np.testing.assert_allclose(got[..., :4], expected[..., :4], rtol=0, atol=BOX_ATOL)
+        np.testing.assert_allclose(got[..., 4:], expected[..., 4:], rtol=0, atol=PROB_ATOL)
+
+
+def test_onnx_file_is_self_contained_folded_and_opset_17(artifacts):
+    path = artifacts["onnx"].path
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith("onnx-")) == \
+        sorted(f"{name}-{IMG_SIZE}px.onnx" for name in artifacts if name.startswith("onnx"))
+    model = onnx.load(str(path), load_external_data=False)
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    ops = {node.op_type for node in model.graph.node}
+    assert not ops & {"Constant", "Identity", "BatchNormalization"}  # folded: BN into Conv, constants by onnxslim
+    assert any(node.name.startswith("/decode/") for node in model.graph.node)
+    ort.InferenceSession(artifacts["onnx"].read_bytes())  # loads from bytes alone, as the board does
+
+
+def test_fp32_onnx_map_equals_torch_map(student, maps, splits):
+    torch_map = evaluate(load_model(student.checkpoint), splits.val, img_size=IMG_SIZE).metrics.map50_95
+    assert torch_map > 0.01, "the student must detect something for mAP comparisons to mean anything"
+    assert maps["onnx"] == pytest.approx(torch_map, abs=MAP_EQUAL)
+
+
+@pytest.mark.parametrize("name", known_formats())
+def test_every_format_runs_in_its_runtime_within_its_map_bound(name, artifacts, maps):
+    if name not in artifacts:
+        pytest.skip("TFLite converters (the `tflite` extra) are not installed")
+    assert maps["onnx"] - maps[name] <= MAP_LOSS_BOUND[name], \
+        f"{name} loses {100 * (maps['onnx'] - maps[name]):.2f} mAP points against fp32 ONNX"
+
+
+def test_quantized_files_are_at_most_a_third_of_fp32(artifacts):
+    for name, artifact in artifacts.items():
+        if name.endswith(("-int8", "-dynamic")):
+            float_name = "onnx" if artifact.runtime == "onnxruntime" else "tflite"
+            assert artifact.size_mb <= 0.31 * artifacts[float_name].size_mb, name
+
+
+def test_artifacts_record_size_hash_and_calibration(artifacts, splits):
+    for artifact in artifacts.values():
+        data = artifact.read_bytes()
+        assert artifact.size_mb == pytest.approx(len(data) / 1e6)
+        assert artifact.sha256 == hashlib.sha256(data).hexdigest()
+        assert artifact.img_size == IMG_SIZE
+    int8 = artifacts["onnx-int8"].settings
+    assert int8["calib_images"] == CALIB_IMAGES
+    assert int8["calib_split"] == str(splits.train.spec.annotations)
+    assert int8["calib_method"] == "minmax"
+
+
+def test_onnx_int8_runs_every_conv_but_the_stem_as_qlinearconv(artifacts, tmp_path):
+    """Guards the speed: with int8 activations ORT 1.32 on x86 leaves Convs in float (slower than fp32)."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(artifacts["onnx-int8"].path), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    float_convs = sum(1 for node in onnx.load(str(artifacts["onnx"].path)).graph.node if node.op_type == "Conv")
+    assert ops.count("QLinearConv") == float_convs - 1
+
+
+@pytest.mark.skipif(not HAS_TFLITE_TOOLS, reason="TFLite converters (the `tflite` extra) are not installed")
+def test_tflite_int8_takes_int8_input_and_gives_float_output(artifacts):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=artifacts["tflite-int8"].read_bytes())
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.float32  # the decode tail stays float
+
+
+def test_calibration_reads_only_training_images(student, splits, tmp_path, monkeypatch):
+    opened: list[Path] = []
+    real_open = Image.open
+
+    def recording_open(fp, *args, **kwargs):
+        opened.append(Path(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", recording_open)
+    export_formats(student.checkpoint, ["onnx-int8"], tmp_path, img_size=IMG_SIZE, calibration=splits.train,
+                   calib_images=8)
+    train_dir = splits.train.spec.images.resolve()
+    assert len(set(opened)) == 8
+    assert all(train_dir in path.resolve().parents for path in opened), opened
+
+
+@pytest.mark.slow  # ~14 s: the entropy search runs over every activation tensor's histogram
+def test_entropy_calibration_gives_other_ranges_than_minmax(student, splits, tmp_path):
+    """ORT's quantize_static alone would silently return min/max ranges for Entropy."""
+    made = {method: export_formats(student.checkpoint, ["onnx-int8"], tmp_path / method, img_size=IMG_SIZE,
+                                   calibration=splits.train, calib_images=8, calib_method=method)[0]
+            for method in ("minmax", "entropy")}
+    assert made["entropy"].sha256 != made["minmax"].sha256
+    assert made["entropy"].settings["calib_method"] == "entropy"
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(CheckpointError, match="nope.pt"):
+        export_formats(missing, ["onnx"], tmp_path / "out", img_size=IMG_SIZE)
+
+
+def test_checkpoint_of_another_architecture_is_refused(student, tmp_path):
+    with pytest.raises(CheckpointError, match="YOLO-n .* but a YOLO-s"):
+        export_formats(student.checkpoint, ["onnx"], tmp_path, img_size=IMG_SIZE,
+                       expect=ModelSpec("s", load_model(student.checkpoint).spec.num_classes))
+
+
+def test_unknown_format_lists_known_ones_before_touching_the_checkpoint(tmp_path):
+    with pytest.raises(ExportError, match="unknown export format 'onnx-int4'; known formats: onnx, onnx-fp16"):
+        export_formats(tmp_path / "missing.pt", ["onnx", "onnx-int4"], tmp_path, img_size=IMG_SIZE)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"formats": ["onnx-int8"]}, "needs calibration images"),
+    ({"formats": ["tflite-int8"], "calib_method": "entropy"}, "tflite-int8 supports calib_method minmax"),
+    ({"formats": ["onnx-int8"], "calib_method": "kl"}, "supports calib_method minmax, percentile, entropy"),
+    ({"formats": ["onnx"], "img_size": 100}, "multiple of 32"),
+    ({"formats": ["onnx-int8"], "calib_images": 0, "calibration": "train"}, "positive integer"),
+    ({"formats": ["onnx-int8"], "calib_images": 10**6, "calibration": "train"}, "has only"),
+    ({"formats": "onnx"}, "list of names"),
+])
+def test_bad_export_arguments_fail_fast_with_a_clear_error(kwargs, message, splits, tmp_path):
+    checkpoint = tmp_path / "untrained.pt"
+    save_checkpoint(checkpoint, {"model_spec": ModelSpec("n", 2).to_dict(),
+                                 "model": build_model(ModelSpec("n", 2)).state_dict()})
+    args = {"img_size": 64, **kwargs}
+    if args.get("calibration") == "train":
+        args["calibration"] = splits.train
+    with pytest.raises(ExportError, match=message):
+        export_formats(checkpoint, args.pop("formats"), tmp_path / "out", **args)
+
+
+def test_missing_tflite_converter_says_how_to_install(tmp_path, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "litert_torch" else real_find_spec(name, *a))
+    with pytest.raises(ExportError, match=r"litert_torch.*pip install -e '\.\[tflite\]'"):
+        export_formats(tmp_path / "missing.pt", ["onnx", "tflite"], tmp_path, img_size=IMG_SIZE)

@@ -1,0 +1,42 @@
+"""What an export produces: a file the board can run, with the facts a sweep reports about it."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detection.errors import UserError
+
+_HASH_CHUNK = 1 << 20
+
+
+class ExportError(UserError, ValueError):
+    """An export that cannot be done as asked (unknown format, missing converter, bad setting)."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported file. `sha256` identifies the exact bytes (the latency cache key);
+    `settings` records how it was made (quantization type, calibration, ...) for the sweep's log."""
+
+    format: str  # registry name, e.g. "onnx-int8"
+    path: Path
+    runtime: str  # device_actors runtime name that loads it: "onnxruntime" or "tflite"
+    img_size: int
+    size_mb: float  # 10^6 bytes, as file sizes are usually quoted
+    sha256: str
+    settings: dict = field(default_factory=dict)
+
+    def read_bytes(self) -> bytes:
+        return self.path.read_bytes()
+
+
+def describe(path: Path, *, format: str, runtime: str, img_size: int, settings: dict) -> Artifact:
+    """The Artifact for a finished file: size and content hash read from disk."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return Artifact(format=format, path=path, runtime=runtime, img_size=img_size,
+                    size_mb=path.stat().st_size / 1e6, sha256=digest.hexdigest(), settings=dict(settings))

@@ -1,0 +1,68 @@
+"""The module that gets exported: detector plus box decode for one fixed input size.
+
+The board runs the decode inside the artifact and only NMS in numpy, so the graph must end in
+decoded predictions (1, N, 5+C): cx, cy, w, h in input pixels, objectness, class probabilities.
+The arithmetic is `trainables.postprocess.decode` (tests hold the two equal) with two changes for
+converters: the grids are constants of the fixed input size instead of `arange`/`meshgrid`, and
+the square is a product, because LiteRT's converter refuses `tfl.pow` ("failed to legalize").
+Keeping the decode in its own submodule gives its ops a recognisable name (`/decode/...` in ONNX,
+`GridDecode` in TFLite op scopes), which is how quantizers are told to leave it in float.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainables.models.yolo import YOLO
+
+# Attribute name of the decode submodule in `ExportGraph`; quantizers match it to keep the decode in float.
+DECODE_MODULE = "decode"
+
+
+class GridDecode(nn.Module):
+    """Head logits per level (B, A, H_l, W_l, 5+C) -> (B, N, 5+C) decoded, rows ordered level, anchor, y, x."""
+
+    def __init__(self, anchors: torch.Tensor, strides: tuple[int, ...], img_size: int):
+        super().__init__()
+        self.strides = tuple(int(s) for s in strides)
+        for level, stride in enumerate(self.strides):
+            cells = img_size // stride
+            grid_y, grid_x = torch.meshgrid(torch.arange(cells, dtype=torch.float32),
+                                            torch.arange(cells, dtype=torch.float32), indexing="ij")
+            self.register_buffer(f"grid{level}", torch.stack((grid_x, grid_y), dim=-1), persistent=False)
+            self.register_buffer(f"anchor{level}", anchors[level].detach().float().view(1, -1, 1, 1, 2).clone(),
+                                 persistent=False)
+
+    def forward(self, raw: list[torch.Tensor]) -> torch.Tensor:
+        decoded = []
+        for level, (logits, stride) in enumerate(zip(raw, self.strides)):
+            batch, outputs = logits.shape[0], logits.shape[-1]
+            y = logits.sigmoid()
+            xy = (y[..., 0:2] * 2 - 0.5 + getattr(self, f"grid{level}")) * float(stride)
+            doubled = y[..., 2:4] * 2
+            wh = doubled * doubled * getattr(self, f"anchor{level}")
+            decoded.append(torch.cat((xy, wh, y[..., 4:]), dim=-1).reshape(batch, -1, outputs))
+        return torch.cat(decoded, dim=1)
+
+
+class ExportGraph(nn.Module):
+    """(1, 3, S, S) float32 image in [0, 1] -> (1, N, 5+C) decoded predictions."""
+
+    def __init__(self, detector: YOLO, img_size: int):
+        super().__init__()
+        max_stride = max(detector.strides)
+        if img_size < max_stride or img_size % max_stride:
+            raise ValueError(f"img_size must be a positive multiple of the model's largest stride {max_stride}, "
+                             f"got {img_size}")
+        self.img_size = img_size
+        self.num_classes = detector.spec.num_classes
+        self.detector = detector.eval()
+        self.decode = GridDecode(detector.anchors, detector.strides, img_size)  # named DECODE_MODULE
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raw, _ = self.detector(images)
+        return self.decode(raw)
+
+    def example_input(self) -> torch.Tensor:
+        """A dummy batch of the exported shape, for tracing."""
+        return torch.zeros(1, 3, self.img_size, self.img_size)
