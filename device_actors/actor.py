@@ -1,0 +1,150 @@
+"""The board's latency actor: one per board, timing one artifact at a time for every sweep.
+
+Measurements run in Ray's default concurrency group with `max_concurrency=1` and synchronous
+methods, so two timings never overlap. Status queries (`lookup`, `announce`, `status`) run in
+their own small group so a sweep can ask about the board while it is busy; they only read
+state under a lock. The class is plain Python: the driver wraps it with `ray.remote` and the
+placement options (see `device_actors.client`), and tests can run it in-process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from device_actors.cache import LatencyCache
+from device_actors.journal import InFlightJournal
+from device_actors.ledger import QueueLedger, QueueSnapshot, Ticket
+from device_actors.measure import installed_runtime_versions, measure_artifact, verify_artifact
+from device_actors.naming import check_board_name
+from device_actors.report import LatencyReport, MeasureRequest
+from device_actors.runtimes import RuntimeLoadError, get_runtime
+from device_actors.sysinfo import board_facts
+
+log = logging.getLogger(__name__)
+
+STATUS_GROUP = "status"
+CACHE_ENV = "EDGESWEEP_BOARD_CACHE"  # overrides the cache directory on the board
+RECENT_RESULTS = 10
+
+
+def default_cache_dir(board: str, emulated: bool) -> Path:
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edgesweep" / "board")
+    return root / (f"emulated-{board}" if emulated else board)
+
+
+def current_node_id() -> str:
+    """The Ray node id inside a Ray worker; 'local' when run in-process (tests, benchmarks)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+def runtime_version(name: str, board: str) -> str:
+    runtime = get_runtime(name)
+    if not runtime.available():
+        raise RuntimeLoadError(f"runtime {name!r} is not installed on board {board!r}; install it there "
+                               f"(pip install '.[board]') or ask for another runtime")
+    return runtime.version()
+
+
+@dataclass(frozen=True)
+class BoardStatus:
+    board: str
+    node_id: str
+    emulated: bool
+    pid: int
+    up_since: float
+    cache_path: str
+    cache_entries: int
+    measured: int  # timed since the actor (re)started
+    cache_hits: int
+    queue: QueueSnapshot
+    recent: tuple[LatencyReport, ...]  # newest last
+    facts: dict  # as of the actor's start; every report carries its own
+    runtime_versions: dict
+
+
+class BoardLatencyActor:
+    """Times artifacts on the machine it lives on; `measure` runs one at a time (default group)."""
+
+    def __init__(self, board: str, emulated: bool = False, cache_dir: str | None = None, max_attempts: int = 3):
+        logging.getLogger("device_actors").setLevel(logging.INFO)
+        self._board = check_board_name(board)
+        self._emulated = emulated
+        directory = Path(cache_dir) if cache_dir else default_cache_dir(board, emulated)
+        self._cache = LatencyCache(directory)
+        self._journal = InFlightJournal(directory, max_attempts=max_attempts)
+        self._ledger = QueueLedger()
+        self._lock = threading.Lock()
+        self._recent: deque[LatencyReport] = deque(maxlen=RECENT_RESULTS)
+        self._measured = 0
+        self._cache_hits = 0
+        self._node_id = current_node_id()
+        self._up_since = time.time()
+        # Read once: status queries run beside measurements and should cost them nothing.
+        self._facts = board_facts().to_dict()
+        self._runtime_versions = installed_runtime_versions()
+        log.info("board actor %r up on node %s (pid %d, emulated=%s, cache %s)", board, self._node_id,
+                 os.getpid(), emulated, self._cache.path)
+
+    def _key(self, request: MeasureRequest) -> str:
+        return request.cache_key(runtime_version(request.runtime, self._board))
+
+    def _remember(self, report: LatencyReport) -> LatencyReport:
+        with self._lock:
+            self._recent.append(report)
+            if report.cached:
+                self._cache_hits += 1
+            else:
+                self._measured += 1
+        return report
+
+    def measure(self, request: MeasureRequest, model: bytes, ticket_id: str | None = None,
+                refresh: bool = False) -> LatencyReport:
+        """Time `model` (bytes, usually an ObjectRef Ray resolved) or answer from the cache.
+
+        `refresh` times it again and replaces the cached report (after a firmware or BSP update).
+        """
+        self._ledger.start(ticket_id, request.describe())
+        try:
+            verify_artifact(model, request.artifact_sha256)
+            key = self._key(request)
+            cached = None if refresh else self._cache.get(key)
+            if cached is not None:
+                log.info("cache hit for %s", request.describe())
+                return self._remember(cached)
+            self._journal.begin(key, request.describe())
+            try:
+                report = measure_artifact(model, request, board=self._board, node_id=self._node_id,
+                                          emulated=self._emulated)
+            finally:
+                self._journal.end()  # not reached when the process dies: that is the point
+            self._cache.put(key, report)
+            log.info("%s: median %.3f ms (CV %.1f%%)", request.describe(), report.median_ms, 100 * report.cv)
+            return self._remember(report)
+        finally:
+            self._ledger.finish()
+
+    @ray.method(concurrency_group=STATUS_GROUP)
+    def lookup(self, request: MeasureRequest) -> LatencyReport | None:
+        """The cached report for `request`, without sending the artifact."""
+        report = self._cache.get(self._key(request))
+        return self._remember(report) if report is not None else None
+
+    @ray.method(concurrency_group=STATUS_GROUP)
+    def announce(self, ticket: Ticket) -> None:
+        self._ledger.announce(ticket)
+
+    @ray.method(concurrency_group=STATUS_GROUP)
+    def status(self) -> BoardStatus:
+        with self._lock:
+            recent, measured, hits = tuple(self._recent), self._measured, self._cache_hits
+        return BoardStatus(board=self._board, node_id=self._node_id, emulated=self._emulated, pid=os.getpid(),
+                           up_since=self._up_since, cache_path=str(self._cache.path), cache_entries=len(self._cache),
+                           measured=measured, cache_hits=hits, queue=self._ledger.snapshot(), recent=recent,
+                           facts=self._facts, runtime_versions=self._runtime_versions)

@@ -1,0 +1,60 @@
+"""A guard against an artifact that kills the board actor.
+
+The actor restarts forever and Ray retries the pending call forever (`max_restarts=-1`,
+`max_task_retries=-1`), which is right when the board reboots or someone kills the actor, but
+a model that segfaults the runtime or exhausts the board's memory would then crash it in a
+loop and block every sweep. So the actor writes what it is about to time to disk first; a
+restarted actor that is asked for the same thing again counts the crash and, past a limit,
+refuses it with an error instead of crashing once more.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from detection.errors import UserError
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "in-flight.json"
+
+
+class ArtifactCrashedBoard(UserError, RuntimeError):
+    """The request took the actor down more often than allowed."""
+
+
+class InFlightJournal:
+    def __init__(self, directory: Path, max_attempts: int = 3):
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.path = Path(directory) / JOURNAL_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_attempts = max_attempts
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def begin(self, key: str, description: str) -> int:
+        """Record an attempt at `key`; returns its number (1 = first), raises past the limit."""
+        previous = self._read()
+        attempt = previous.get("attempts", 0) + 1 if previous.get("key") == key else 1
+        if attempt > self.max_attempts:
+            self.end()
+            raise ArtifactCrashedBoard(
+                f"{description} ended the board actor {attempt - 1} times while being timed (a runtime crash or "
+                f"out of memory on the board); refusing it. Check it on the board with "
+                f"`python -m orchestrator board bench MODEL --board NAME` and the board's Ray logs")
+        if attempt > 1:
+            log.warning("retrying %s after the actor died during attempt %d", description, attempt - 1)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "attempts": attempt, "what": description}), encoding="utf-8")
+        os.replace(tmp, self.path)
+        return attempt
+
+    def end(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,93 @@
+"""What a latency measurement asks for and what it returns.
+
+Both are frozen dataclasses of plain values, so they cross Ray's object store, land in MLflow
+params and JSON files, and compare equal after a round trip. The request's `cache_key` is the
+identity of a measurement: the same artifact bytes, runtime (and its version), threads and
+delegate, timing protocol and camera size give the same number, so it is timed only once.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from device_actors.runtimes import RuntimeOptions
+from device_actors.timing import TimingProtocol
+
+# A typical camera frame (height, width): pre-processing is timed on an image of this size.
+DEFAULT_CAMERA_HW = (480, 640)
+
+
+@dataclass(frozen=True)
+class MeasureRequest:
+    artifact_sha256: str
+    runtime: str  # "onnxruntime" or "tflite"
+    options: RuntimeOptions = RuntimeOptions()
+    protocol: TimingProtocol = TimingProtocol()
+    camera_hw: tuple[int, int] = DEFAULT_CAMERA_HW
+
+    def cache_key(self, runtime_version: str) -> str:
+        """A stable string; the model's input size is fixed by the artifact, hence by its hash."""
+        return json.dumps([self.artifact_sha256, self.runtime, runtime_version, self.options.key(),
+                           self.protocol.key(), list(self.camera_hw)], separators=(",", ":"))
+
+    def describe(self) -> str:
+        return (f"{self.runtime} artifact {self.artifact_sha256[:12]} threads={self.options.threads}"
+                + (f" delegate={self.options.delegate}" if self.options.delegate else ""))
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """One artifact timed on one board; all times in milliseconds, timestamps in Unix seconds."""
+    board: str
+    node_id: str
+    emulated: bool
+    cached: bool
+    artifact_sha256: str
+    runtime: str
+    runtime_version: str
+    threads: int
+    providers: tuple[str, ...]
+    delegate: str | None
+    input_hw: tuple[int, int]
+    # the inference itself, over the timed runs
+    runs: int
+    median_ms: float
+    mean_ms: float
+    p90_ms: float
+    p99_ms: float
+    std_ms: float
+    cv: float
+    fps: float
+    # what surrounds it
+    load_ms: float  # session creation (graph optimisation, delegate set-up)
+    first_run_ms: float  # the first inference, where a delegate compiles its graph; never in the stats
+    preprocess_ms: float  # median of letterbox + to_input on a camera-sized frame
+    postprocess_ms: float  # median of decode-free NMS post-processing of the model's real output
+    camera_hw: tuple[int, int]
+    peak_rss_increase_mb: float | None
+    temperature_start_c: float | None
+    temperature_end_c: float | None
+    frequency_start_mhz: float | None
+    frequency_end_mhz: float | None
+    protocol: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+    runtime_versions: dict = field(default_factory=dict)
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """JSON-ready: tuples become lists."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LatencyReport":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown LatencyReport keys {unknown}; known keys: {sorted(known)}")
+        values = dict(data)
+        for name in ("providers", "input_hw", "camera_hw", "warnings"):
+            if name in values and values[name] is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)

@@ -1,0 +1,61 @@
+"""What every inference runtime offers: load model bytes, run one pre-processed image.
+
+A session hides the artifact's quirks (NCHW or NHWC input, int8 input/output with quantization
+parameters), so callers always pass a (1, 3, H, W) float32 image in [0, 1] and always get decoded
+predictions (1, N, 5 + C) float32 back. That keeps accuracy evaluation and latency timing on the
+same code path as deployment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from detection.errors import UserError
+
+
+class RuntimeLoadError(UserError, RuntimeError):
+    """A runtime that is missing on this machine or cannot load an artifact."""
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    threads: int = 1
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # onnxruntime execution providers, in order
+    delegate: str | None = None  # TFLite external delegate library, e.g. /usr/lib/libvx_delegate.so
+    delegate_options: dict[str, str] = field(default_factory=dict)
+
+    def key(self) -> tuple:
+        """Hashable identity, part of the latency cache key."""
+        return (self.threads, self.providers, self.delegate, tuple(sorted(self.delegate_options.items())))
+
+
+class Session(Protocol):
+    input_hw: tuple[int, int]
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        """(1, 3, H, W) float32 in [0, 1] -> (1, N, 5 + C) float32 decoded predictions."""
+        ...
+
+
+class Runtime(Protocol):
+    name: str
+    suffix: str  # artifact file suffix this runtime loads
+
+    def available(self) -> bool: ...
+    def version(self) -> str: ...
+    def load(self, model: bytes, options: RuntimeOptions) -> Session: ...
+
+
+def to_layout(image: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Transpose a (1, 3, H, W) image to NHWC when the artifact expects (1, H, W, 3)."""
+    if len(input_shape) == 4 and input_shape[1] != 3 and input_shape[3] == 3:
+        return np.ascontiguousarray(image.transpose(0, 2, 3, 1))
+    return image
+
+
+def input_hw(input_shape: tuple[int, ...]) -> tuple[int, int]:
+    if input_shape[1] == 3:
+        return int(input_shape[2]), int(input_shape[3])
+    return int(input_shape[1]), int(input_shape[2])

@@ -1,0 +1,77 @@
+"""TFLite sessions through ai-edge-litert, or a vendor image's `tflite_runtime` (e.g. NXP eIQ with the
+NPU delegate built in). tflite-runtime 2.14 from PyPI breaks under numpy 2, so LiteRT comes first."""
+from __future__ import annotations
+
+import numpy as np
+
+from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
+
+
+def _interpreter_module():
+    try:
+        from ai_edge_litert import interpreter
+        return interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter  # vendor board images
+        return interpreter
+    except ImportError:
+        return None
+
+
+class LiteRtSession:
+    def __init__(self, model: bytes, options: RuntimeOptions):
+        mod = _interpreter_module()
+        delegates = []
+        if options.delegate:
+            try:
+                delegates = [mod.load_delegate(options.delegate, dict(options.delegate_options))]
+            except (ValueError, OSError) as e:
+                raise RuntimeLoadError(f"cannot load TFLite delegate {options.delegate}: {e}") from e
+        try:
+            self._it = mod.Interpreter(model_content=model, num_threads=options.threads,
+                                       experimental_delegates=delegates or None)
+            self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise RuntimeLoadError(f"TFLite cannot load this model: {e}") from e
+        self._in = self._it.get_input_details()[0]
+        self._out = self._it.get_output_details()[0]
+        self._input_shape = tuple(int(v) for v in self._in["shape"])
+        self.input_hw = input_hw(self._input_shape)
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        x = to_layout(image.astype(np.float32, copy=False), self._input_shape)
+        if self._in["dtype"] != np.float32:  # full-integer model: quantize the input
+            scale, zero = self._in["quantization"]
+            info = np.iinfo(self._in["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self._in["dtype"])
+        self._it.set_tensor(self._in["index"], x)
+        self._it.invoke()
+        y = self._it.get_tensor(self._out["index"])
+        if self._out["dtype"] != np.float32:
+            scale, zero = self._out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+
+class LiteRt:
+    name = "tflite"
+    suffix = ".tflite"
+
+    def available(self) -> bool:
+        return _interpreter_module() is not None
+
+    def version(self) -> str:
+        for dist in ("ai-edge-litert", "tflite-runtime"):
+            try:
+                from importlib.metadata import version
+                return f"{dist} {version(dist)}"
+            except Exception:  # noqa: BLE001 - PackageNotFoundError and friends
+                continue
+        return "unknown"
+
+    def load(self, model: bytes, options: RuntimeOptions) -> LiteRtSession:
+        if not self.available():
+            raise RuntimeLoadError("no TFLite interpreter: pip install ai-edge-litert (or use the board image's tflite_runtime)")
+        return LiteRtSession(model, options)

@@ -1,0 +1,56 @@
+"""ONNX Runtime sessions (CPU, or the execution providers a board's build has)."""
+from __future__ import annotations
+
+import numpy as np
+
+from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
+
+
+class OrtSession:
+    def __init__(self, model: bytes, options: RuntimeOptions):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        missing = [p for p in options.providers if p not in ort.get_available_providers()]
+        if missing:
+            raise RuntimeLoadError(f"onnxruntime on this machine lacks execution providers {missing}; "
+                                f"available: {ort.get_available_providers()}")
+        try:
+            self._session = ort.InferenceSession(model, so, providers=list(options.providers))
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types
+            raise RuntimeLoadError(f"onnxruntime cannot load this model: {e}") from e
+        inp = self._session.get_inputs()[0]
+        self._input_name = inp.name
+        self._input_shape = tuple(inp.shape)
+        self.input_hw = input_hw(self._input_shape)
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        x = to_layout(image.astype(np.float32, copy=False), self._input_shape)
+        return self._session.run(None, {self._input_name: x})[0]
+
+
+class OnnxRuntime:
+    name = "onnxruntime"
+    suffix = ".onnx"
+
+    def available(self) -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def version(self) -> str:
+        import onnxruntime
+
+        return onnxruntime.__version__
+
+    def load(self, model: bytes, options: RuntimeOptions) -> OrtSession:
+        if not self.available():
+            raise RuntimeLoadError("onnxruntime is not installed: pip install onnxruntime")
+        return OrtSession(model, options)

@@ -1,0 +1,63 @@
+"""The timing protocol, after TFLite's benchmark_model and MLPerf practice.
+
+Warm-up runs first (caches, lazy allocation, a delegate's first-run compile), then timed runs until
+both a minimum count and a minimum duration are reached, so fast models get enough samples and
+slow ones do not run forever. Medians and tail percentiles, not means, are the headline numbers.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TimingProtocol:
+    warmup_runs: int = 10
+    min_runs: int = 50
+    min_seconds: float = 2.0
+    max_runs: int = 10_000
+    cooldown_seconds: float = 0.0  # pause before a model, so heat from the last one does not carry over
+
+    def key(self) -> tuple:
+        return tuple(asdict(self).values())
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    runs: int
+    median_ms: float
+    mean_ms: float
+    p90_ms: float
+    p99_ms: float
+    std_ms: float
+    cv: float  # std / mean
+    fps: float  # 1000 / median
+
+    @classmethod
+    def from_samples(cls, samples_ms: np.ndarray) -> "LatencyStats":
+        s = np.asarray(samples_ms, dtype=np.float64)
+        median, mean, std = float(np.median(s)), float(s.mean()), float(s.std())
+        return cls(runs=len(s), median_ms=median, mean_ms=mean, p90_ms=float(np.percentile(s, 90)),
+                   p99_ms=float(np.percentile(s, 99)), std_ms=std, cv=std / mean if mean else 0.0,
+                   fps=1000.0 / median if median else 0.0)
+
+
+def time_call(fn: Callable[[], object], protocol: TimingProtocol) -> tuple[LatencyStats, np.ndarray]:
+    """Time `fn` under the protocol; returns the statistics and the raw samples in ms."""
+    if protocol.cooldown_seconds:
+        time.sleep(protocol.cooldown_seconds)
+    for _ in range(protocol.warmup_runs):
+        fn()
+    samples = []
+    started = time.perf_counter()
+    while len(samples) < protocol.max_runs:
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        if len(samples) >= protocol.min_runs and time.perf_counter() - started >= protocol.min_seconds:
+            break
+    arr = np.asarray(samples)
+    return LatencyStats.from_samples(arr), arr
