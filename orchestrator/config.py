@@ -127,18 +127,20 @@ class TrainingConfig:
     """Fixed trainer hyper-parameters: trainables.train.TrainConfig minus the trial knobs (epochs,
     img_size, freeze_backbone, init, seed) and minus device/threads (they follow `resources.train`)."""
 
-    batch_size: int = 32
-    nominal_batch: int = 64
-    lr0: float = 0.01
+    batch_size: int = 16
+    nominal_batch: int = 16
+    optimizer: str = "auto"  # auto (AdamW below 10k steps, else SGD), sgd or adamw
+    lr0: float | None = None  # None: the optimizer's default (SGD 0.01, AdamW 0.002)
     lrf: float = 0.01
     lr_schedule: str = "linear"
     momentum: float = 0.937
     weight_decay: float = 5e-4
-    warmup_epochs: float = 3.0
+    warmup_epochs: float = 1.0
     warmup_momentum: float = 0.8
-    warmup_bias_lr: float = 0.1
+    warmup_bias_lr: float | None = None  # None: the optimizer's default (SGD 0.1, AdamW 0)
     ema: bool = True
     amp: bool = True
+    channels_last: bool = True
     workers: int = 0
     cache_images: bool = True
     val_every: int = 1
@@ -458,16 +460,18 @@ def _fraction(v, p):
 _TRAINING_CHECKS = {
     "batch_size": lambda v, p: s.integer(v, p, minimum=1),
     "nominal_batch": lambda v, p: s.integer(v, p, minimum=1),
-    "lr0": lambda v, p: s.number(v, p, above=0),
+    "optimizer": lambda v, p: s.one_of(v, p, ("auto", "sgd", "adamw"), "an optimizer"),
+    "lr0": lambda v, p: None if v is None else s.number(v, p, above=0),
     "lrf": lambda v, p: s.number(v, p, above=0, maximum=1),
     "lr_schedule": lambda v, p: s.one_of(v, p, ("linear", "cosine"), "a learning-rate schedule"),
     "momentum": _fraction,
     "weight_decay": lambda v, p: s.number(v, p, minimum=0),
     "warmup_epochs": lambda v, p: s.number(v, p, minimum=0),
     "warmup_momentum": _fraction,
-    "warmup_bias_lr": lambda v, p: s.number(v, p, minimum=0),
+    "warmup_bias_lr": lambda v, p: None if v is None else s.number(v, p, minimum=0),
     "ema": s.boolean,
     "amp": s.boolean,
+    "channels_last": s.boolean,
     "workers": lambda v, p: s.integer(v, p, minimum=0),
     "cache_images": s.boolean,
     "val_every": lambda v, p: s.integer(v, p, minimum=1),

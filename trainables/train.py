@@ -34,22 +34,25 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Training hyper-parameters; defaults follow YOLOv5's hyp.scratch-low where they apply."""
 
-    epochs: int = 30
+    epochs: int = 10
     img_size: int = 128
-    batch_size: int = 32
-    nominal_batch: int = 64  # gradients are accumulated up to this many images per step
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD with nesterov momentum, or AdamW (beta1 = momentum)
-    lr0: float = 0.01  # SGD 0.01; AdamW about 0.001-0.002
+    batch_size: int = 16
+    nominal_batch: int = 16  # gradients are accumulated up to this many images per step (YOLOv5: 64)
+    # "auto": AdamW for short schedules (< 10k optimizer steps), SGD with nesterov momentum for long
+    # ones (Ultralytics' rule); on the embedded default AdamW reaches in 8 epochs what SGD does in 16.
+    optimizer: Literal["auto", "sgd", "adamw"] = "auto"
+    lr0: float | None = None  # None: 0.01 for SGD, 0.002 for AdamW
     lrf: float = 0.01  # final LR = lr0 * lrf
     lr_schedule: Literal["cosine", "linear"] = "linear"
     momentum: float = 0.937
     weight_decay: float = 5e-4
-    warmup_epochs: float = 3.0
+    warmup_epochs: float = 1.0
     warmup_momentum: float = 0.8
-    warmup_bias_lr: float = 0.1
+    warmup_bias_lr: float | None = None  # None: 0.1 for SGD (YOLOv5), 0 for AdamW
     ema: bool = True
-    amp: bool = True  # mixed precision; only takes effect on CUDA
+    amp: bool = True  # mixed precision: float16 on CUDA, bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX)
     device: str = "auto"  # "auto" picks CUDA when present
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (oneDNN) and tensor cores
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     workers: int = 0  # data loader processes
     cache_images: bool = True
@@ -122,6 +125,16 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """float16 on CUDA; bfloat16 on a CPU with native bf16 math, where it is about 1.3-1.5x faster
+    for these convolutions; None (full float32) elsewhere."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.cpu._is_avx512_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def _lr_factor(cfg: TrainConfig, epoch: float) -> float:
     x = epoch / cfg.epochs
     if cfg.lr_schedule == "cosine":
@@ -144,19 +157,39 @@ def _param_groups(params: Iterable[tuple[str, nn.Parameter]]) -> tuple[list, lis
     return decay, no_decay, biases
 
 
-def _build_optimizer(model: nn.Module, distiller: Distiller | None, cfg: TrainConfig,
+@dataclass(frozen=True)
+class OptimizerChoice:
+    name: str  # "sgd" or "adamw"
+    lr0: float
+    warmup_bias_lr: float
+
+
+AUTO_SGD_STEPS = 10_000
+
+
+def choose_optimizer(cfg: TrainConfig, steps: int) -> OptimizerChoice:
+    """Resolve "auto" and the optimizer-dependent defaults for a run of `steps` optimizer steps."""
+    name = cfg.optimizer
+    if name == "auto":
+        name = "sgd" if steps >= AUTO_SGD_STEPS else "adamw"
+    if name not in ("sgd", "adamw"):
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; known: auto, sgd, adamw")
+    lr0 = cfg.lr0 if cfg.lr0 is not None else (0.01 if name == "sgd" else 0.002)
+    bias = cfg.warmup_bias_lr if cfg.warmup_bias_lr is not None else (0.1 if name == "sgd" else 0.0)
+    return OptimizerChoice(name=name, lr0=lr0, warmup_bias_lr=bias)
+
+
+def _build_optimizer(model: nn.Module, distiller: Distiller | None, cfg: TrainConfig, choice: OptimizerChoice,
                      accumulate: int) -> torch.optim.Optimizer:
     named = list(model.named_parameters())
     if distiller is not None:
         named += [(f"distiller.{name}", p) for name, p in distiller.named_trainable_parameters()]
     decay, no_decay, biases = _param_groups(named)
     wd = cfg.weight_decay * cfg.batch_size * accumulate / cfg.nominal_batch
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(no_decay, lr=cfg.lr0, betas=(cfg.momentum, 0.999), weight_decay=0.0)
-    elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(no_decay, lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
+    if choice.name == "adamw":
+        opt = torch.optim.AdamW(no_decay, lr=choice.lr0, betas=(cfg.momentum, 0.999), weight_decay=0.0)
     else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; known: sgd, adamw")
+        opt = torch.optim.SGD(no_decay, lr=choice.lr0, momentum=cfg.momentum, nesterov=True)
     opt.add_param_group({"params": decay, "weight_decay": wd})
     opt.add_param_group({"params": biases, "weight_decay": 0.0})
     return opt
@@ -202,17 +235,20 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
             raise CheckpointError(f"init checkpoint {cfg.init} is a YOLO-{got.size} with {got.num_classes} classes; "
                                   f"this run trains a YOLO-{spec.size} with {spec.num_classes} classes")
         model.load_state_dict(init["model"])
-    model.to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
     _set_frozen(model, cfg.freeze_backbone)
     if distiller is not None:
         distiller.to(device)
 
     dataset = DetectionDataset(train_data, cfg.img_size, cfg.augment, seed=cfg.seed, cache_images=cfg.cache_images)
     accumulate = max(round(cfg.nominal_batch / cfg.batch_size), 1)
-    optimizer = _build_optimizer(model, distiller, cfg, accumulate)
+    batches = math.ceil(len(dataset) / cfg.batch_size)
+    choice = choose_optimizer(cfg, steps=cfg.epochs * math.ceil(batches / accumulate))
+    optimizer = _build_optimizer(model, distiller, cfg, choice, accumulate)
     ema = ModelEMA(model) if cfg.ema else None
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(device) if cfg.amp else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
     criterion = DetectionLoss(model.anchors, model.strides, spec.num_classes,
                               cfg.loss.scaled(spec.num_classes, cfg.img_size)).to(device)
 
@@ -234,7 +270,6 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
         history = [EpochResult(**h) for h in ckpt["history"]]
         log.info("resuming %s from epoch %d/%d", last, start_epoch, cfg.epochs)
 
-    batches = math.ceil(len(dataset) / cfg.batch_size)
     warmup_iters = max(round(cfg.warmup_epochs * batches), 1) if cfg.warmup_epochs > 0 else 0
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
@@ -253,15 +288,16 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
             if it <= warmup_iters and warmup_iters:
                 frac = it / warmup_iters
                 for j, group in enumerate(optimizer.param_groups):
-                    start = cfg.warmup_bias_lr if j == 2 else 0.0
-                    group["lr"] = start + frac * (cfg.lr0 * lr_epoch - start)
+                    start = choice.warmup_bias_lr if j == 2 else 0.0
+                    group["lr"] = start + frac * (choice.lr0 * lr_epoch - start)
                     _set_momentum(group, cfg.warmup_momentum + frac * (cfg.momentum - cfg.warmup_momentum))
             else:
                 for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr0 * lr_epoch
+                    group["lr"] = choice.lr0 * lr_epoch
                     _set_momentum(group, cfg.momentum)
-            images, targets = images.to(device, non_blocking=True), targets.to(device)
-            with torch.autocast(device_type=device.type, enabled=use_amp):
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            targets = targets.to(device)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 raw, feats = model(images)
                 loss, parts = criterion(raw, targets)
                 if distiller is not None:
@@ -294,7 +330,7 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
             m = res.metrics
             metrics = {"map50_95": m.map50_95, "map50": m.map50, "precision": m.precision, "recall": m.recall}
         result = EpochResult(epoch=epoch + 1, epochs=cfg.epochs, losses={k: v / seen for k, v in sums.items()},
-                             metrics=metrics, lr=cfg.lr0 * lr_epoch, seconds=time.perf_counter() - started,
+                             metrics=metrics, lr=choice.lr0 * lr_epoch, seconds=time.perf_counter() - started,
                              images_per_second=seen / train_seconds)
         history.append(result)
         save_checkpoint(last, {

@@ -339,7 +339,7 @@ def test_training_section_builds_the_trainer_config():
                                                 "augment": {"fliplr": 0.0}}))
     train = cfg.training.train_config(device="cpu", threads=1)
     assert (train.batch_size, train.lr_schedule, train.device, train.threads) == (8, "cosine", "cpu", 1)
-    assert train.loss.obj == 0.7 and train.augment.fliplr == 0.0 and train.nominal_batch == 64
+    assert train.loss.obj == 0.7 and train.augment.fliplr == 0.0 and train.nominal_batch == 16
 
 
 def test_board_section_builds_runtime_options_and_timing_protocol():
