@@ -1,0 +1,87 @@
+"""`sweep kd.yaml [--resume]`: run a sweep; `report SWEEP`: show a sweep's Pareto front again."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="run a KD + quantization sweep described by a YAML file")
+    p.add_argument("config", type=Path, help="the sweep file, e.g. examples/kd.yaml")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep without redoing finished trials")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite in the sweep directory)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(run=run)
+    r = sub.add_parser("report", help="print a sweep's Pareto front and where to look at it")
+    r.add_argument("sweep", type=Path, help="the sweep directory (runs/sweeps/NAME) or its YAML file")
+    r.set_defaults(run=run_report)
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrator.config import load_config
+    from orchestrator.console import console, progress
+    from orchestrator.sweep import Sweep
+
+    cfg = load_config(args.config)
+    console.print(f"sweep [bold]{cfg.name}[/]: {cfg.searcher.trials} trials, {cfg.searcher.algorithm} searcher, "
+                  f"state in {cfg.sweep_dir}")
+    sweep = Sweep(cfg, resume=args.resume, tracking_uri=args.tracking_uri, address=args.address)
+    with progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def on_teacher_epoch(name: str, update) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"teacher {name}", total=update.epochs, info="")
+            bar.update(tasks[name], completed=update.epoch,
+                       info=f"val mAP {update.metrics.get('map50_95', float('nan')):.3f}")
+
+        sweep.prepare_teachers(on_teacher_epoch)
+    result = sweep.run(show_progress=True)
+    print_report(result.sweep_dir)
+    if result.failed:
+        console.print(f"[red]{len(result.failed)} trial(s) failed[/]; their errors are in MLflow and in "
+                      f"{result.sweep_dir / 'trials.jsonl'}")
+        return 1
+    return 0
+
+
+def _sweep_dir(path: Path) -> Path:
+    if path.is_file():
+        from orchestrator.config import load_config
+
+        return load_config(path).sweep_dir
+    if not (path / "sweep.json").exists():
+        raise FileNotFoundError(f"{path} is not a sweep directory (no sweep.json): give runs/sweeps/NAME or the YAML")
+    return path
+
+
+def print_report(sweep_dir: Path) -> None:
+    """The Pareto table (knobs that vary, mAP, latency, size), the report files and the MLflow UI command."""
+    from orchestrator.config import load_config
+    from orchestrator.console import stdout, table
+    from orchestrator.pareto import KNOB_COLUMNS
+    from orchestrator.results import load_records
+    from orchestrator.sweep import write_report
+    from orchestrator.tracking import ui_command, ui_url
+
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    cfg = load_config(Path(state["config"]))
+    records = load_records(sweep_dir)
+    on_front, files = write_report(cfg, records)
+    shown = [k for k in KNOB_COLUMNS if len({str(r.knobs.get(k)) for r in records}) > 1] or ["kd_method"]
+    header = ["trial", *shown, "format", "mAP@.5:.95", "mAP@.5", "latency ms", "size MB"]
+    body = [[r.trial_id, *(r.knobs.get(k) for k in shown), r.metrics.get("format"), r.metrics.get("map50_95"),
+             r.metrics.get("map50"), r.metrics.get("latency_ms"), r.metrics.get("size_mb")] for r in on_front]
+    done = sum(r.complete for r in records)
+    failed = sum(r.status == "failed" for r in records)
+    stdout.print(table(f"Pareto front of {cfg.name}: {len(on_front)} of {done} complete trials"
+                       f"{f' ({failed} failed)' if failed else ''}", header, body))
+    stdout.print(f"report files: {', '.join(str(f) for f in files)}")
+    stdout.print(f"MLflow UI: {ui_command(state['tracking_uri'])}\n  then open "
+                 f"{ui_url(state['tracking_uri'], state['experiment_id'])}")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    print_report(_sweep_dir(args.sweep))
+    return 0

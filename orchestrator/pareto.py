@@ -1,0 +1,129 @@
+"""The accuracy/latency Pareto front of a sweep, as a table, CSV, and plots people want to look at.
+
+Only trials that finished every stage count, and only feasible ones (within the config's
+constraints) can be on the front. The front is a plain non-dominated filter over the recorded
+results, so it can be checked by hand and does not depend on the searcher's internals.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+from orchestrator.results import TrialRecord
+
+KNOB_COLUMNS = ("kd_method", "teacher", "kd_factor", "student", "epochs", "img_size", "runtime", "quantization",
+                "threads", "freeze_backbone", "student_init")
+METRIC_COLUMNS = ("map50_95", "map50", "latency_ms", "size_mb", "float_map50_95")
+
+
+def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
+    """a is no worse than b in every objective and better in at least one."""
+    better = False
+    for x, y, mode in zip(a, b, modes):
+        if mode == "max":
+            x, y = -x, -y
+        if x > y:
+            return False
+        better |= x < y
+    return better
+
+
+def front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]],
+          constraints: dict[str, float] | None = None) -> list[TrialRecord]:
+    """Non-dominated complete, feasible trials, sorted by the second objective then the first."""
+    candidates = [r for r in records if r.complete and feasible(r, constraints or {})]
+    metrics, modes = [m for m, _ in objectives], [mode for _, mode in objectives]
+    values = [[float(r.metrics[m]) for m in metrics] for r in candidates]
+    keep = [r for i, r in enumerate(candidates)
+            if not any(dominates(values[j], values[i], modes) for j in range(len(candidates)) if j != i)]
+    return sorted(keep, key=lambda r: tuple(float(r.metrics[m]) for m in reversed(metrics)))
+
+
+def feasible(record: TrialRecord, constraints: dict[str, float]) -> bool:
+    """constraints: metric_max / metric_min limits, e.g. {"latency_ms_max": 50, "map50_95_min": 0.2}."""
+    for key, limit in constraints.items():
+        if limit is None:
+            continue
+        metric, bound = key.rsplit("_", 1)
+        value = record.metrics.get(metric)
+        if value is None or (bound == "max" and value > limit) or (bound == "min" and value < limit):
+            return False
+    return True
+
+
+def rows(records: Sequence[TrialRecord]) -> list[dict]:
+    return [{"trial": r.trial_id, "status": r.status, **{k: r.knobs.get(k) for k in KNOB_COLUMNS},
+             **{k: r.metrics.get(k) for k in METRIC_COLUMNS}} for r in records]
+
+
+def write_csv(path: Path, records: Sequence[TrialRecord]) -> Path:
+    table = rows(records)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["trial"])
+        writer.writeheader()
+        writer.writerows(table)
+    return path
+
+
+def _label(r: TrialRecord) -> str:
+    kd = r.knobs.get("kd_method", "none")
+    kd = f"{kd}/{r.knobs.get('teacher')} x{r.knobs.get('kd_factor', 1):.2g}" if kd != "none" else "no KD"
+    return f"{r.trial_id}: {kd}, {r.metrics.get('format', '')}"
+
+
+def write_plots(out_dir: Path, records: Sequence[TrialRecord], on_front: Sequence[TrialRecord]) -> list[Path]:
+    """pareto.png and pareto.html (latency x mAP, front highlighted) and bubble.png (x latency,
+    y mAP, bubble area = artifact size), like the thesis's bubble chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    done = [r for r in records if r.complete]
+    front_ids = {r.trial_id for r in on_front}
+    lat = [r.metrics["latency_ms"] for r in done]
+    acc = [r.metrics["map50_95"] for r in done]
+    size = [r.metrics.get("size_mb") or 0.0 for r in done]
+    colours = ["#d62728" if r.trial_id in front_ids else "#1f77b4" for r in done]  # red: on the front
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    ax.scatter(lat, acc, c=colours, s=40, zorder=3)
+    f_lat = [r.metrics["latency_ms"] for r in on_front]
+    f_acc = [r.metrics["map50_95"] for r in on_front]
+    ax.step(f_lat, f_acc, where="post", color="#d62728", alpha=0.6, label="Pareto front")
+    for r, x, y in zip(done, lat, acc):
+        ax.annotate(r.trial_id[-5:], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="board latency, median (ms)", ylabel="artifact mAP@.5:.95", title="Accuracy vs latency")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "pareto.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    ax.scatter(lat, acc, s=[max(s, 0.05) * 120 for s in size], c=colours, alpha=0.5, edgecolors="k", zorder=3)
+    for r, x, y, s in zip(done, lat, acc, size):
+        ax.annotate(f"{r.metrics.get('format', '')} {s:.1f} MB", (x, y), fontsize=7, ha="center")
+    ax.set(xlabel="board latency, median (ms)", ylabel="artifact mAP@.5:.95",
+           title="Latency x accuracy x size (bubble area = MB)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out_dir / "bubble.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+
+    hover = [_label(r) + f"<br>mAP {a:.4f}, {x:.2f} ms, {s:.2f} MB" for r, x, a, s in zip(done, lat, acc, size)]
+    html = go.Figure()
+    html.add_trace(go.Scatter(x=lat, y=acc, mode="markers", marker={"color": colours, "size": 10},
+                              text=hover, hoverinfo="text", name="trials"))
+    html.add_trace(go.Scatter(x=f_lat, y=f_acc, mode="lines", line={"shape": "hv", "color": "red"},
+                              name="Pareto front"))
+    html.update_layout(xaxis_title="board latency, median (ms)", yaxis_title="artifact mAP@.5:.95",
+                       title="Accuracy vs latency (hover for knobs)")
+    paths.append(out_dir / "pareto.html")
+    html.write_html(paths[-1], include_plotlyjs=True)
+    return paths

@@ -1,0 +1,84 @@
+"""The searcher of a sweep: Optuna (TPE, NSGA-II, GP) through Ray Tune's OptunaSearch, or Tune's
+random and grid search.
+
+Optuna's study lives in a SQLite file in the sweep directory, so a resumed sweep and
+`optuna-dashboard sqlite:///<sweep>/optuna.db` read the same history. Two additions to
+OptunaSearch, both at the moment a trial ends: the config's constraints go to Optuna's constraint
+mechanism (`trial.set_constraint`, feasible when <= 0), and a trial that did not finish every stage
+is told as PRUNED, never COMPLETE, so it can never sit on the front.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ray.tune.search import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.config import SweepConfig
+
+log = logging.getLogger(__name__)
+
+STUDY_DB = "optuna.db"
+
+
+class ParetoOptunaSearch(OptunaSearch):
+    def __init__(self, *args, constraints=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._constraints = constraints  # metrics -> {name: value}, feasible when every value <= 0
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        complete = bool(result and result.get("trial_complete")) and not error
+        if complete and self._constraints is not None and trial_id in self._ot_trials:
+            for name, value in self._constraints(result).items():
+                self._ot_trials[trial_id].set_constraint(name, value)
+        super().on_trial_complete(trial_id, result if complete else None, error)
+
+
+def study_url(sweep_dir: Path) -> str:
+    return f"sqlite:///{(Path(sweep_dir) / STUDY_DB).resolve()}"
+
+
+def _sampler(cfg: SweepConfig):
+    import optuna
+
+    seed, algorithm = cfg.searcher.seed, cfg.searcher.algorithm
+    if algorithm == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                          n_startup_trials=min(10, max(2, cfg.searcher.trials // 3)))
+    if algorithm == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, cfg.searcher.trials // 3)))
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, cfg.searcher.trials // 3)))
+
+
+def make_searcher(cfg: SweepConfig, sweep_dir: Path):
+    """(search_alg, param_space, num_samples) for `tune.Tuner`."""
+    if cfg.searcher.uses_optuna:
+        import optuna
+
+        storage = optuna.storages.RDBStorage(study_url(sweep_dir))
+        searcher = ParetoOptunaSearch(
+            space=cfg.search.suggest, metric=[o.metric for o in cfg.objectives], mode=[o.mode for o in cfg.objectives],
+            sampler=_sampler(cfg), study_name=cfg.name, storage=storage,
+            constraints=cfg.constraints.values)
+        return searcher, {}, cfg.searcher.trials
+    if cfg.searcher.algorithm == "grid":
+        return BasicVariantGenerator(random_state=cfg.searcher.seed), cfg.search.tune_param_space(), 1
+    return BasicVariantGenerator(random_state=cfg.searcher.seed), cfg.search.tune_param_space(), cfg.searcher.trials
+
+
+def fail_orphaned_trials(cfg: SweepConfig, sweep_dir: Path) -> int:
+    """Mark study trials still RUNNING after the Tuner finished as FAIL: they belonged to a driver
+    that crashed before Tune saved its searcher (the resumed trial was asked again under a new
+    number). Returns how many there were."""
+    if not cfg.searcher.uses_optuna or not (Path(sweep_dir) / STUDY_DB).exists():
+        return 0
+    import optuna
+
+    study = optuna.load_study(study_name=cfg.name, storage=study_url(sweep_dir))
+    orphans = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+    for t in orphans:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    if orphans:
+        log.info("marked %d interrupted Optuna trial(s) as FAIL", len(orphans))
+    return len(orphans)

@@ -1,0 +1,209 @@
+"""The work of one trial, stage by stage: train (a Ray task on a GPU/trainer slot), export and score
+the artifact (in the trial), time it on the board (the board actor).
+
+Training runs as a Ray *generator* task so it can request the accelerator on its own, outside the
+trial's placement group, and stream one update per epoch back to the trial. The trial itself holds
+almost nothing, so while one trial exports and waits for the board, the next one already trains.
+"""
+from __future__ import annotations
+
+import queue
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import ray
+
+from detection.coco import CocoDataset
+from orchestrator.config import DataConfig, TrainingConfig, export_format
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What a training task needs besides the knobs; plain values, shipped once per sweep."""
+
+    data: DataConfig
+    seed: int
+    training: TrainingConfig
+    threads: int | None  # torch CPU threads (the train resources' CPU count)
+    cache_dir: Path | None = None  # teacher cache on the training node (None: the node's default)
+
+    def datasets(self) -> tuple[CocoDataset, CocoDataset]:
+        splits = self.data.splits(seed=self.seed)
+        return CocoDataset(splits.train), CocoDataset(splits.val)
+
+
+@dataclass(frozen=True)
+class EpochUpdate:
+    """One finished epoch, as the training task streams it to the trial."""
+
+    epoch: int
+    epochs: int
+    losses: dict[str, float]
+    metrics: dict[str, float]
+    lr: float
+    seconds: float
+    images_per_second: float
+    checkpoint: bytes = field(repr=False)  # last.pt after this epoch: the trial's resume point
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """The end of a training task: the final checkpoint and the model's float val metrics."""
+
+    checkpoint: bytes = field(repr=False)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _run_in_thread(work, updates: "queue.Queue") -> threading.Thread:
+    def target():
+        try:
+            updates.put(("done", work()))
+        except BaseException as e:  # noqa: BLE001 - handed to the generator, which re-raises it
+            updates.put(("error", e))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def _stream_training(run) -> Iterator[EpochUpdate | TrainedModel]:
+    """Run `run(on_epoch) -> (checkpoint path, final metrics)` in a thread; yield an EpochUpdate per
+    epoch as it finishes, then the TrainedModel."""
+    updates: queue.Queue = queue.Queue()
+
+    def on_epoch(result, checkpoint: Path) -> None:
+        updates.put(("epoch", EpochUpdate(epoch=result.epoch, epochs=result.epochs, losses=result.losses,
+                                          metrics=result.metrics, lr=result.lr, seconds=result.seconds,
+                                          images_per_second=result.images_per_second,
+                                          checkpoint=Path(checkpoint).read_bytes())))
+
+    _run_in_thread(lambda: run(on_epoch), updates)
+    while True:
+        kind, value = updates.get()
+        if kind == "epoch":
+            yield value
+        elif kind == "error":
+            raise value
+        else:
+            checkpoint, metrics = value
+            yield TrainedModel(checkpoint=Path(checkpoint).read_bytes(), metrics=metrics)
+            return
+
+
+def train_student_stream(knobs: dict, spec: TrainSpec, teacher: "TrainedModel | None",
+                         resume: bytes | None) -> Iterator[EpochUpdate | TrainedModel]:
+    """Train one trial's student; `resume` is a last.pt from an interrupted attempt of this trial."""
+    from trainables.student import StudentKnobs, train_student
+
+    train, val = spec.datasets()
+    student = StudentKnobs(student=knobs["student"], init=knobs["student_init"],
+                           freeze_backbone=knobs["freeze_backbone"], epochs=knobs["epochs"],
+                           img_size=knobs["img_size"], kd_method=knobs["kd_method"],
+                           teacher=None, kd_factor=knobs["kd_factor"],
+                           kd_off_last_epochs=knobs["kd_off_last_epochs"], fm_nms=knobs["fm_nms"],
+                           seed=knobs["seed"])
+    with tempfile.TemporaryDirectory(prefix="edgesweep-train-") as tmp:
+        work = Path(tmp)
+        if resume is not None:
+            (work / "last.pt").write_bytes(resume)
+        teacher_path = None
+        if teacher is not None and student.kd_method != "none":
+            teacher_path = work / "teacher.pt"
+            teacher_path.write_bytes(teacher.checkpoint)
+        base = spec.training.train_config(threads=spec.threads)
+
+        def run(on_epoch):
+            result = train_student(student, train, val, work, base=base, cache_dir=work,
+                                   teacher_checkpoint=teacher_path, on_epoch=on_epoch)
+            return result.checkpoint, result.final_metrics
+
+        yield from _stream_training(run)
+
+
+def train_teacher_stream(size: str, epochs: int, img_size: int,
+                         spec: TrainSpec) -> Iterator[EpochUpdate | TrainedModel]:
+    """Train (or load from the node's cache) a teacher; the checkpoint comes back as bytes."""
+    from orchestrator.datasets import cache_dir
+    from trainables.kd.teachers import ensure_teacher, teacher_config, teacher_metrics
+
+    train, val = spec.datasets()
+    cfg = teacher_config(spec.training.train_config(threads=spec.threads), epochs=epochs, img_size=img_size, seed=0)
+
+    def run(on_epoch):
+        path = ensure_teacher(size, train, val, cfg, spec.cache_dir or cache_dir(), on_epoch=on_epoch)
+        return path, teacher_metrics(path)
+
+    yield from _stream_training(run)
+
+
+# Generator tasks: no automatic retries, a failed training resumes through the trial's checkpoint.
+train_task = ray.remote(max_retries=0)(train_student_stream)
+teacher_task = ray.remote(max_retries=0)(train_teacher_stream)
+
+
+def trial_format(knobs: dict) -> str:
+    """The export format a trial's knobs ask for, e.g. onnxruntime + int8 -> "onnx-int8"."""
+    return export_format(knobs["runtime"], knobs["quantization"])
+
+
+@dataclass(frozen=True)
+class ExportedArtifact:
+    """The artifact a trial deploys, with the accuracy measured on it through its runtime."""
+
+    format: str
+    runtime: str
+    filename: str
+    sha256: str
+    size_mb: float
+    metrics: dict[str, float]  # map50_95, map50, precision, recall of the artifact on the val split
+    eval_ms: dict[str, float]  # per-image preprocess/inference/postprocess on the trial's node
+    settings: dict
+    content: bytes = field(repr=False)
+
+    def describe(self) -> dict:
+        return {"format": self.format, "runtime": self.runtime, "filename": self.filename, "sha256": self.sha256,
+                "size_mb": self.size_mb, "metrics": self.metrics, "eval_ms": self.eval_ms, "settings": self.settings}
+
+
+class RealStages:
+    """Training, export and timing as a real sweep runs them."""
+
+    train_task = train_task
+
+    @staticmethod
+    def export_and_score(student: bytes, fmt: str, knobs: dict, ctx) -> ExportedArtifact:
+        """Export the student to `fmt` (calibrating on training images) and score the file itself."""
+        from device_actors.accuracy import evaluate_artifact
+        from device_actors.runtimes import RuntimeOptions
+        from trainables.export import export_formats
+
+        train, val = ctx.train_spec.datasets()
+        with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
+            checkpoint = Path(tmp) / "student.pt"
+            checkpoint.write_bytes(student)
+            (artifact,) = export_formats(checkpoint, [fmt], Path(tmp) / "out", img_size=knobs["img_size"],
+                                         calibration=train, calib_images=ctx.calibration_images,
+                                         calib_seed=ctx.train_spec.seed)
+            content = artifact.read_bytes()
+        scored = evaluate_artifact(content, artifact.runtime, val,
+                                   options=RuntimeOptions(threads=max(int(ctx.train_spec.threads or 1), 1)))
+        m = scored.metrics
+        return ExportedArtifact(
+            format=fmt, runtime=artifact.runtime, filename=artifact.path.name, sha256=artifact.sha256,
+            size_mb=artifact.size_mb, content=content,
+            metrics={"map50_95": m.map50_95, "map50": m.map50, "precision": m.precision, "recall": m.recall},
+            eval_ms={"preprocess": scored.preprocess_ms, "inference": scored.inference_ms,
+                     "postprocess": scored.postprocess_ms},
+            settings={k: v for k, v in artifact.settings.items() if k != "checkpoint"})
+
+    @staticmethod
+    def time_on_board(exported: ExportedArtifact, knobs: dict, ctx) -> dict:
+        """The board's latency report for the artifact (cached there if it was timed before)."""
+        report = ctx.board.measure(exported.content, runtime=exported.runtime,
+                                   options=ctx.runtime_options(knobs["threads"]), protocol=ctx.timing,
+                                   timeout_s=ctx.board_timeout_s)
+        return report.to_dict()
+

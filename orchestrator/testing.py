@@ -1,0 +1,81 @@
+"""Stand-in stages for tests and benchmarks only, never used by the CLI.
+
+The sweep machinery runs for real around them (Ray Tune, OptunaSearch, MLflow, the board actor,
+checkpoints and resume), but "training" sleeps and "export" returns a toy ONNX detector. The
+accuracy they report is a deterministic function of the knobs, labelled `stand_in` in every
+result, so nothing here can be mistaken for a measured detector. The board stage is real: the toy
+artifact is timed by the board actor.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import ray
+
+from orchestrator.stages import EpochUpdate, ExportedArtifact, RealStages, TrainedModel
+
+
+class StandInFailure(RuntimeError):
+    """Raised on purpose by stand-in stages, to test how a sweep handles a failing trial."""
+
+
+def _matches(knobs: dict, when: dict | None) -> bool:
+    return bool(when) and all(knobs.get(k) == v for k, v in when.items())
+
+
+def stand_in_train(knobs: dict, spec, teacher, resume: bytes | None, *, seconds: float, fail_when: dict | None):
+    """Sleeps `seconds` per trial, split over the epochs; resumes after the epoch in `resume`."""
+    epochs = int(knobs["epochs"])
+    start = int(resume.decode()) if resume else 0
+    for epoch in range(start + 1, epochs + 1):
+        time.sleep(seconds / epochs)
+        if _matches(knobs, fail_when) and epoch == epochs:
+            raise StandInFailure(f"stand-in training failed on purpose for knobs {fail_when}")
+        yield EpochUpdate(epoch=epoch, epochs=epochs, losses={"box": 1.0 / epoch}, metrics={"map50_95": 0.0},
+                          lr=0.01, seconds=seconds / epochs, images_per_second=0.0, checkpoint=str(epoch).encode())
+    yield TrainedModel(checkpoint=str(epochs).encode(), metrics={})
+
+
+class _BoundTask:
+    """A Ray remote function with extra keyword arguments bound, usable like `stages.train_task`."""
+
+    def __init__(self, remote_fn, extra: dict):
+        self.remote_fn, self.extra = remote_fn, extra
+
+    def options(self, **options) -> "_BoundTask":
+        return _BoundTask(self.remote_fn.options(**options), self.extra)
+
+    def remote(self, *args):
+        return self.remote_fn.remote(*args, **self.extra)
+
+
+_stand_in_train_task = ray.remote(max_retries=0)(stand_in_train)
+
+
+@dataclass(frozen=True)
+class StandInStages:
+    train_seconds: float = 0.1
+    fail_when: dict | None = None  # knobs that make training raise StandInFailure
+    distinct_artifacts: bool = False  # a different toy model per trial (no board cache hits)
+    toy_width: int = 16  # toy model cost, to tune the board's time per artifact
+
+    @property
+    def train_task(self) -> _BoundTask:
+        return _BoundTask(_stand_in_train_task, {"seconds": self.train_seconds, "fail_when": self.fail_when})
+
+    def export_and_score(self, student: bytes, fmt: str, knobs: dict, ctx) -> ExportedArtifact:
+        from device_actors.toy_model import toy_detector_onnx
+
+        key = hashlib.sha256(repr(sorted(knobs.items())).encode()).digest()
+        seed = int.from_bytes(key[:4], "little") if self.distinct_artifacts else 0
+        content = toy_detector_onnx(knobs["img_size"], width=self.toy_width, seed=seed)
+        score = 0.2 + 0.1 * key[4] / 255  # stand-in accuracy: a function of the knobs, not a measurement
+        return ExportedArtifact(format=fmt, runtime="onnxruntime", filename=f"stand-in-{fmt}.onnx",
+                                sha256=hashlib.sha256(content).hexdigest(), size_mb=len(content) / 1e6,
+                                metrics={"map50_95": score, "map50": min(1.0, 1.5 * score), "precision": 0.5,
+                                         "recall": 0.5},
+                                eval_ms={}, settings={"stand_in": True}, content=content)
+
+    time_on_board = staticmethod(RealStages.time_on_board)

@@ -1,0 +1,115 @@
+"""One sweep trial as a Ray Tune function trainable: train -> export -> score -> time -> report.
+
+Every `tune.report` carries every objective key (Tune's OptunaSearch insists); until the trial is
+done they are NaN, and only the last report, with `trial_complete: True`, holds the artifact's
+real accuracy and board latency. Each epoch's report carries a checkpoint with the training state,
+so a failed or preempted trial resumes training where it stopped; once trained, the checkpoint says
+so and a resumed trial goes straight to export.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from orchestrator.config import METRICS
+from orchestrator.stages import EpochUpdate, TrainedModel, TrainSpec, trial_format
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE_KEYS = tuple(METRICS)  # map50_95, map50, latency_ms, size_mb: present in every report
+STATE_FILE = "state.json"
+STUDENT_FILE = "student.pt"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides its knobs; built once by the driver."""
+
+    space: Any  # search_spaces.SearchSpace: completes the sampled knobs
+    train_spec: TrainSpec
+    train_options: dict  # Ray options of the training task (num_cpus, num_gpus)
+    teachers: dict = field(default_factory=dict)  # "name@img_size" -> ObjectRef of its TrainedModel
+    board: Any = None  # device_actors.client.Board
+    board_timeout_s: float = 3600.0
+    timing: Any = None  # device_actors.timing.TimingProtocol
+    runtime_options: Any = None  # callable threads -> RuntimeOptions
+    calibration_images: int = 64
+    stages: Any = None  # orchestrator.stages-like object; tests swap in fast stand-ins
+
+
+def _nan_objectives() -> dict[str, float]:
+    return {k: math.nan for k in OBJECTIVE_KEYS}
+
+
+def _read_state(checkpoint: tune.Checkpoint | None) -> tuple[dict, bytes | None]:
+    if checkpoint is None:
+        return {"stage": "new"}, None
+    with checkpoint.as_directory() as d:
+        state = json.loads((Path(d) / STATE_FILE).read_text())
+        student = (Path(d) / STUDENT_FILE).read_bytes()
+    return state, student
+
+
+def _report(metrics: dict, files: dict[str, bytes | str], state: dict) -> None:
+    with tempfile.TemporaryDirectory(prefix="edgesweep-ckpt-") as d:
+        for name, content in files.items():
+            path = Path(d) / name
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        (Path(d) / STATE_FILE).write_text(json.dumps(state))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _epoch_metrics(update: EpochUpdate) -> dict:
+    m = {"stage": "train", "epoch": update.epoch, "epochs": update.epochs, "lr": update.lr,
+         "images_per_second": update.images_per_second, "trial_complete": False, **_nan_objectives()}
+    m.update({f"loss_{k}": v for k, v in update.losses.items()})
+    m.update({f"val_{k}": v for k, v in update.metrics.items()})
+    return m
+
+
+def run_trial(config: dict, ctx: TrialContext) -> None:
+    """The Tune trainable (bound to its context with `tune.with_parameters`)."""
+    stages = ctx.stages
+    knobs = ctx.space.complete(config)
+    state, student = _read_state(tune.get_checkpoint())
+    if state["stage"] == "done":  # finished before the driver went down: report again, redo nothing
+        tune.report(state["final"])
+        return
+    float_metrics: dict = state.get("float_metrics", {})
+    if state["stage"] != "trained":
+        teacher = ctx.teachers.get(f"{knobs['teacher']}@{knobs['img_size']}") if knobs["kd_method"] != "none" else None
+        stream = stages.train_task.options(**ctx.train_options).remote(knobs, ctx.train_spec, teacher, student)
+        for ref in stream:
+            item = ray.get(ref)
+            if isinstance(item, EpochUpdate):
+                trained = item.epoch == item.epochs
+                float_metrics = item.metrics or float_metrics
+                _report(_epoch_metrics(item), {STUDENT_FILE: item.checkpoint},
+                        {"stage": "trained" if trained else "train", "epoch": item.epoch,
+                         "float_metrics": float_metrics})
+            elif isinstance(item, TrainedModel):
+                student, float_metrics = item.checkpoint, item.metrics or float_metrics
+    fmt = trial_format(knobs)
+    exported = stages.export_and_score(student, fmt, knobs, ctx)
+    latency = stages.time_on_board(exported, knobs, ctx)
+    final = {
+        "stage": "done", "trial_complete": True, "epoch": knobs["epochs"], "epochs": knobs["epochs"],
+        "map50_95": exported.metrics["map50_95"], "map50": exported.metrics["map50"],
+        "precision": exported.metrics["precision"], "recall": exported.metrics["recall"],
+        "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency_cv": latency["cv"],
+        "fps": latency["fps"], "size_mb": exported.size_mb, "format": fmt, "board_emulated": latency["emulated"],
+        "artifact_sha256": exported.sha256, "stand_in": bool(exported.settings.get("stand_in", False)),
+        **{f"float_{k}": v for k, v in float_metrics.items()},
+    }
+    _report(final, {STUDENT_FILE: student, exported.filename: exported.content,
+                    "latency.json": json.dumps(latency, indent=2, default=str),
+                    "export.json": json.dumps(exported.describe(), indent=2, default=str)},
+            {"stage": "done", "epoch": knobs["epochs"], "float_metrics": float_metrics, "final": final})

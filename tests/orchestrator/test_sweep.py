@@ -1,0 +1,112 @@
+"""A tiny real sweep on a local Ray cluster: real training, export, artifact scoring, board actor,
+Optuna study and MLflow store; checked through the MLflow client and the Optuna storage."""
+import json
+
+import mlflow
+import optuna
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from orchestrator.cli import main
+from orchestrator.config import parse_config
+from orchestrator.pareto import dominates
+from orchestrator.searcher import study_url
+from orchestrator.sweep import run_sweep
+from orchestrator.tracking import SWEEP_TAG
+
+KNOBS = {"student", "student_init", "freeze_backbone", "epochs", "img_size", "kd_method", "teacher", "kd_factor",
+         "kd_off_last_epochs", "fm_nms", "runtime", "quantization", "threads", "seed"}
+
+
+def tiny_config(root, **overrides):
+    raw = {
+        "name": "tiny", "output_dir": str(root / "runs"),
+        "data": {"source": "default", "synth": {"train": 24, "val": 8, "size": 64, "seed": 0},
+                 "calibration_images": 4},
+        "student": {"model": "n"}, "teachers": {"t": {"model": "n", "epochs": 1}},
+        "training": {"batch_size": 8, "nominal_batch": 8, "warmup_epochs": 0},
+        "search": {"kd_method": {"choice": ["none", "output"]}, "quantization": {"choice": ["fp32", "int8"]}},
+        "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t", "runtime": "onnxruntime"},
+        "searcher": {"algorithm": "tpe", "trials": 3, "concurrency": 2},
+        "resources": {"trial": {"cpu": 0.5}, "train": {"cpu": 0.5}},
+        "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.1}},
+        "mlflow": {"experiment": "tiny"},
+    }
+    raw.update(overrides)
+    return parse_config(raw, base_dir=root)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGESWEEP_CACHE", str(root / "cache"))
+        cfg = tiny_config(root)
+        result = run_sweep(cfg, show_progress=False)
+        yield cfg, result
+        ray.shutdown()
+
+
+def test_every_trial_completes_with_artifact_accuracy_and_board_latency(swept):
+    cfg, result = swept
+    assert len(result.records) == 3 and all(r.complete for r in result.records)
+    for r in result.records:
+        assert set(r.knobs) == KNOBS
+        assert 0.0 <= r.metrics["map50_95"] <= 1.0 and r.metrics["latency_ms"] > 0 and r.metrics["size_mb"] > 0
+        assert r.metrics["board_emulated"] is True
+        assert r.metrics["format"] == ("onnx" if r.knobs["quantization"] == "fp32" else "onnx-int8")
+
+
+def test_mlflow_holds_one_parent_and_a_child_per_trial_with_params_metrics_and_artifacts(swept):
+    cfg, result = swept
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    runs = client.search_runs([result.experiment_id])
+    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == result.parent_run_id]
+    assert [p.info.run_id for p in parents] == [result.parent_run_id]
+    assert parents[0].data.tags[SWEEP_TAG] == str(cfg.sweep_dir)
+    assert len(children) == 3 and len(runs) == 4
+    parent_files = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"config.json", "search_space.json", "report"} <= parent_files
+    report = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
+    assert {"report/pareto.csv", "report/pareto.png", "report/pareto.html", "report/bubble.png"} <= report
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert KNOBS <= set(child.data.params)
+        assert {"map50_95", "map50", "latency_ms", "size_mb", "float_map50_95"} <= set(child.data.metrics)
+        history = client.get_metric_history(child.info.run_id, "val_map50_95")
+        assert sorted(m.step for m in history) == [1, 2]  # one point per epoch
+        files = {a.path for a in client.list_artifacts(child.info.run_id)}
+        models = [a.path for a in client.list_artifacts(child.info.run_id, "model")]
+        assert "latency.json" in files and len(models) == 1 and models[0].endswith(".onnx")
+        latency = json.loads(open(mlflow.artifacts.download_artifacts(
+            run_id=child.info.run_id, artifact_path="latency.json", tracking_uri=result.tracking_uri)).read())
+        assert latency["emulated"] is True and latency["median_ms"] == pytest.approx(child.data.metrics["latency_ms"])
+
+
+def test_reported_pareto_set_equals_a_bruteforce_non_dominated_filter(swept):
+    cfg, result = swept
+    points = {r.trial_id: (r.metrics["map50_95"], r.metrics["latency_ms"]) for r in result.records}
+    expected = {t for t, (m, l) in points.items()
+                if not any((m2 >= m and l2 <= l) and (m2 > m or l2 < l) for t2, (m2, l2) in points.items() if t2 != t)}
+    assert {r.trial_id for r in result.front} == expected
+    assert not dominates((0.1, 5.0), (0.1, 5.0), ("max", "min"))
+
+
+def test_optuna_study_in_the_sweep_dir_has_every_trial_and_the_same_front(swept):
+    cfg, result = swept
+    study = optuna.load_study(study_name=cfg.name, storage=study_url(cfg.sweep_dir))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3
+    ours = sorted((round(r.metrics["map50_95"], 6), round(r.metrics["latency_ms"], 6)) for r in result.front)
+    assert sorted((round(t.values[0], 6), round(t.values[1], 6)) for t in study.best_trials) == ours
+
+
+def test_report_command_prints_the_front_and_the_mlflow_ui_command(swept, capsys):
+    cfg, result = swept
+    assert main(["report", str(cfg.sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front of tiny" in out and "mlflow ui --backend-store-uri" in out
+    assert all(r.trial_id in out for r in result.front)

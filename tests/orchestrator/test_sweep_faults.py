@@ -1,0 +1,159 @@
+"""Faults during a sweep: a trial that raises, a killed board actor, a killed driver.
+
+Training and export are the test-only stand-in stages of `orchestrator.testing` (they sleep and
+return a toy ONNX detector) because these tests are about the sweep machinery; everything else is
+real: a local Ray cluster, Tune, OptunaSearch with its SQLite study, MLflow, the board actor.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from device_actors.client import get_board
+from orchestrator.config import parse_config
+from orchestrator.results import load_records
+from orchestrator.searcher import study_url
+from orchestrator.sweep import run_sweep
+from orchestrator.testing import StandInStages
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stand_in_config(root: Path, name: str, **overrides) -> dict:
+    raw = {
+        "name": name, "output_dir": str(root / "runs"),
+        "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0}},
+        "student": {"model": "n"}, "teachers": {"t": {"model": "n", "epochs": 1}},
+        "search": {"kd_method": {"grid": ["none", "output"]}, "quantization": {"grid": ["fp32", "int8"]}},
+        "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t", "runtime": "onnxruntime"},
+        "searcher": {"algorithm": "grid", "concurrency": 2, "max_failures": 0},
+        "resources": {"trial": {"cpu": 0.25}, "train": {"cpu": 0.25}},
+        "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.05}},
+        "mlflow": {"experiment": name},
+    }
+    raw.update(overrides)
+    return raw
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGESWEEP_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+        ray.shutdown()
+
+
+def test_a_trial_that_raises_is_failed_in_tune_and_mlflow_and_the_sweep_goes_on(tmp_path):
+    cfg = parse_config(stand_in_config(tmp_path, "raises"), base_dir=tmp_path)
+    stages = StandInStages(train_seconds=0.2, fail_when={"kd_method": "output", "quantization": "int8"})
+    result = run_sweep(cfg, stages=stages, show_progress=False)
+    by_status = {r.status: [] for r in result.records}
+    for r in result.records:
+        by_status[r.status].append(r)
+    assert len(by_status["complete"]) == 3 and len(by_status["failed"]) == 1
+    failed = by_status["failed"][0]
+    assert failed.knobs["kd_method"] == "output" and "failed on purpose" in failed.error
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    children = client.search_runs([result.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.parent_run_id}'")
+    statuses = sorted(r.info.status for r in children)
+    assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+    failed_run = next(r for r in children if r.info.status == "FAILED")
+    assert "failed on purpose" in failed_run.data.tags["edgesweep.error"]
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"  # the sweep itself finished
+    assert {r.trial_id for r in result.front} <= {r.trial_id for r in by_status["complete"]}
+
+
+def test_killed_board_actor_is_restarted_and_no_trial_is_lost(tmp_path):
+    raw = stand_in_config(tmp_path, "actor-killed")
+    raw["board"]["timing"] = {"warmup_runs": 2, "min_runs": 5, "min_seconds": 1.5}
+    cfg = parse_config(raw, base_dir=tmp_path)
+    kills = []
+
+    def kill_during_a_measurement():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not kills:
+            try:
+                board = get_board("local")
+                if board.status(timeout_s=5).queue.running is not None:
+                    ray.kill(board.actor, no_restart=False)
+                    kills.append(time.time())
+            except Exception:  # noqa: BLE001 - the board may not exist yet
+                pass
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_during_a_measurement, daemon=True)
+    killer.start()
+    result = run_sweep(cfg, stages=StandInStages(train_seconds=0.2, distinct_artifacts=True), show_progress=False)
+    killer.join(timeout=5)
+    assert kills, "the board actor was never caught measuring"
+    assert len(result.records) == 4 and all(r.complete for r in result.records)
+
+
+DRIVER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from orchestrator.config import load_config
+    from orchestrator.sweep import run_sweep
+    from orchestrator.testing import StandInStages
+    run_sweep(load_config(Path(sys.argv[1])), resume=sys.argv[2] == "resume",
+              stages=StandInStages(train_seconds=3.0), show_progress=False)
+""")
+
+
+def test_driver_killed_mid_sweep_resumes_without_redoing_finished_trials(tmp_path):
+    raw = stand_in_config(tmp_path, "killed")
+    raw["search"] = {"kd_method": {"choice": ["none", "output"]}, "quantization": {"choice": ["fp32", "int8"]},
+                     "kd_factor": {"loguniform": [0.5, 2.0]}}
+    raw["searcher"] = {"algorithm": "tpe", "trials": 6, "concurrency": 1, "max_failures": 0}
+    config = tmp_path / "kd.yaml"
+    import yaml
+    config.write_text(yaml.safe_dump(raw))
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    driver = subprocess.Popen([sys.executable, str(script), str(config), "fresh"], env=env, cwd=tmp_path,
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    sweep_dir = tmp_path / "runs" / "killed"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(load_records(sweep_dir)) < 2:
+            assert driver.poll() is None, "the sweep driver ended before it could be killed"
+            time.sleep(0.5)
+        time.sleep(1.0)  # into the next trial's training
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+        driver.wait(30)
+    finished_before = {r.trial_id: r for r in load_records(sweep_dir)}
+    assert len(finished_before) >= 2
+
+    resumed = subprocess.run([sys.executable, str(script), str(config), "resume"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=400, start_new_session=True)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    records = load_records(sweep_dir)
+    assert len(records) == 6 and all(r.complete for r in records)
+    for trial_id, before in finished_before.items():  # finished trials were not run again
+        assert next(r for r in records if r.trial_id == trial_id).metrics["timestamp"] == before.metrics["timestamp"]
+    lines = (sweep_dir / "trials.jsonl").read_text().splitlines()
+    assert len(lines) == 6, "every trial finished exactly once"
+    study = optuna.load_study(study_name="killed", storage=study_url(sweep_dir))
+    states = [t.state.name for t in study.trials]
+    # the interrupted trial may appear twice: its first ask, failed as an orphan, and its completion
+    assert states.count("COMPLETE") == 6 and set(states) <= {"COMPLETE", "FAIL"} and states.count("FAIL") <= 1
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    client = MlflowClient(tracking_uri=state["tracking_uri"])
+    children = client.search_runs([state["experiment_id"]],
+                                  f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{state['parent_run_id']}'")
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert len(finished) == 6 and {r.data.tags["edgesweep.trial_id"] for r in finished} == {r.trial_id for r in records}
+    assert all(r.info.status == "KILLED" for r in children if r.info.status != "FINISHED")  # no run left RUNNING
