@@ -34,6 +34,17 @@ class DetectionMetrics:
     images: int
 
 
+@dataclass(frozen=True)
+class EvalResult:
+    """An evaluation's metrics plus mean milliseconds per image for each stage; the torch evaluator
+    and the artifact runner report the same shape, so their numbers sit side by side."""
+
+    metrics: DetectionMetrics
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+
+
 def to_coco_results(image_id: int, dets: np.ndarray, category_ids: Sequence[int]) -> list[dict]:
     """Detections (M, 6) [x1, y1, x2, y2, score, class] in ORIGINAL image pixels -> COCO results.
 
@@ -110,3 +121,39 @@ def evaluate(coco_gt: COCO, results: list[dict], image_ids: Sequence[int], *,
         map50_95, map50 = max(map50_95, 0.0), max(map50, 0.0)
     precision, recall = _precision_recall(coco_eval, conf_threshold)
     return DetectionMetrics(map50_95, map50, precision, recall, conf_threshold, len(image_ids))
+
+
+class Scorer:
+    """Collects one evaluation's detections and per-stage times, then scores them with COCOeval.
+
+    The torch evaluator and the artifact runner differ only in how they get detections; both feed
+    them here, so their mAP and timings are computed the same way.
+    """
+
+    STAGES = ("preprocess", "inference", "postprocess")
+
+    def __init__(self, coco_gt: COCO, image_ids: Sequence[int], category_ids: Sequence[int]):
+        self.coco_gt, self.image_ids, self.category_ids = coco_gt, list(image_ids), list(category_ids)
+        self.results: list[dict] = []
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+
+    def add(self, index: int, dets: np.ndarray, scale: float, pad: tuple[float, float],
+            shape_hw: tuple[int, int]) -> None:
+        """Detections (M, 6) in letterboxed pixels of image `index`, mapped back to the original image."""
+        from detection.letterbox import boxes_to_original
+
+        dets = np.array(dets, dtype=np.float32, copy=True)
+        dets[:, :4] = boxes_to_original(dets[:, :4], scale, pad, shape_hw)
+        self.results.extend(to_coco_results(self.image_ids[index], dets, self.category_ids))
+
+    def time(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+
+    def result(self, *, pr_conf_threshold: float = 0.25) -> EvalResult:
+        metrics = evaluate(self.coco_gt, self.results, self.image_ids, conf_threshold=pr_conf_threshold)
+        per_image = {stage: s * 1000.0 / max(len(self.image_ids), 1) for stage, s in self.seconds.items()}
+        log.info("%d images: mAP@.5:.95 %.4f, mAP@.5 %.4f, P %.3f, R %.3f; ms/image pre %.1f, inference %.1f, "
+                 "post %.1f", len(self.image_ids), metrics.map50_95, metrics.map50, metrics.precision,
+                 metrics.recall, per_image["preprocess"], per_image["inference"], per_image["postprocess"])
+        return EvalResult(metrics=metrics, preprocess_ms=per_image["preprocess"],
+                          inference_ms=per_image["inference"], postprocess_ms=per_image["postprocess"])

@@ -11,31 +11,19 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
-from detection.cocoeval import DetectionMetrics, to_coco_results
-from detection.cocoeval import evaluate as coco_evaluate
-from detection.letterbox import boxes_to_original, letterbox, to_input
+from detection.cocoeval import EvalResult, Scorer
+from detection.letterbox import letterbox, to_input
 from trainables.postprocess import decode, postprocess
 
 if TYPE_CHECKING:
     from detection.coco import CocoDataset
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Metrics plus mean milliseconds per image for each stage."""
-
-    metrics: DetectionMetrics
-    preprocess_ms: float
-    inference_ms: float
-    postprocess_ms: float
 
 
 @contextmanager
@@ -83,8 +71,7 @@ def evaluate(model: torch.nn.Module, data: "CocoDataset", *, img_size: int, batc
     first_parameter = next(model.parameters(), None)
     dtype = first_parameter.dtype if first_parameter is not None else torch.float32
     total = len(data)
-    results: list[dict] = []
-    seconds = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    scorer = Scorer(data.coco, data.image_ids, data.category_ids)
     with _eval_mode(model), torch.inference_mode():
         for start in range(0, total, batch_size):
             indices = range(start, min(start + batch_size, total))
@@ -102,20 +89,10 @@ def evaluate(model: torch.nn.Module, data: "CocoDataset", *, img_size: int, batc
             t2 = time.perf_counter()
             detections = postprocess(pred, conf_threshold=conf_threshold, iou_threshold=iou_threshold)
             for i, image, (_, scale, pad), dets in zip(indices, originals, boxed, detections):
-                dets = dets.cpu().numpy()
-                dets[:, :4] = boxes_to_original(dets[:, :4], scale, pad, image.shape[:2])
-                results.extend(to_coco_results(data.image_ids[i], dets, data.category_ids))
-            t3 = time.perf_counter()
-
-            seconds["preprocess"] += t1 - t0
-            seconds["inference"] += t2 - t1
-            seconds["postprocess"] += t3 - t2
+                scorer.add(i, dets.cpu().numpy(), scale, pad, image.shape[:2])
+            scorer.time("preprocess", t1 - t0)
+            scorer.time("inference", t2 - t1)
+            scorer.time("postprocess", time.perf_counter() - t2)
             if progress is not None:
                 progress(indices.stop, total)
-    metrics = coco_evaluate(data.coco, results, data.image_ids, conf_threshold=pr_conf_threshold)
-    per_image_ms = {stage: s * 1000.0 / total for stage, s in seconds.items()}
-    log.info("evaluated %d images: mAP@.5:.95 %.4f, mAP@.5 %.4f, P %.3f, R %.3f; ms/image pre %.1f, "
-             "inference %.1f, post %.1f", total, metrics.map50_95, metrics.map50, metrics.precision,
-             metrics.recall, per_image_ms["preprocess"], per_image_ms["inference"], per_image_ms["postprocess"])
-    return EvalResult(metrics=metrics, preprocess_ms=per_image_ms["preprocess"],
-                      inference_ms=per_image_ms["inference"], postprocess_ms=per_image_ms["postprocess"])
+    return scorer.result(pr_conf_threshold=pr_conf_threshold)

@@ -44,7 +44,8 @@ def decode(raw: list[torch.Tensor], anchors: torch.Tensor, strides: Sequence[int
                                         torch.arange(width, device=y.device, dtype=y.dtype), indexing="ij")
         grid = torch.stack((grid_x, grid_y), dim=-1)  # (H, W, 2) as (x, y)
         xy = (y[..., 0:2] * 2 - 0.5 + grid) * float(stride)
-        wh = (y[..., 2:4] * 2) ** 2 * anchors[level].to(y).view(1, -1, 1, 1, 2)
+        doubled = y[..., 2:4] * 2
+        wh = doubled * doubled * anchors[level].to(y).view(1, -1, 1, 1, 2)  # a product, not ** 2: LiteRT has no pow
         decoded.append(torch.cat((xy, wh, y[..., 4:]), dim=-1).reshape(batch, -1, outputs))
     return torch.cat(decoded, dim=1)
 

@@ -16,7 +16,7 @@ from orchestrator.commands.train import add_data_args
 
 if TYPE_CHECKING:
     from detection.coco import CocoDataset
-    from device_actors.accuracy import ArtifactEval
+    from detection.cocoeval import EvalResult
     from device_actors.runtimes import RuntimeOptions
     from device_actors.timing import LatencyStats, TimingProtocol
     from trainables.export import Artifact
@@ -31,7 +31,7 @@ class ArtifactReport:
 
     artifact: "Artifact"
     latency: "LatencyStats"
-    accuracy: "ArtifactEval"
+    accuracy: "EvalResult"
 
     def row(self) -> list[object]:
         a, m = self.artifact, self.accuracy.metrics

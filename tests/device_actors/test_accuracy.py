@@ -20,7 +20,8 @@ from PIL import Image
 
 from detection.coco import CocoDataset, SplitSpec
 from detection.letterbox import letterbox
-from device_actors.accuracy import ArtifactEval, evaluate_artifact
+from detection.cocoeval import EvalResult
+from device_actors.accuracy import evaluate_artifact
 from device_actors.runtimes import RuntimeLoadError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +72,7 @@ def ground_truth_prediction(size: int) -> np.ndarray:
 def test_prediction_on_the_ground_truth_box_scores_map_one(one_image_split):
     model = constant_output_onnx(ground_truth_prediction(64), (64, 64))
     result = evaluate_artifact(model, "onnxruntime", one_image_split)
-    assert isinstance(result, ArtifactEval)
+    assert isinstance(result, EvalResult)
     assert result.metrics.map50_95 == pytest.approx(1.0)
     assert result.metrics.map50 == pytest.approx(1.0)
     assert result.metrics.images == 1
