@@ -1,7 +1,6 @@
 """`python -m orchestrator export`: exports, times and scores, then prints the Table 5.1 layout."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,24 +12,9 @@ from trainables.models.yolo import ModelSpec, build_model
 IMG_SIZE = 64
 
 
-def _untrained_student(root: Path) -> SimpleNamespace:
-    """Stand-in until tests/conftest.py provides `trained_student`; the CLI checks need no accuracy."""
-    from detection.synth import SynthConfig, generate
-
-    data_dir = root / "data"
-    summary = generate(data_dir, train=12, val=4, seed=0, config=SynthConfig(size=96))
-    checkpoint = root / "student.pt"
-    spec = ModelSpec("n", len(summary.categories))
-    save_checkpoint(checkpoint, {"model_spec": spec.to_dict(), "model": build_model(spec).state_dict()})
-    return SimpleNamespace(checkpoint=checkpoint, data_dir=data_dir)
-
-
 @pytest.fixture(scope="module")
-def student(request, tmp_path_factory) -> SimpleNamespace:
-    try:
-        return request.getfixturevalue("trained_student")
-    except pytest.FixtureLookupError:
-        return _untrained_student(tmp_path_factory.mktemp("cli-student"))
+def student(trained_student) -> SimpleNamespace:
+    return trained_student
 
 
 def _export(student, tmp_path, *extra: str) -> list[str]:

@@ -42,25 +42,9 @@ MAP_LOSS_BOUND = {
 }
 
 
-def _train_fallback_student(root: Path) -> SimpleNamespace:
-    """Stand-in until tests/conftest.py provides `trained_student`: a YOLO-n trained briefly on synth data."""
-    from detection.synth import SynthConfig, generate
-    from trainables.train import TrainConfig, fit
-
-    data_dir = root / "data"
-    generate(data_dir, train=400, val=VAL_SUBSET, seed=0, config=SynthConfig(size=IMG_SIZE))
-    train = CocoDataset(SplitSpec(data_dir / "train", data_dir / "instances_train.json"))
-    result = fit(ModelSpec("n", train.num_classes), train, None,
-                 TrainConfig(epochs=15, img_size=IMG_SIZE, threads=1), root / "run")
-    return SimpleNamespace(checkpoint=result.checkpoint, data_dir=data_dir)
-
-
 @pytest.fixture(scope="module")
-def student(request, tmp_path_factory) -> SimpleNamespace:
-    try:
-        return request.getfixturevalue("trained_student")
-    except pytest.FixtureLookupError:
-        return _train_fallback_student(tmp_path_factory.mktemp("student"))
+def student(trained_student) -> SimpleNamespace:
+    return trained_student
 
 
 @pytest.fixture(scope="module")
