@@ -41,20 +41,19 @@ class Measured:
 
 
 def train_default_student(data_root: Path, epochs: int) -> Path:
-    """The bench's own YOLO-n, trained once on the embedded set and reused from the cache."""
-    from trainables.models.yolo import ModelSpec
-    from trainables.train import TrainConfig, fit
+    """The bench's own YOLO-n, trained once on the embedded set and reused from the model cache
+    (keyed by model, data and training config, like a teacher)."""
+    from trainables.kd.teachers import ensure_teacher
+    from trainables.train import TrainConfig
 
     splits = splits_in(data_root)
     train, val = CocoDataset(splits.train), CocoDataset(splits.val)
-    out = cache_dir() / "bench" / f"student-n-e{epochs}-128px"
-    console.print(f"training the default YOLO-n student for {epochs} epochs -> {out} (cached)")
+    console.print(f"the default YOLO-n student, {epochs} epochs (trained once, then cached under {cache_dir()})")
     with progress() as bar:
         task = bar.add_task("training", total=epochs, info="")
-        result = fit(ModelSpec("n", train.num_classes), train, val, TrainConfig(epochs=epochs, img_size=128), out,
-                     on_epoch=lambda r, _: bar.update(task, completed=r.epoch,
-                                                      info=f"mAP {r.metrics['map50_95']:.3f}" if r.metrics else ""))
-    return result.checkpoint
+        return ensure_teacher("n", train, val, TrainConfig(epochs=epochs, img_size=128), cache_dir(),
+                              on_epoch=lambda r, _: bar.update(
+                                  task, completed=r.epoch, info=f"mAP {r.metrics['map50_95']:.3f}" if r.metrics else ""))
 
 
 def measure(artifacts: list[Artifact], val: CocoDataset, *, threads: int, protocol: TimingProtocol,
@@ -115,7 +114,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per file")
     p.add_argument("--min-seconds", type=float, default=1.0, help="timed duration per file and round")
-    p.add_argument("--epochs", type=int, default=30, help="epochs for the default student")
+    p.add_argument("--epochs", type=int, default=10, help="epochs for the default student (the trainer's default)")
     p.add_argument("--out", type=Path, default=Path("runs/bench/export_table"))
     args = p.parse_args()
 

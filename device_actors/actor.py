@@ -31,11 +31,13 @@ log = logging.getLogger(__name__)
 
 STATUS_GROUP = "status"
 CACHE_ENV = "EDGESWEEP_BOARD_CACHE"  # overrides the cache directory on the board
+PROJECT_CACHE_ENV = "EDGESWEEP_CACHE"  # the project's cache root (data, teachers); the board cache sits below it
 RECENT_RESULTS = 10
 
 
 def default_cache_dir(board: str, emulated: bool) -> Path:
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edgesweep" / "board")
+    project = Path(os.environ.get(PROJECT_CACHE_ENV) or Path.home() / ".cache" / "edgesweep")
+    root = Path(os.environ.get(CACHE_ENV) or project / "board")
     return root / (f"emulated-{board}" if emulated else board)
 
 

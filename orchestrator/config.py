@@ -205,13 +205,13 @@ class Resources:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    """What a trial reserves while it runs, and what its training task (a Ray task) requests.
+    """What a trial's Ray tasks request. The trial process itself only waits (for its training task,
+    its export task and the board) and reserves memory alone, so while one trial exports or waits for
+    the board, the next one already trains: `train` is the accelerator slot (a GPU on a cluster),
+    `export` the CPUs that export, quantize and score the artifact."""
 
-    A trial holds `trial` while its training task waits for `train`, so a node needs
-    `trial.cpu + train.cpu` per concurrent trial."""
-
-    trial: Resources = Resources()
     train: Resources = Resources()
+    export: Resources = Resources()
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,7 @@ AUGMENT_KEYS = tuple(f.name for f in fields(AugmentConfig))
 OBJECTIVE_KEYS = ("metric", "mode")
 CONSTRAINT_KEYS = tuple(f.name for f in fields(ConstraintsConfig))
 SEARCHER_KEYS = tuple(f.name for f in fields(SearcherConfig))
-RESOURCES_KEYS = ("trial", "train")
+RESOURCES_KEYS = ("train", "export")
 RESOURCE_KEYS = ("cpu", "gpu")
 BOARD_KEYS = tuple(f.name for f in fields(BoardConfig))
 TIMING_KEYS = tuple(f.name for f in fields(TimingProtocol))

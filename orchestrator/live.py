@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.config import export_format
 from orchestrator.console import console
 
 
@@ -40,7 +41,7 @@ class LiveProgress(tune.Callback):
             kd = knobs["kd_method"]
             self.rows[trial.trial_id] = {
                 "kd": kd if kd == "none" else f"{kd}/{knobs['teacher']} x{knobs['kd_factor']:.2g}",
-                "format": f"{knobs['runtime']}-{knobs['quantization']}", "state": "PENDING", "epoch": "-",
+                "format": export_format(knobs["runtime"], knobs["quantization"]), "state": "PENDING", "epoch": "-",
                 "val": None, "map": None, "lat": None, "stage": ""}
         return self.rows[trial.trial_id]
 

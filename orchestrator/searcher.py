@@ -62,9 +62,12 @@ def make_searcher(cfg: SweepConfig, sweep_dir: Path):
             sampler=_sampler(cfg), study_name=cfg.name, storage=storage,
             constraints=cfg.constraints.values)
         return searcher, {}, cfg.searcher.trials
+    # Tune ignores max_concurrent_trials for a generator passed in (it only wraps Searchers in a
+    # ConcurrencyLimiter), and trials reserve almost no CPU: the generator itself must cap them.
+    generator = BasicVariantGenerator(random_state=cfg.searcher.seed, max_concurrent=cfg.searcher.concurrency)
     if cfg.searcher.algorithm == "grid":
-        return BasicVariantGenerator(random_state=cfg.searcher.seed), cfg.search.tune_param_space(), 1
-    return BasicVariantGenerator(random_state=cfg.searcher.seed), cfg.search.tune_param_space(), cfg.searcher.trials
+        return generator, cfg.search.tune_param_space(), 1
+    return generator, cfg.search.tune_param_space(), cfg.searcher.trials
 
 
 def fail_orphaned_trials(cfg: SweepConfig, sweep_dir: Path) -> int:

@@ -168,6 +168,35 @@ class ExportedArtifact:
                 "size_mb": self.size_mb, "metrics": self.metrics, "eval_ms": self.eval_ms, "settings": self.settings}
 
 
+def export_and_score(student: bytes, fmt: str, knobs: dict, spec: TrainSpec, calibration_images: int,
+                     ) -> ExportedArtifact:
+    """Export the student to `fmt` (calibrating on training images) and score the file itself
+    through its runtime on the val split: a trial's accuracy is the deployed artifact's."""
+    from device_actors.accuracy import evaluate_artifact
+    from device_actors.runtimes import RuntimeOptions
+    from trainables.export import export_formats
+
+    train, val = spec.datasets()
+    with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
+        checkpoint = Path(tmp) / "student.pt"
+        checkpoint.write_bytes(student)
+        (artifact,) = export_formats(checkpoint, [fmt], Path(tmp) / "out", img_size=knobs["img_size"],
+                                     calibration=train, calib_images=calibration_images, calib_seed=spec.seed)
+        content = artifact.read_bytes()
+    scored = evaluate_artifact(content, artifact.runtime, val, options=RuntimeOptions(threads=1))
+    m = scored.metrics
+    return ExportedArtifact(
+        format=fmt, runtime=artifact.runtime, filename=artifact.path.name, sha256=artifact.sha256,
+        size_mb=artifact.size_mb, content=content,
+        metrics={"map50_95": m.map50_95, "map50": m.map50, "precision": m.precision, "recall": m.recall},
+        eval_ms={"preprocess": scored.preprocess_ms, "inference": scored.inference_ms,
+                 "postprocess": scored.postprocess_ms},
+        settings={k: v for k, v in artifact.settings.items() if k != "checkpoint"})
+
+
+export_task = ray.remote(max_retries=1)(export_and_score)
+
+
 class RealStages:
     """Training, export and timing as a real sweep runs them."""
 
@@ -175,35 +204,34 @@ class RealStages:
 
     @staticmethod
     def export_and_score(student: bytes, fmt: str, knobs: dict, ctx) -> ExportedArtifact:
-        """Export the student to `fmt` (calibrating on training images) and score the file itself."""
-        from device_actors.accuracy import evaluate_artifact
-        from device_actors.runtimes import RuntimeOptions
-        from trainables.export import export_formats
-
-        train, val = ctx.train_spec.datasets()
-        with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
-            checkpoint = Path(tmp) / "student.pt"
-            checkpoint.write_bytes(student)
-            (artifact,) = export_formats(checkpoint, [fmt], Path(tmp) / "out", img_size=knobs["img_size"],
-                                         calibration=train, calib_images=ctx.calibration_images,
-                                         calib_seed=ctx.train_spec.seed)
-            content = artifact.read_bytes()
-        scored = evaluate_artifact(content, artifact.runtime, val,
-                                   options=RuntimeOptions(threads=max(int(ctx.train_spec.threads or 1), 1)))
-        m = scored.metrics
-        return ExportedArtifact(
-            format=fmt, runtime=artifact.runtime, filename=artifact.path.name, sha256=artifact.sha256,
-            size_mb=artifact.size_mb, content=content,
-            metrics={"map50_95": m.map50_95, "map50": m.map50, "precision": m.precision, "recall": m.recall},
-            eval_ms={"preprocess": scored.preprocess_ms, "inference": scored.inference_ms,
-                     "postprocess": scored.postprocess_ms},
-            settings={k: v for k, v in artifact.settings.items() if k != "checkpoint"})
+        """A Ray task on the export resources: the trial process itself needs no CPU, nor torch."""
+        ref = export_task.options(**ctx.export_options).remote(student, fmt, knobs, ctx.train_spec,
+                                                               ctx.calibration_images)
+        return ray.get(ref)
 
     @staticmethod
     def time_on_board(exported: ExportedArtifact, knobs: dict, ctx) -> dict:
-        """The board's latency report for the artifact (cached there if it was timed before)."""
-        report = ctx.board.measure(exported.content, runtime=exported.runtime,
-                                   options=ctx.runtime_options(knobs["threads"]), protocol=ctx.timing,
-                                   timeout_s=ctx.board_timeout_s)
+        """The board's latency report for the artifact (cached there if it was timed before).
+
+        A board whose node left the cluster does not fail calls: its actor waits to be restarted there,
+        so the trial waits until `board.timeout_s`, and the error then says the board is gone."""
+        from device_actors.client import BoardTimeout
+
+        try:
+            report = ctx.board.measure(exported.content, runtime=exported.runtime,
+                                       options=ctx.runtime_options(knobs["threads"]), protocol=ctx.timing,
+                                       timeout_s=ctx.board_timeout_s)
+        except BoardTimeout as e:
+            raise BoardTimeout(f"{e}{_absence(ctx.board)}") from None
         return report.to_dict()
+
+
+def _absence(board) -> str:
+    """'; board X left the cluster ...' when no live node offers the board, else nothing."""
+    from device_actors.client import list_board_nodes
+
+    if board.emulated or any(n.alive for n in list_board_nodes() if n.name == board.name):
+        return ""
+    return (f"; board {board.name!r} left the cluster (its node is dead): restart `python -m orchestrator board "
+            f"join --name {board.name}` on the board")
 

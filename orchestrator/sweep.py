@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from orchestrator._knobs import possible_values
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.live import LiveProgress
+from orchestrator.preflight import check_inputs
 from orchestrator.results import ResultsLog, TrialRecord, load_records
 from orchestrator.searcher import fail_orphaned_trials, make_searcher
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, teacher_task
@@ -57,6 +59,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
     if ray.is_initialized():
         return
     kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)  # Tune's INFO lines would break the live view
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **kwargs)
     else:
@@ -65,14 +68,19 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
 
 def _train_spec(cfg: SweepConfig) -> TrainSpec:
     return TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training,
-                     threads=max(int(cfg.resources.train.cpu), 1))
+                     threads=max(math.ceil(cfg.resources.train.cpu), 1))  # 1.5 CPUs: 2 torch threads
 
 
-def _train_options(cfg: SweepConfig) -> dict:
-    # DEFAULT: the task leaves the trial's placement group and takes its own trainer slot, so the
-    # trial holds nothing while it waits for training, export or the board.
-    return {"num_cpus": cfg.resources.train.cpu, "num_gpus": cfg.resources.train.gpu,
-            "scheduling_strategy": "DEFAULT"}
+# The trial process only waits for its tasks and the board: it reserves memory and a token CPU share.
+# The share is not for work: board nodes offer no CPU (`board join` passes --num-cpus=0), so it keeps
+# trial processes off the board, where they would disturb its timing and die with it.
+TRIAL_RESOURCES = {"cpu": 0.01, "memory": 256 * 1024 ** 2}
+
+
+def _task_options(resources) -> dict:
+    # DEFAULT: the task leaves the trial's placement group and takes its own slot (a GPU for
+    # training), so a waiting trial holds nothing that another trial could use.
+    return {"num_cpus": resources.cpu, "num_gpus": resources.gpu, "scheduling_strategy": "DEFAULT"}
 
 
 def needed_teachers(cfg: SweepConfig) -> list[tuple[str, int]]:
@@ -95,7 +103,8 @@ def prepare_teachers(cfg: SweepConfig, spec: TrainSpec, tracking: SweepTracking,
         if teacher.checkpoint is not None:
             refs[(name, img_size)] = ray.put(TrainedModel(checkpoint=Path(teacher.checkpoint).read_bytes()))
             continue
-        stream = teacher_task.options(**_train_options(cfg)).remote(teacher.model, teacher.epochs, img_size, spec)
+        stream = teacher_task.options(**_task_options(cfg.resources.train)).remote(teacher.model, teacher.epochs,
+                                                                                 img_size, spec)
         for ref in stream:
             item = ray.get(ref)
             if isinstance(item, TrainedModel):
@@ -141,16 +150,19 @@ class Sweep:
         if not resume and self.tune_dir.exists():
             raise ConfigError(f"{self.sweep_dir} already holds a sweep named {cfg.name!r}: finish it with --resume, "
                               f"or change `name:` in {cfg.source}")
+        # Bad data or a checkpoint of the wrong architecture stops here, before anything is created or started.
+        self.data = check_inputs(cfg)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        cfg.data.splits(seed=cfg.seed)  # bad data stops here, before any trial (and makes the default set)
         self.tracking_uri = tracking_uri or cfg.mlflow.tracking_uri
         self.tracking = SweepTracking(self.tracking_uri, cfg.mlflow.experiment)
         self.parent = self.tracking.parent_run(cfg.name, self.sweep_dir, resume=resume)
         if not resume:
             self.tracking.log_config(self.parent, cfg.to_dict(), cfg.search.to_dict())
+        # The config as run, so `report` and `--resume` never depend on the YAML staying unchanged.
         (self.sweep_dir / STATE).write_text(json.dumps(
-            {"name": cfg.name, "config": str(cfg.source), "tracking_uri": self.tracking_uri,
-             "experiment_id": self.tracking.experiment_id, "parent_run_id": self.parent}, indent=2))
+            {"name": cfg.name, "source": str(cfg.source), "tracking_uri": self.tracking_uri,
+             "experiment_id": self.tracking.experiment_id, "parent_run_id": self.parent,
+             "config": cfg.to_dict()}, indent=2, default=str))
         init_ray(address)
         from device_actors.client import connect_board
 
@@ -164,13 +176,13 @@ class Sweep:
 
     def _tuner(self, show_progress: bool) -> tune.Tuner:
         cfg = self.cfg
-        ctx = TrialContext(space=cfg.search, train_spec=self.spec, train_options=_train_options(cfg),
+        ctx = TrialContext(space=cfg.search, train_spec=self.spec, train_options=_task_options(cfg.resources.train),
+                           export_options=_task_options(cfg.resources.export),
                            teachers=_teacher_for_trials(self.teachers), board=self.board,
                            board_timeout_s=cfg.board.timeout_s, timing=cfg.board.timing,
                            runtime_options=cfg.board.runtime_options, calibration_images=cfg.data.calibration_images,
                            stages=self.stages or RealStages())
-        trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
-                                        {"cpu": cfg.resources.trial.cpu, "gpu": cfg.resources.trial.gpu})
+        trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_RESOURCES)
         if self.resume:  # callbacks, searcher and run config come back from the sweep's saved state
             return tune.Tuner.restore(str(self.tune_dir), trainable, resume_unfinished=True, resume_errored=False,
                                       restart_errored=False)

@@ -25,14 +25,20 @@ def _matches(knobs: dict, when: dict | None) -> bool:
     return bool(when) and all(knobs.get(k) == v for k, v in when.items())
 
 
-def stand_in_train(knobs: dict, spec, teacher, resume: bytes | None, *, seconds: float, fail_when: dict | None):
-    """Sleeps `seconds` per trial, split over the epochs; resumes after the epoch in `resume`."""
+def stand_in_train(knobs: dict, spec, teacher, resume: bytes | None, *, seconds: float, fail_when: dict | None,
+                   crash_first_attempt_at: int | None = None):
+    """Sleeps `seconds` per trial, split over the epochs; resumes after the epoch in `resume`.
+
+    `crash_first_attempt_at`: a fresh attempt (no resume point) crashes in that epoch, as a
+    preempted node would; an attempt that resumes from a checkpoint does not."""
     epochs = int(knobs["epochs"])
     start = int(resume.decode()) if resume else 0
     for epoch in range(start + 1, epochs + 1):
         time.sleep(seconds / epochs)
         if _matches(knobs, fail_when) and epoch == epochs:
             raise StandInFailure(f"stand-in training failed on purpose for knobs {fail_when}")
+        if resume is None and epoch == crash_first_attempt_at:
+            raise StandInFailure(f"stand-in training crashed on purpose in epoch {epoch} of its first attempt")
         yield EpochUpdate(epoch=epoch, epochs=epochs, losses={"box": 1.0 / epoch}, metrics={"map50_95": 0.0},
                           lr=0.01, seconds=seconds / epochs, images_per_second=0.0, checkpoint=str(epoch).encode())
     yield TrainedModel(checkpoint=str(epochs).encode(), metrics={})
@@ -58,12 +64,14 @@ _stand_in_train_task = ray.remote(max_retries=0)(stand_in_train)
 class StandInStages:
     train_seconds: float = 0.1
     fail_when: dict | None = None  # knobs that make training raise StandInFailure
+    crash_first_attempt_at: int | None = None  # every trial's first attempt crashes in this epoch
     distinct_artifacts: bool = False  # a different toy model per trial (no board cache hits)
     toy_width: int = 16  # toy model cost, to tune the board's time per artifact
 
     @property
     def train_task(self) -> _BoundTask:
-        return _BoundTask(_stand_in_train_task, {"seconds": self.train_seconds, "fail_when": self.fail_when})
+        return _BoundTask(_stand_in_train_task, {"seconds": self.train_seconds, "fail_when": self.fail_when,
+                                                 "crash_first_attempt_at": self.crash_first_attempt_at})
 
     def export_and_score(self, student: bytes, fmt: str, knobs: dict, ctx) -> ExportedArtifact:
         from device_actors.toy_model import toy_detector_onnx

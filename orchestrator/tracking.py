@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 SWEEP_TAG = "edgesweep.sweep_dir"
 TRIAL_TAG = "edgesweep.trial_id"
 EPOCH_KEYS = ("epoch", "lr", "images_per_second")  # per-epoch metrics besides loss_* and val_*
-FINAL_SKIP = {"trial_complete", "stage", "format", "artifact_sha256", "board_emulated", "stand_in"}
+FINAL_METRICS = ("map50_95", "map50", "precision", "recall", "latency_ms", "latency_p90_ms", "latency_cv", "fps",
+                 "size_mb")  # of the artifact on the board; the float model's val metrics come as float_*
 
 
 def ui_url(tracking_uri: str, experiment_id: str) -> str:
@@ -156,7 +157,7 @@ class MlflowTrialCallback(tune.Callback):
             self.client.set_tag(run_id, "edgesweep.status", "stopped before the end")
             self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.KILLED))
             return
-        final = {k: v for k, v in result.items() if k not in FINAL_SKIP and not k.startswith(("loss_", "val_"))}
+        final = {k: v for k, v in result.items() if k in FINAL_METRICS or k.startswith("float_")}
         self.client.log_batch(run_id, metrics=[Metric(k, v, 0, int(result["epoch"]))
                                                for k, v in _finite(final).items()],
                               tags=[RunTag("format", str(result.get("format"))),

@@ -36,6 +36,7 @@ class TrialContext:
     space: Any  # search_spaces.SearchSpace: completes the sampled knobs
     train_spec: TrainSpec
     train_options: dict  # Ray options of the training task (num_cpus, num_gpus)
+    export_options: dict = field(default_factory=dict)  # Ray options of the export-and-score task
     teachers: dict = field(default_factory=dict)  # "name@img_size" -> ObjectRef of its TrainedModel
     board: Any = None  # device_actors.client.Board
     board_timeout_s: float = 3600.0
@@ -75,6 +76,13 @@ def _epoch_metrics(update: EpochUpdate) -> dict:
     return m
 
 
+def _report_stage(stage: str, knobs: dict) -> None:
+    """Say where the trial is (the live view's stage column; a failed trial's record keeps it).
+    No checkpoint: the last one still holds everything a retry needs."""
+    tune.report({"stage": stage, "epoch": knobs["epochs"], "epochs": knobs["epochs"], "trial_complete": False,
+                 **_nan_objectives()})
+
+
 def run_trial(config: dict, ctx: TrialContext) -> None:
     """The Tune trainable (bound to its context with `tune.with_parameters`)."""
     stages = ctx.stages
@@ -98,7 +106,9 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
             elif isinstance(item, TrainedModel):
                 student, float_metrics = item.checkpoint, item.metrics or float_metrics
     fmt = trial_format(knobs)
+    _report_stage("export", knobs)
     exported = stages.export_and_score(student, fmt, knobs, ctx)
+    _report_stage("board", knobs)  # queued or timing: a board that left the cluster shows here until the timeout
     latency = stages.time_on_board(exported, knobs, ctx)
     final = {
         "stage": "done", "trial_complete": True, "epoch": knobs["epochs"], "epochs": knobs["epochs"],

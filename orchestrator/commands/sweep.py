@@ -58,7 +58,7 @@ def _sweep_dir(path: Path) -> Path:
 
 def print_report(sweep_dir: Path) -> None:
     """The Pareto table (knobs that vary, mAP, latency, size), the report files and the MLflow UI command."""
-    from orchestrator.config import load_config
+    from orchestrator.config import parse_config
     from orchestrator.console import stdout, table
     from orchestrator.pareto import KNOB_COLUMNS
     from orchestrator.results import load_records
@@ -66,7 +66,7 @@ def print_report(sweep_dir: Path) -> None:
     from orchestrator.tracking import ui_command, ui_url
 
     state = json.loads((sweep_dir / "sweep.json").read_text())
-    cfg = load_config(Path(state["config"]))
+    cfg = parse_config(state["config"], source=str(sweep_dir / "sweep.json"), base_dir=sweep_dir)
     records = load_records(sweep_dir)
     on_front, files = write_report(cfg, records)
     shown = [k for k in KNOB_COLUMNS if len({str(r.knobs.get(k)) for r in records}) > 1] or ["kd_method"]
@@ -78,8 +78,9 @@ def print_report(sweep_dir: Path) -> None:
     stdout.print(table(f"Pareto front of {cfg.name}: {len(on_front)} of {done} complete trials"
                        f"{f' ({failed} failed)' if failed else ''}", header, body))
     stdout.print(f"report files: {', '.join(str(f) for f in files)}")
+    # soft_wrap: a long store path must not break the command over two lines (it is meant to be pasted)
     stdout.print(f"MLflow UI: {ui_command(state['tracking_uri'])}\n  then open "
-                 f"{ui_url(state['tracking_uri'], state['experiment_id'])}")
+                 f"{ui_url(state['tracking_uri'], state['experiment_id'])}", soft_wrap=True, markup=False)
 
 
 def run_report(args: argparse.Namespace) -> int:

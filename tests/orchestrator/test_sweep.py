@@ -30,7 +30,7 @@ def tiny_config(root, **overrides):
         "search": {"kd_method": {"choice": ["none", "output"]}, "quantization": {"choice": ["fp32", "int8"]}},
         "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t", "runtime": "onnxruntime"},
         "searcher": {"algorithm": "tpe", "trials": 3, "concurrency": 2},
-        "resources": {"trial": {"cpu": 0.5}, "train": {"cpu": 0.5}},
+        "resources": {"train": {"cpu": 0.5}, "export": {"cpu": 0.5}},
         "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.1}},
         "mlflow": {"experiment": "tiny"},
     }

@@ -38,7 +38,7 @@ def stand_in_config(root: Path, name: str, **overrides) -> dict:
         "search": {"kd_method": {"grid": ["none", "output"]}, "quantization": {"grid": ["fp32", "int8"]}},
         "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t", "runtime": "onnxruntime"},
         "searcher": {"algorithm": "grid", "concurrency": 2, "max_failures": 0},
-        "resources": {"trial": {"cpu": 0.25}, "train": {"cpu": 0.25}},
+        "resources": {"train": {"cpu": 0.25}, "export": {"cpu": 0.25}},
         "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.05}},
         "mlflow": {"experiment": name},
     }
@@ -72,6 +72,33 @@ def test_a_trial_that_raises_is_failed_in_tune_and_mlflow_and_the_sweep_goes_on(
     assert "failed on purpose" in failed_run.data.tags["edgesweep.error"]
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"  # the sweep itself finished
     assert {r.trial_id for r in result.front} <= {r.trial_id for r in by_status["complete"]}
+
+
+def test_pareto_front_of_varied_trials_equals_a_bruteforce_non_dominated_filter(tmp_path):
+    raw = stand_in_config(tmp_path, "front")
+    raw["search"]["runtime"] = {"grid": ["onnxruntime", "tflite"]}
+    raw["fixed"].pop("runtime")
+    cfg = parse_config(raw, base_dir=tmp_path)  # 8 trials, different stand-in accuracy and artifacts
+    result = run_sweep(cfg, stages=StandInStages(train_seconds=0.1, distinct_artifacts=True), show_progress=False)
+    points = {r.trial_id: (r.metrics["map50_95"], r.metrics["latency_ms"]) for r in result.records}
+    assert len(set(points.values())) == 8
+    expected = {t for t, (m, l) in points.items()
+                if not any(m2 >= m and l2 <= l and (m2, l2) != (m, l) for m2, l2 in points.values())}
+    assert {r.trial_id for r in result.front} == expected and 1 <= len(expected) < 8
+
+
+def test_a_crashed_trial_resumes_from_its_last_epoch_checkpoint_instead_of_restarting(tmp_path):
+    raw = stand_in_config(tmp_path, "retried")
+    raw["fixed"]["epochs"] = 4
+    raw["searcher"]["max_failures"] = 1
+    cfg = parse_config(raw, base_dir=tmp_path)
+    result = run_sweep(cfg, stages=StandInStages(train_seconds=0.4, crash_first_attempt_at=3), show_progress=False)
+    assert len(result.records) == 4 and all(r.complete for r in result.records)
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    for child in client.search_runs([result.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.parent_run_id}'"):
+        epochs = sorted(m.step for m in client.get_metric_history(child.info.run_id, "epoch"))
+        # epochs 1-2 ran once; the second attempt started at epoch 3 from the checkpoint of epoch 2
+        assert epochs == [1, 2, 3, 4], epochs
 
 
 def test_killed_board_actor_is_restarted_and_no_trial_is_lost(tmp_path):

@@ -1,0 +1,104 @@
+"""Checks of everything a sweep reads, run by the driver before it creates or starts anything.
+
+`load_config` checks the file itself in milliseconds; this goes one step further and opens what the
+file points at: the COCO splits (structure, boxes, categories, image headers, with the configured
+`data.bad_images` policy) and every checkpoint a trial may load (`student.init`, teacher
+`checkpoint:`), whose architecture must fit the students the sweep trains. Without it a broken
+annotation file or a YOLO-s `init` for a YOLO-n student would only surface inside every trial,
+after Ray, MLflow and the Tune state already exist. Errors are `UserError`s (exit status 2).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from detection.coco import CocoDataset, DatasetError
+from orchestrator._knobs import SCRATCH, possible_values
+from orchestrator.config import SweepConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What the driver found in the data, for the sweep's opening lines."""
+
+    train_images: int
+    val_images: int
+    skipped_images: int  # unreadable images left out under `data.bad_images: skip`
+    num_classes: int
+
+
+def _open_split(cfg: SweepConfig, split: str, spec) -> CocoDataset:
+    try:
+        return CocoDataset(spec)
+    except DatasetError as e:
+        raise DatasetError(f"{cfg.source}: data.{split}: {e}") from None
+
+
+def check_data(cfg: SweepConfig) -> DataSummary:
+    """Open both splits as a training task would (the default set is generated here on first use)."""
+    splits = cfg.data.splits(seed=cfg.seed)
+    train = _open_split(cfg, "train", splits.train)
+    val = _open_split(cfg, "val", splits.val)
+    if train.category_ids != val.category_ids:
+        raise DatasetError(f"{cfg.source}: data.val: the categories of {splits.val.annotations} (ids "
+                           f"{val.category_ids}) differ from those of {splits.train.annotations} (ids "
+                           f"{train.category_ids}); both splits must share one category list")
+    return DataSummary(train_images=len(train), val_images=len(val),
+                       skipped_images=len(train.skipped) + len(val.skipped), num_classes=train.num_classes)
+
+
+def _checkpoints_to_check(cfg: SweepConfig) -> list[tuple[str, Path, str]]:
+    """(key path, checkpoint, role) of every checkpoint some trial of the space may load."""
+    out = []
+    where = "search.student_init" if "student_init" in cfg.search.params else "student.init"
+    for init in possible_values(cfg.search, "student_init"):
+        if init != SCRATCH:
+            out.append((where, Path(init), "student"))
+    if set(possible_values(cfg.search, "kd_method")) != {"none"}:
+        for name in possible_values(cfg.search, "teacher"):
+            teacher = cfg.teachers.get(name) if name is not None else None
+            if teacher is not None and teacher.checkpoint is not None:
+                out.append((f"teachers.{name}.checkpoint", Path(teacher.checkpoint), "teacher"))
+    return out
+
+
+def check_checkpoints(cfg: SweepConfig, num_classes: int) -> None:
+    """Every `student.init` must be the very student it starts (size, classes, anchors) and every
+    teacher checkpoint must share the students' classes and anchors (distillation needs both)."""
+    wanted = _checkpoints_to_check(cfg)
+    if not wanted:
+        return
+    # torch only when the sweep names a checkpoint; loading is weights_only (never runs pickled code)
+    from trainables.checkpoint import CheckpointError, checkpoint_spec, load_checkpoint
+    from trainables.models.yolo import ModelSpec
+
+    students = [ModelSpec(size, num_classes) for size in possible_values(cfg.search, "student")]
+    for key, path, role in wanted:
+        try:
+            spec = checkpoint_spec(load_checkpoint(path))
+        except CheckpointError as e:
+            raise CheckpointError(f"{cfg.source}: {key}: {e}") from None
+        got = f"a YOLO-{spec.size} with {spec.num_classes} classes"
+        if role == "student":
+            for student in students:
+                if spec != student:
+                    raise CheckpointError(
+                        f"{cfg.source}: {key}: {path} holds {got}, but trials train a YOLO-{student.size} with "
+                        f"{student.num_classes} classes (the data's); give a checkpoint of that architecture or "
+                        f"set student.model to {spec.size!r}")
+        elif spec.num_classes != num_classes or spec.anchors != students[0].anchors:
+            anchors = " and other anchors" if spec.anchors != students[0].anchors else ""
+            raise CheckpointError(
+                f"{cfg.source}: {key}: {path} holds {got}{anchors}, but the students detect the data's "
+                f"{num_classes} classes; a teacher must share classes and anchors with its students")
+        log.info("%s: %s is %s, as the sweep needs", key, path, got)
+
+
+def check_inputs(cfg: SweepConfig) -> DataSummary:
+    """Data, then checkpoints (their class count comes from the data)."""
+    summary = check_data(cfg)
+    check_checkpoints(cfg, summary.num_classes)
+    return summary
