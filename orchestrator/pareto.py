@@ -95,7 +95,8 @@ def write_plots(out_dir: Path, records: Sequence[TrialRecord], on_front: Sequenc
     f_acc = [r.metrics["map50_95"] for r in on_front]
     ax.step(f_lat, f_acc, where="post", color="#d62728", alpha=0.6, label="Pareto front")
     for r, x, y in zip(done, lat, acc):
-        ax.annotate(r.trial_id[-5:], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(f"{r.knobs.get('kd_method')}, {r.metrics.get('format', '')}", (x, y), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
     ax.set(xlabel="board latency, median (ms)", ylabel="artifact mAP@.5:.95", title="Accuracy vs latency")
     ax.grid(alpha=0.3)
     ax.legend()

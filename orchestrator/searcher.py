@@ -56,6 +56,7 @@ def make_searcher(cfg: SweepConfig, sweep_dir: Path):
     if cfg.searcher.uses_optuna:
         import optuna
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view shows trials; no per-trial log lines
         storage = optuna.storages.RDBStorage(study_url(sweep_dir))
         searcher = ParetoOptunaSearch(
             space=cfg.search.suggest, metric=[o.metric for o in cfg.objectives], mode=[o.mode for o in cfg.objectives],

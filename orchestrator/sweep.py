@@ -50,8 +50,10 @@ class SweepResult:
         return [r for r in self.records if r.status == "failed"]
 
 
-# Trials checkpoint every epoch by design; Tune's advice to checkpoint less is noise here.
+# Trials checkpoint every epoch by design; Tune's advice to checkpoint less is noise here. Tune's own
+# console output (experiment box, TensorBoard hint) would break the live view, which replaces it.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,7 +33,10 @@ def ui_url(tracking_uri: str, experiment_id: str) -> str:
 
 
 def ui_command(tracking_uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    """The command that opens the MLflow UI on this store, on loopback only (MLflow has no login)."""
+    mlflow_bin = Path(sys.prefix) / "bin" / "mlflow"  # the environment's own mlflow, activated or not
+    program = str(mlflow_bin) if mlflow_bin.exists() else "mlflow"
+    return f"{program} ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
 
 
 def _finite(metrics: dict) -> dict[str, float]:

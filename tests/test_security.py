@@ -76,9 +76,11 @@ def sweep_dir(tmp_path) -> Path:
                                       "searcher": {"algorithm": "random", "trials": 2}}))
     sweep_dir = tmp_path / "runs" / "secure"
     sweep_dir.mkdir(parents=True)
+    from orchestrator.config import load_config
+
     (sweep_dir / "sweep.json").write_text(json.dumps({
-        "name": "secure", "config": str(config), "tracking_uri": f"sqlite:///{sweep_dir / 'mlflow.db'}",
-        "experiment_id": "1", "parent_run_id": "0"}))
+        "name": "secure", "config": load_config(config).to_dict(), "tracking_uri": f"sqlite:///{sweep_dir / 'mlflow.db'}",
+        "experiment_id": "1", "parent_run_id": "0"}, default=str))
     return sweep_dir
 
 
@@ -97,7 +99,7 @@ def _option(argv: list[str], name: str) -> str:
 
 def test_mlflow_ui_command_the_sweep_prints_binds_localhost_only(sweep_dir, capsys):
     argv = _printed_ui_command(sweep_dir, capsys)  # one line, however long the store path
-    assert argv[:2] == ["mlflow", "ui"] and _option(argv, "--port") == "5000"
+    assert Path(argv[0]).name == "mlflow" and argv[1] == "ui" and _option(argv, "--port") == "5000"
     assert _option(argv, "--host") == "127.0.0.1"
     assert _option(argv, "--backend-store-uri") == f"sqlite:///{sweep_dir / 'mlflow.db'}"
 

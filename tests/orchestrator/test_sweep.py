@@ -108,5 +108,5 @@ def test_report_command_prints_the_front_and_the_mlflow_ui_command(swept, capsys
     cfg, result = swept
     assert main(["report", str(cfg.sweep_dir)]) == 0
     out = capsys.readouterr().out
-    assert "Pareto front of tiny" in out and "mlflow ui --backend-store-uri" in out
+    assert "Pareto front of tiny" in out and "mlflow ui --backend-store-uri" in out and "--host 127.0.0.1" in out
     assert all(r.trial_id in out for r in result.front)
