@@ -29,6 +29,7 @@ class LiveProgress(tune.Callback):
         self.started = time.monotonic()
         self._live: Live | None = None
         self._last_draw = 0.0
+        self._restored = False
 
     def setup(self, **info):
         self.started = time.monotonic()
@@ -71,18 +72,32 @@ class LiveProgress(tune.Callback):
             self._live.update(self._render())
             self._last_draw = now
 
+    def on_step_begin(self, iteration, trials, **info):
+        """On a resumed sweep, show the trials that finished before the restart (they get no more events)."""
+        if self._restored:
+            return
+        self._restored = True
+        for trial in trials:
+            if trial.status in ("TERMINATED", "ERROR"):
+                self._update(self._row(trial), trial.last_result or {})
+                self._row(trial)["state"] = "DONE" if trial.status == "TERMINATED" else "FAILED"
+        self._draw(force=True)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self._row(trial)["state"] = "RUNNING"
         self._draw()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        r = self._row(trial)
+        self._update(self._row(trial), result)
+        self._draw()
+
+    @staticmethod
+    def _update(r: dict, result: dict) -> None:
         r["stage"] = result.get("stage", "")
         r["epoch"] = f"{result.get('epoch', '-')}/{result.get('epochs', '-')}"
         r["val"] = result.get("val_map50_95", r["val"])
         if result.get("trial_complete"):
             r["map"], r["lat"] = result["map50_95"], result["latency_ms"]
-        self._draw()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._row(trial)["state"] = "DONE"

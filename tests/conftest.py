@@ -193,3 +193,26 @@ def board_cluster(tmp_path_factory):
                 os.environ[key] = value
         _reset_ray_token_cache()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _iou_python(a: list[float], b: list[float]) -> float:
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = inter_w * inter_h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _greedy_nms_reference(boxes: list[list[float]], scores: list[float], iou_threshold: float) -> list[int]:
+    """Textbook greedy NMS in plain python: visit by score, keep what no kept box overlaps."""
+    keep: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda k: -scores[k]):
+        if all(_iou_python(boxes[i], boxes[k]) <= iou_threshold for k in keep):
+            keep.append(i)
+    return keep
+
+
+@pytest.fixture
+def greedy_nms_reference():
+    """The brute-force NMS that both the numpy and the torch NMS are checked against (lists in, indices out)."""
+    return _greedy_nms_reference

@@ -134,7 +134,7 @@ DRIVER = textwrap.dedent("""
     from orchestrator.sweep import run_sweep
     from orchestrator.testing import StandInStages
     run_sweep(load_config(Path(sys.argv[1])), resume=sys.argv[2] == "resume",
-              stages=StandInStages(train_seconds=3.0), show_progress=False)
+              stages=StandInStages(train_seconds=3.0), show_progress=True)  # the progress callback is saved with the sweep
 """)
 
 
@@ -173,6 +173,7 @@ def test_driver_killed_mid_sweep_resumes_without_redoing_finished_trials(tmp_pat
         assert next(r for r in records if r.trial_id == trial_id).metrics["timestamp"] == before.metrics["timestamp"]
     lines = (sweep_dir / "trials.jsonl").read_text().splitlines()
     assert len(lines) == 6, "every trial finished exactly once"
+    assert "6/6 trials done" in resumed.stderr  # the live table counts the trials finished before the restart
     study = optuna.load_study(study_name="killed", storage=study_url(sweep_dir))
     states = [t.state.name for t in study.trials]
     # the interrupted trial may appear twice: its first ask, failed as an orphan, and its completion

@@ -13,24 +13,6 @@ from detection.anchors import STRIDES, anchor_array
 from trainables.postprocess import decode, nms, postprocess
 
 
-def _iou_python(a, b) -> float:
-    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = inter_w * inter_h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def greedy_nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> list[int]:
-    """Textbook greedy NMS in plain python: visit by score, keep what no kept box overlaps."""
-    box_list, score_list = boxes.tolist(), scores.tolist()
-    keep: list[int] = []
-    for i in sorted(range(len(score_list)), key=lambda k: -score_list[k]):
-        if all(_iou_python(box_list[i], box_list[k]) <= iou_threshold for k in keep):
-            keep.append(i)
-    return keep
-
-
 def random_clustered_boxes(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Boxes crowded into a small area so that many overlap and suppression chains form."""
     gen = torch.Generator().manual_seed(seed)
@@ -52,9 +34,9 @@ def random_raw(seed: int, image_size: int, num_classes: int, batch: int = 2) -> 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("iou_threshold", [0.3, 0.6])
 @pytest.mark.parametrize("block", [7, 512])  # many blocks (kept boxes suppress later blocks) and one
-def test_torch_nms_matches_bruteforce_reference(seed, iou_threshold, block):
+def test_torch_nms_matches_bruteforce_reference(seed, iou_threshold, block, greedy_nms_reference):
     boxes, scores = random_clustered_boxes(seed, 300)
-    expected = greedy_nms_reference(boxes, scores, iou_threshold)
+    expected = greedy_nms_reference(boxes.tolist(), scores.tolist(), iou_threshold)
     kept = nms(boxes, scores, iou_threshold, block=block)
     assert 1 < len(expected) < len(boxes)  # the case is non-trivial
     assert kept.tolist() == expected
