@@ -72,7 +72,7 @@ class LiveProgress(tune.Callback):
             self._live.update(self._render())
             self._last_draw = now
 
-    def on_step_begin(self, iteration, trials, **info):
+    def _restore(self, trials) -> None:
         """On a resumed sweep, show the trials that finished before the restart (they get no more events)."""
         if self._restored:
             return
@@ -82,6 +82,9 @@ class LiveProgress(tune.Callback):
                 self._update(self._row(trial), trial.last_result or {})
                 self._row(trial)["state"] = "DONE" if trial.status == "TERMINATED" else "FAILED"
         self._draw(force=True)
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._restore(trials)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._row(trial)["state"] = "RUNNING"
@@ -108,6 +111,9 @@ class LiveProgress(tune.Callback):
         self._draw(force=True)
 
     def on_experiment_end(self, trials, **info):
+        self._restore(trials)  # a resumed sweep that had nothing left to run never took a step
         self._draw(force=True)
         if self._live is not None:
             self._live.stop()
+            if not console.is_terminal:  # rich ends a non-terminal Live without a newline
+                console.line()
