@@ -80,13 +80,13 @@ class BoardLatencyActor:
         self._emulated = emulated
         directory = Path(cache_dir) if cache_dir else default_cache_dir(board, emulated)
         self._cache = LatencyCache(directory)
-        self._journal = InFlightJournal(directory, max_attempts=max_attempts)
         self._ledger = QueueLedger()
         self._lock = threading.Lock()
         self._recent: deque[LatencyReport] = deque(maxlen=RECENT_RESULTS)
         self._measured = 0
         self._cache_hits = 0
         self._node_id = current_node_id()
+        self._journal = InFlightJournal(directory, max_attempts=max_attempts, node_id=self._node_id)
         self._up_since = time.time()
         # Read once: status queries run beside measurements and should cost them nothing.
         self._facts = board_facts().to_dict()

@@ -6,6 +6,9 @@ a model that segfaults the runtime or exhausts the board's memory would then cra
 loop and block every sweep. So the actor writes what it is about to time to disk first; a
 restarted actor that is asked for the same thing again counts the crash and, past a limit,
 refuses it with an error instead of crashing once more.
+
+Only deaths on the same Ray node count: a board that reboots or rejoins comes back as a new
+node, and a model that was being timed when the board went away is not to blame for it.
 """
 from __future__ import annotations
 
@@ -26,12 +29,13 @@ class ArtifactCrashedBoard(UserError, RuntimeError):
 
 
 class InFlightJournal:
-    def __init__(self, directory: Path, max_attempts: int = 3):
+    def __init__(self, directory: Path, max_attempts: int = 3, node_id: str = "local"):
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.path = Path(directory) / JOURNAL_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_attempts = max_attempts
+        self.node_id = node_id
 
     def _read(self) -> dict:
         try:
@@ -42,7 +46,10 @@ class InFlightJournal:
     def begin(self, key: str, description: str) -> int:
         """Record an attempt at `key`; returns its number (1 = first), raises past the limit."""
         previous = self._read()
-        attempt = previous.get("attempts", 0) + 1 if previous.get("key") == key else 1
+        same = previous.get("key") == key and previous.get("node") == self.node_id
+        attempt = previous.get("attempts", 0) + 1 if same else 1
+        if previous.get("key") == key and not same:
+            log.warning("%s was being timed when the board's node went away; timing it again", description)
         if attempt > self.max_attempts:
             self.end()
             raise ArtifactCrashedBoard(
@@ -52,7 +59,7 @@ class InFlightJournal:
         if attempt > 1:
             log.warning("retrying %s after the actor died during attempt %d", description, attempt - 1)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "attempts": attempt, "what": description}), encoding="utf-8")
+        tmp.write_text(json.dumps({"key": key, "attempts": attempt, "what": description, "node": self.node_id}), encoding="utf-8")
         os.replace(tmp, self.path)
         return attempt
 

@@ -14,6 +14,20 @@ from types import SimpleNamespace  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def project_cache(tmp_path_factory) -> Path:
+    """Tests never read or write the user's ~/.cache/edgesweep (data, teachers, board latency caches):
+    a result cached by an earlier run must not decide what this run sees."""
+    cache = tmp_path_factory.mktemp("edgesweep-cache")
+    saved = os.environ.get("EDGESWEEP_CACHE")
+    os.environ["EDGESWEEP_CACHE"] = str(cache)
+    yield cache
+    if saved is None:
+        os.environ.pop("EDGESWEEP_CACHE", None)
+    else:
+        os.environ["EDGESWEEP_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def trained_student(tmp_path_factory) -> SimpleNamespace:
     """A YOLO-n trained briefly (8 epochs on 400 generated images at 128 px, about half a minute),
@@ -152,6 +166,7 @@ def board_cluster(tmp_path_factory):
     address = f"127.0.0.1:{gcs}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
+               EDGESWEEP_BOARD_CACHE=str(tmp / "board-cache"),  # this cluster's board starts with an empty cache
                RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")  # no 30 s drain wait on SIGTERM in teardown
     head_log, board_log = tmp / "head.log", tmp / "board.log"
     processes = []

@@ -58,7 +58,7 @@ def test_request_that_crashed_the_actor_too_often_is_refused(tmp_path, toy_onnx,
     req = _request(toy_onnx, quick_protocol)
     key = actor._key(req)
     # Two earlier actors died while timing this request and left the journal behind.
-    (tmp_path / "in-flight.json").write_text(json.dumps({"key": key, "attempts": 2, "what": "x"}))
+    (tmp_path / "in-flight.json").write_text(json.dumps({"key": key, "attempts": 2, "what": "x", "node": "local"}))
     with pytest.raises(ArtifactCrashedBoard, match="ended the board actor 2 times"):
         actor.measure(req, toy_onnx)
     assert InFlightJournal(tmp_path).begin(key, "x") == 1  # refused once, then forgotten

@@ -28,3 +28,12 @@ def test_finished_request_leaves_no_trace(tmp_path):
     journal.begin("k1", "model A")
     journal.end()
     assert journal.begin("k1", "model A") == 1
+
+
+def test_a_death_with_the_node_is_not_counted_against_the_artifact(tmp_path):
+    """The board rebooted (or left and rejoined) while timing: it comes back as a new Ray node."""
+    journal = InFlightJournal(tmp_path, max_attempts=2, node_id="node-a")
+    journal.begin("k1", "model A")
+    assert InFlightJournal(tmp_path, max_attempts=2, node_id="node-a").begin("k1", "model A") == 2
+    assert InFlightJournal(tmp_path, max_attempts=2, node_id="node-b").begin("k1", "model A") == 1
+    assert InFlightJournal(tmp_path, max_attempts=2, node_id="node-b").begin("k1", "model A") == 2
