@@ -37,7 +37,11 @@ NOT_PROJECT_CODE = {".venv", "venv", ".git", "runs", "mlruns", "build", "dist", 
 def _listening_addresses(pid: int) -> set[str]:
     """'host:port' of every TCP socket process `pid` listens on (from /proc, no extra tools)."""
     inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process ended after it was listed (a server's short-lived helper)
+        return set()
+    for fd in fds:
         try:
             target = os.readlink(fd)
         except OSError:
