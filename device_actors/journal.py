@@ -46,10 +46,10 @@ class InFlightJournal:
     def begin(self, key: str, description: str) -> int:
         """Record an attempt at `key`; returns its number (1 = first), raises past the limit."""
         previous = self._read()
-        same = previous.get("key") == key and previous.get("node") == self.node_id
-        attempt = previous.get("attempts", 0) + 1 if same else 1
-        if previous.get("key") == key and not same:
+        if previous.get("key") == key and previous.get("node") != self.node_id:
             log.warning("%s was being timed when the board's node went away; timing it again", description)
+            previous = {}  # the node died, not the artifact's run
+        attempt = previous.get("attempts", 0) + 1 if previous.get("key") == key else 1
         if attempt > self.max_attempts:
             self.end()
             raise ArtifactCrashedBoard(
@@ -59,7 +59,8 @@ class InFlightJournal:
         if attempt > 1:
             log.warning("retrying %s after the actor died during attempt %d", description, attempt - 1)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "attempts": attempt, "what": description, "node": self.node_id}), encoding="utf-8")
+        entry = {"key": key, "attempts": attempt, "what": description, "node": self.node_id}
+        tmp.write_text(json.dumps(entry), encoding="utf-8")
         os.replace(tmp, self.path)
         return attempt
 

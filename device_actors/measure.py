@@ -148,7 +148,6 @@ def measure_artifact(model: bytes, request: MeasureRequest, *, board: str, node_
     thermal_end = thermal_snapshot(roots)
     ended_at = time.time()
     input_hw = session.input_hw
-    del session
 
     warnings = measurement_warnings(stats.cv, thermal_start, thermal_end, facts, emulated=emulated, limits=limits)
     for w in warnings:
@@ -158,9 +157,8 @@ def measure_artifact(model: bytes, request: MeasureRequest, *, board: str, node_
         board=board, node_id=node_id, emulated=emulated, cached=False, artifact_sha256=request.artifact_sha256,
         runtime=request.runtime, runtime_version=version, threads=request.options.threads,
         providers=tuple(request.options.providers), delegate=request.options.delegate,
-        input_hw=(int(input_hw[0]), int(input_hw[1])), runs=stats.runs, median_ms=stats.median_ms,
-        mean_ms=stats.mean_ms, p90_ms=stats.p90_ms, p99_ms=stats.p99_ms, std_ms=stats.std_ms, cv=stats.cv,
-        fps=stats.fps, load_ms=load_ms, first_run_ms=first_run_ms, preprocess_ms=pre_stats.median_ms,
+        input_hw=(int(input_hw[0]), int(input_hw[1])), **dataclasses.asdict(stats), load_ms=load_ms,
+        first_run_ms=first_run_ms, preprocess_ms=pre_stats.median_ms,
         postprocess_ms=post_stats.median_ms, camera_hw=tuple(request.camera_hw), peak_rss_increase_mb=peak_mb,
         temperature_start_c=thermal_start.temperature_c, temperature_end_c=thermal_end.temperature_c,
         frequency_start_mhz=thermal_start.frequency_mhz, frequency_end_mhz=thermal_end.frequency_mhz,
