@@ -70,7 +70,7 @@ def main() -> int:
 
     if args.address is None and not os.environ.get("RAY_AUTH_TOKEN"):
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)  # a throwaway local cluster: no ~/.ray/auth_token
-    ray.init(address=args.address, namespace=NAMESPACE, num_cpus=None if args.address else 1,
+    ray.init(address=args.address or "local", namespace=NAMESPACE, num_cpus=None if args.address else 1,
              include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory(prefix="edgesweep-bench-") as cache:

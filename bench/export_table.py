@@ -27,7 +27,7 @@ from device_actors.runtimes import RuntimeOptions, get_runtime  # noqa: E402
 from device_actors.timing import TimingProtocol, time_call  # noqa: E402
 from orchestrator.console import console, progress, stdout, table  # noqa: E402
 from orchestrator.datasets import cache_dir, embedded_default, splits_in  # noqa: E402
-from trainables.export import Artifact, export_formats, known_formats  # noqa: E402
+from trainables.export import FORMATS, Artifact, export_formats  # noqa: E402
 
 FLOAT_BASELINE = {"onnxruntime": "onnx", "tflite": "tflite"}  # per engine: the fp32 format compared against
 
@@ -44,7 +44,7 @@ def train_default_student(data_root: Path, epochs: int) -> Path:
     """The bench's own YOLO-n, trained once on the embedded set and reused from the model cache
     (keyed by model, data and training config, like a teacher)."""
     from trainables.kd.teachers import ensure_teacher
-    from trainables.train import TrainConfig
+    from trainables.hyper import TrainConfig
 
     splits = splits_in(data_root)
     train, val = CocoDataset(splits.train), CocoDataset(splits.val)
@@ -122,7 +122,7 @@ def main() -> int:
     checkpoint = args.checkpoint or train_default_student(data_root, args.epochs)
     splits = splits_in(data_root, val_subset=args.val_subset)
     train, val = CocoDataset(splits.train), CocoDataset(splits.val)
-    formats = known_formats() if args.formats == "all" else [f.strip() for f in args.formats.split(",")]
+    formats = list(FORMATS.names()) if args.formats == "all" else [f.strip() for f in args.formats.split(",")]
     protocol = TimingProtocol(min_seconds=args.min_seconds)
     artifacts: list[Artifact] = []
     for size in (int(s) for s in args.sizes.split(",")):

@@ -35,7 +35,7 @@ def _datasets():
 def train_teacher(size: str, epochs: int, threads: int) -> str:
     from orchestrator.datasets import cache_dir
     from trainables.kd.teachers import ensure_teacher, teacher_config
-    from trainables.train import TrainConfig
+    from trainables.hyper import TrainConfig
 
     train, val = _datasets()
     cfg = teacher_config(TrainConfig(threads=threads), epochs=epochs, img_size=TrainConfig().img_size, seed=0)
@@ -43,15 +43,15 @@ def train_teacher(size: str, epochs: int, threads: int) -> str:
 
 
 def train_one(method: str, seed: int, teacher: str, epochs: int, threads: int, factor: float | None) -> dict:
-    from trainables.student import StudentKnobs, train_student
-    from trainables.train import TrainConfig
+    from trainables.hyper import TrainConfig, TrainKnobs
+    from trainables.student import train_student
 
     train, val = _datasets()
-    knobs = StudentKnobs(student="n", epochs=epochs, kd_method=method, teacher=None if method == "none" else teacher,
-                         kd_factor=factor if factor is not None else 1.0, seed=seed)
+    knobs = TrainKnobs(student="n", epochs=epochs, kd_method=method, seed=seed,
+                       kd_factor=factor if factor is not None else TrainKnobs.kd_factor)
     with tempfile.TemporaryDirectory() as out:
         result = train_student(knobs, train, val, Path(out), base=TrainConfig(threads=threads, val_every=epochs),
-                               cache_dir=Path(out), teacher_checkpoint=None if method == "none" else Path(teacher))
+                               teacher_checkpoint=Path(teacher) if knobs.distills else None)
     m = result.final_metrics
     # training time only (an epoch's seconds also hold its val pass): images per epoch / throughput
     return {"method": method, "seed": seed, "map50_95": m["map50_95"], "map50": m["map50"],

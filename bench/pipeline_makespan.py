@@ -8,7 +8,7 @@ the ratio makespan / max(total training / trainers, total board time); target <=
 - The GPU is a MOCK accelerator slot: the local Ray declares `num_gpus=1` on a machine without one,
   and `resources.train: {gpu: 1, cpu: 0}` makes every training task take that one slot, so training
   is serialised exactly as on a one-GPU node. Nothing runs on a GPU.
-- Training and export are the TEST-ONLY stand-in stages of `orchestrator.testing`: training sleeps
+- Training and export are the TEST-ONLY stand-in stages of `orchestrator.stand_in_stages`: training sleeps
   T seconds (inside the real Ray training task), export returns a toy ONNX detector, a different one
   per trial so the board cache never answers.
 - The board is real: the emulated board actor on this machine times every artifact, its timing
@@ -38,7 +38,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get
 import ray  # noqa: E402
 
 from orchestrator.config import parse_config  # noqa: E402
-from orchestrator.testing import StandInStages, _BoundTask, stand_in_train  # noqa: E402
+from orchestrator.stand_in_stages import StandInStages, _BoundTask, stand_in_train  # noqa: E402
 
 
 def _append(path: str, record: dict) -> None:

@@ -1,6 +1,6 @@
 """Does the sweep machinery scale to hundreds of trials? A 200-trial sweep, timed and counted.
 
-Training and export are the TEST-ONLY stand-in stages of `orchestrator.testing` (training sleeps
+Training and export are the TEST-ONLY stand-in stages of `orchestrator.stand_in_stages` (training sleeps
 `--train-seconds` per trial, export returns a toy ONNX detector, accuracy is a function of the
 knobs): no number here says anything about detectors. Everything else is the real sweep: a local
 Ray, Ray Tune with one trial process per trial, the searcher, the emulated board actor (the toy
@@ -40,7 +40,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get
 import orchestrator.sweep  # noqa: E402
 from orchestrator.config import parse_config  # noqa: E402
 from orchestrator.results import ResultsLog  # noqa: E402
-from orchestrator.testing import StandInStages  # noqa: E402
+from orchestrator.stand_in_stages import StandInStages  # noqa: E402
 from orchestrator.tracking import MlflowTrialCallback  # noqa: E402
 
 RSS_AT = (50, 100, 150, 200)
@@ -74,9 +74,9 @@ class TimedStandInStages(StandInStages):
         _append(self.log_path, {"trial": tune.get_context().get_trial_id(), "phase": phase, "start": start,
                                 "end": time.time()})
 
-    def export_and_score(self, student, fmt, knobs, ctx):
+    def export_and_score(self, student, knobs, ctx):
         start = time.time()
-        exported = super().export_and_score(student, fmt, knobs, ctx)
+        exported = super().export_and_score(student, knobs, ctx)
         self._log("export", start)
         return exported
 
@@ -276,7 +276,7 @@ def main() -> int:
     trial_log.touch()
     cfg = parse_config(sweep_config(root, args), base_dir=root)
     stages = TimedStandInStages(train_seconds=args.train_seconds, log_path=str(trial_log))
-    print(f"TEST-ONLY stand-in stages (orchestrator.testing.StandInStages, train_seconds={args.train_seconds}): "
+    print(f"TEST-ONLY stand-in stages (orchestrator.stand_in_stages.StandInStages, train_seconds={args.train_seconds}): "
           f"no detector is trained or exported; the sweep machinery around them is real. State in {root} "
           f"(deleted at the end unless --keep)")
     init_ray(None, num_cpus=args.num_cpus)

@@ -27,7 +27,8 @@ def train_one(size: str, epochs: int, threads: int, out: Path) -> dict:
     from detection.coco import CocoDataset
     from orchestrator.datasets import embedded_default, splits_in
     from trainables.models.yolo import ModelSpec, build_model, count_parameters
-    from trainables.train import TrainConfig, fit
+    from trainables.hyper import TrainConfig
+    from trainables.train import fit
 
     torch.set_num_threads(threads)
     splits = splits_in(embedded_default())
@@ -43,7 +44,7 @@ def train_one(size: str, epochs: int, threads: int, out: Path) -> dict:
 
 
 def main() -> int:
-    from trainables.train import TrainConfig
+    from trainables.hyper import TrainConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="n,s")

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
-from detection.errors import UserError
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -132,18 +132,14 @@ def _check_references_and_boxes(raw: dict, path: Path) -> None:
     images = {image["id"]: image for image in raw["images"]}
     category_ids = {cat["id"] for cat in raw["categories"]}
     anns = raw["annotations"]
-    unknown_category = [a for a in anns if a["category_id"] not in category_ids]
-    if unknown_category:
-        a = unknown_category[0]
-        raise DatasetError(f"annotations file {path}: {len(unknown_category)} annotation(s) use a category_id "
-                           f"missing from 'categories' (first: annotation id {a['id']} with category_id "
-                           f"{a['category_id']!r}; known ids: {sorted(category_ids)})")
-    unknown_image = [a for a in anns if a["image_id"] not in images]
-    if unknown_image:
-        a = unknown_image[0]
-        raise DatasetError(f"annotations file {path}: {len(unknown_image)} annotation(s) use an image_id "
-                           f"missing from 'images' (first: annotation id {a['id']} with image_id "
-                           f"{a['image_id']!r})")
+    for key, known, section, hint in (("category_id", category_ids, "categories", f"; known ids: {sorted(category_ids)}"),
+                                      ("image_id", images, "images", "")):
+        unknown = [a for a in anns if a[key] not in known]
+        if unknown:
+            a = unknown[0]
+            article = "an" if key[0] in "aeiou" else "a"
+            raise DatasetError(f"annotations file {path}: {len(unknown)} annotation(s) use {article} {key} missing "
+                               f"from '{section}' (first: annotation id {a['id']} with {key} {a[key]!r}{hint})")
     if not anns:
         return
     boxes = np.array([a["bbox"] for a in anns], dtype=np.float64)

@@ -24,7 +24,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from detection.errors import UserError
+from common.errors import UserError
 from device_actors.actor import STATUS_GROUP, BoardLatencyActor, BoardStatus
 from device_actors.ledger import Ticket
 from device_actors.measure import sha256_hex, sniff_runtime

@@ -2,11 +2,11 @@
 
 A join fails late and cryptically when the board's Ray or Python differs from the head's, or
 when the cluster's auth token is missing, so this checks both first: it reads the head's
-versions from the head's GCS (the cluster metadata Ray itself compares against, read in a child
-process that carries the token) and compares them with this interpreter's. Then it runs
-`ray start` with the board's resource and label and `--num-cpus=0` (no CPU is offered to
-training), as an argv list, with the token in the child's environment only: the token is never
-on a command line, in a log line or in output.
+versions from the head's GCS (the cluster metadata Ray itself compares against, read by
+`device_actors._ray_internals` in a child process that carries the token) and compares them with
+this interpreter's. Then it runs `ray start` with the board's resource and label and
+`--num-cpus=0` (no CPU is offered to training), as an argv list, with the token in the child's
+environment only: the token is never on a command line, in a log line or in output.
 """
 from __future__ import annotations
 
@@ -24,20 +24,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from detection.errors import UserError
+from common.errors import UserError
 from device_actors.naming import LABEL_KEY, board_resource, check_board_name
 
 log = logging.getLogger(__name__)
 
 MIN_OBJECT_STORE_BYTES = 75 * 1024 * 1024  # Ray's own minimum
 MATCH_LEVEL_ENV = "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL"
-# Runs in a child so the token reaches Ray's C++ token loader through the environment.
-_HEAD_VERSION_PROBE = (
-    "import json, sys\n"
-    "from ray._raylet import GcsClient\n"
-    "from ray._common.usage.usage_lib import get_cluster_metadata\n"
-    "print(json.dumps(get_cluster_metadata(GcsClient(address=sys.argv[1]))))\n"
-)
 _MISMATCH = re.compile(r"Version mismatch.*?Ray: (\S+)\s+Python: (\S+).*?Ray: (\S+)\s+Python: (\S+)", re.S)
 
 
@@ -136,7 +129,7 @@ def check_reachable(host: str, port: int, timeout_s: float = 5.0) -> None:
 def read_head_versions(address: str, env: Mapping[str, str], timeout_s: float = 60.0) -> Versions | None:
     """The head's Ray and Python versions, or None if they cannot be read (Ray then checks itself)."""
     try:
-        done = subprocess.run([sys.executable, "-c", _HEAD_VERSION_PROBE, address], env=dict(env),
+        done = subprocess.run([sys.executable, "-m", "device_actors._ray_internals", address], env=dict(env),
                               capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         log.warning("the head at %s did not answer within %.0f s; relying on Ray's own version check", address,

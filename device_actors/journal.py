@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from detection.errors import UserError
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 

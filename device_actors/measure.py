@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from detection.errors import UserError
+from common.errors import UserError
 from detection.letterbox import letterbox, to_input
 from detection.postprocess import postprocess
 from device_actors.memory import PeakRssTracker

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from detection.errors import UserError
+from common.errors import UserError
 
 NAMESPACE = "edgesweep"
 RESOURCE_PREFIX = "board_"

@@ -1,73 +1,68 @@
-"""The trial knobs: their types and allowed values, and the `search:` / `fixed:` sections that range
-over them (turned into a `search_spaces.SearchSpace`).
+"""The trial knobs of a sweep file and the `search:` / `fixed:` sections that range over them.
 
-The allowed names are kept here rather than imported from `trainables` so that validating a config
-never imports torch; tests/orchestrator/test_config.py checks they equal trainables' and
-device_actors' own lists.
+No knob is declared here: the stages declare theirs (`trainables.hyper.TrainKnobs`,
+`trainables.export.ExportKnobs`, `device_actors.runtimes.RuntimeOptions`) and every registered KD
+method its own, all without torch. This module collects them into one table per parse, checks
+values against the declarations with key paths in every message, and turns the two sections into
+a `search_spaces.SearchSpace` with the knobs' conditions (a KD factor matters only when distilling).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from common.knobs import Knob, declared_knobs
+from device_actors.runtimes import RuntimeOptions
 from orchestrator import _schema as s
 from orchestrator.errors import ConfigError
 from search_spaces import ActiveWhen, Choice, Grid, IntRange, LogUniform, Param, SearchSpace, Uniform
-
-KD_METHODS = ("none", "output", "feature", "cwd", "pkd")  # trainables.kd.KD_METHODS
-MODEL_SIZES = ("n", "s", "m", "l", "x")  # trainables.models.yolo.SIZES
-RUNTIMES = ("onnxruntime", "tflite")  # device_actors.runtimes.RUNTIMES
-QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
-_FORMAT_PREFIX = {"onnxruntime": "onnx", "tflite": "tflite"}
-SCRATCH = "scratch"
-MAX_STRIDE = 32  # img_size must be a multiple of the largest detection stride
+from trainables.export.registry import ExportError, ExportKnobs, format_for
+from trainables.hyper import DISTILLATION_KNOBS, SCRATCH, TrainKnobs
+from trainables.kd.registry import KD_METHODS, distilling_methods, kd_method
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "int")
 FINITE = ("choice", "grid")
 
 
-def export_format(runtime: str, quantization: str) -> str:
-    """Export format name of a (runtime, quantization) pair: onnxruntime + int8 -> onnx-int8."""
-    if runtime not in _FORMAT_PREFIX or quantization not in QUANTIZATIONS:
-        raise ValueError(f"no export format for runtime {runtime!r} and quantization {quantization!r}; runtimes: "
-                         f"{', '.join(RUNTIMES)}; quantizations: {', '.join(QUANTIZATIONS)}")
-    prefix = _FORMAT_PREFIX[runtime]
-    return prefix if quantization == "fp32" else f"{prefix}-{quantization}"
+def knob_table() -> dict[str, Knob]:
+    """Every trial knob in the order trials report them: train, the KD methods' own, export, board."""
+    table: dict[str, Knob] = {}
+    method_knobs = [k for m in KD_METHODS.values() for k in m.knobs]
+    for knob in (*declared_knobs(TrainKnobs), *method_knobs, *declared_knobs(ExportKnobs),
+                 *declared_knobs(RuntimeOptions)):
+        table.setdefault(knob.name, knob)
+    return table
+
+
+def knob_conditions() -> dict[str, ActiveWhen]:
+    """Knobs that only some KD methods read; a define-by-run space does not sample them otherwise."""
+    conditions = {k: ActiveWhen("kd_method", distilling_methods()) for k in DISTILLATION_KNOBS}
+    for method in KD_METHODS.values():
+        for knob in method.knobs:
+            readers = tuple(m.name for m in KD_METHODS.values() if knob in m.knobs)
+            conditions[knob.name] = ActiveWhen("kd_method", readers)
+    return conditions
 
 
 @dataclass(frozen=True)
 class KnobContext:
-    """What some knob checks need besides the value: where relative paths start, which teachers exist."""
+    """What checks need besides a value: the knob table, where relative paths start, which teachers exist."""
 
     base_dir: Path
     teachers: tuple[str, ...]
+    knobs: dict[str, Knob] = field(default_factory=knob_table)
 
 
-Check = Callable[[object, str, KnobContext], object]  # (value, key path, context) -> checked value
-
-
-@dataclass(frozen=True)
-class Knob:
-    name: str
-    kind: type  # str, bool, int or float: the YAML type of every value
-    allowed: str  # in words, for messages and the reference
-    stage: str  # "train", "export" or "board": which step of a trial reads it
-    check: Check
-    default: object  # when neither searched nor fixed (student, student_init, teacher, seed: see config.py)
-    multiple_of: int = 1  # int ranges: the step must keep values on this grid
-
-    @property
-    def distributions(self) -> tuple[str, ...]:
-        if self.kind is float:
-            return ("choice", "grid", "uniform", "loguniform")
-        if self.kind is int:
-            return ("choice", "grid", "int")
-        return FINITE
-
-
-def _size(value, path, ctx):
-    return s.one_of(value, path, MODEL_SIZES, "a model size")
+def distributions(knob: Knob) -> tuple[str, ...]:
+    """The `search:` distributions a knob's type allows."""
+    if knob.allowed_values() is None and knob.kind is float:
+        return ("choice", "grid", "uniform", "loguniform")
+    if knob.allowed_values() is None and knob.kind is int:
+        return ("choice", "grid", "int")
+    return FINITE
 
 
 def _init(value, path, ctx):
@@ -78,29 +73,6 @@ def _init(value, path, ctx):
     return str(s.existing_path(value, path, ctx.base_dir, kind="file"))
 
 
-def _bool(value, path, ctx):
-    return s.boolean(value, path)
-
-
-def _positive_int(value, path, ctx):
-    return s.integer(value, path, minimum=1)
-
-
-def _non_negative_int(value, path, ctx):
-    return s.integer(value, path, minimum=0)
-
-
-def _img_size(value, path, ctx):
-    if isinstance(value, bool) or not isinstance(value, int) or value < MAX_STRIDE or value % MAX_STRIDE:
-        raise ConfigError(f"{path}: must be a multiple of {MAX_STRIDE} that is >= {MAX_STRIDE} (the largest "
-                          f"stride), {s.got(value)}")
-    return value
-
-
-def _kd_method(value, path, ctx):
-    return s.one_of(value, path, KD_METHODS, "a KD method")
-
-
 def _teacher(value, path, ctx):
     if not ctx.teachers:
         raise ConfigError(f"{path}: {value!r} is not a teacher: no teachers are defined; add a `teachers:` "
@@ -108,57 +80,57 @@ def _teacher(value, path, ctx):
     return s.one_of(value, path, ctx.teachers, "a teacher (a key of teachers:)")
 
 
-def _kd_factor(value, path, ctx):
-    return s.number(value, path, above=0)
+# Knobs whose allowed values depend on the sweep file itself (its directory, its teachers).
+_IN_CONTEXT: dict[str, Callable[[object, str, KnobContext], object]] = {"student_init": _init, "teacher": _teacher}
 
 
-def _runtime(value, path, ctx):
-    return s.one_of(value, path, RUNTIMES, "a runtime")
+def _declared(knob: Knob, value: object, path: str) -> object:
+    """A value checked against its knob's declaration."""
+    values = knob.allowed_values()
+    if values is not None:
+        return s.one_of(value, path, values, knob.noun or f"a {knob.name}")
+    if knob.kind is bool:
+        return s.boolean(value, path)
+    if knob.kind is float:
+        return s.number(value, path, minimum=knob.minimum, above=knob.above, maximum=knob.maximum)
+    if knob.kind is int and knob.multiple_of > 1:
+        low = int(knob.minimum or knob.multiple_of)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or value % knob.multiple_of:
+            raise ConfigError(f"{path}: must be a multiple of {knob.multiple_of} that is >= {low}, {s.got(value)}")
+        return value
+    if knob.kind is int:
+        return s.integer(value, path, minimum=None if knob.minimum is None else int(knob.minimum))
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}: must be a non-empty string, {s.got(value)}")
+    return value
 
 
-def _quantization(value, path, ctx):
-    return s.one_of(value, path, QUANTIZATIONS, "a quantization")
+def check_knob(name: str, value: object, path: str, ctx: KnobContext) -> object:
+    """`value` for knob `name` as checked (paths made absolute), or a ConfigError naming `path`."""
+    if name in _IN_CONTEXT:
+        return _IN_CONTEXT[name](value, path, ctx)
+    return _declared(ctx.knobs[name], value, path)
 
 
-KNOBS: dict[str, Knob] = {k.name: k for k in (
-    Knob("student", str, f"model size: {', '.join(MODEL_SIZES)}", "train", _size, "n"),
-    Knob("student_init", str, "'scratch' or a checkpoint path (must exist)", "train", _init, SCRATCH),
-    Knob("freeze_backbone", bool, "true or false", "train", _bool, False),
-    Knob("epochs", int, "integer >= 1", "train", _positive_int, 10),
-    Knob("img_size", int, f"multiple of {MAX_STRIDE}, >= {MAX_STRIDE}", "train", _img_size, 128,
-         multiple_of=MAX_STRIDE),
-    Knob("kd_method", str, f"{', '.join(KD_METHODS)}", "train", _kd_method, "none"),
-    Knob("teacher", str, "a key of teachers:", "train", _teacher, None),
-    Knob("kd_factor", float, "number > 0", "train", _kd_factor, 1.0),
-    Knob("kd_off_last_epochs", int, "integer >= 0, < epochs", "train", _non_negative_int, 0),
-    Knob("fm_nms", bool, "true or false", "train", _bool, True),
-    Knob("runtime", str, f"{', '.join(RUNTIMES)}", "export", _runtime, "onnxruntime"),
-    Knob("quantization", str, f"{', '.join(QUANTIZATIONS)}", "export", _quantization, "fp32"),
-    Knob("threads", int, "integer >= 1", "board", _positive_int, 1),
-    Knob("seed", int, "integer >= 0", "train", _non_negative_int, 0),
-)}
-
-# Knobs that only matter for some KD methods; a define-by-run space does not sample them otherwise.
-DISTILLING = tuple(m for m in KD_METHODS if m != "none")
-CONDITIONS: dict[str, ActiveWhen] = {
-    "teacher": ActiveWhen("kd_method", DISTILLING),
-    "kd_factor": ActiveWhen("kd_method", DISTILLING),
-    "kd_off_last_epochs": ActiveWhen("kd_method", DISTILLING),
-    "fm_nms": ActiveWhen("kd_method", ("output",)),
-}
-
-
-def check_knob(knob: str, value: object, path: str, ctx: KnobContext) -> object:
-    return KNOBS[knob].check(value, path, ctx)
-
-
-def _unknown_knob(path: str) -> ConfigError:
-    return ConfigError(f"{path}: unknown knob; allowed knobs: {', '.join(KNOBS)}")
+def parse_kd_params(method: str, pairs: Sequence[str]) -> dict[str, object]:
+    """`train --kd-param KNOB=VALUE` pairs as the method's own knob values, read as YAML values
+    (`fm_nms=false`, `cwd_tau=2`) and checked like the sweep file's."""
+    own = {k.name: k for k in kd_method(method).knobs}
+    values = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        where = f"--kd-param {name}"
+        if not sep:
+            raise ConfigError(f"--kd-param {pair!r}: expected KNOB=VALUE, e.g. fm_nms=false")
+        if name not in own:
+            raise ConfigError(f"{where}: KD method {method!r} has no such knob; its knobs: {', '.join(own) or 'none'}")
+        values[name] = _declared(own[name], yaml.safe_load(text), where)
+    return values
 
 
 def _values(knob: Knob, raw: object, path: str, ctx: KnobContext) -> tuple:
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{path}: must be a non-empty list of {knob.name} values ({knob.allowed}), {s.got(raw)}")
+        raise ConfigError(f"{path}: must be a non-empty list of {knob.name} values ({knob.allowed()}), {s.got(raw)}")
     values = tuple(check_knob(knob.name, v, s.child(path, i), ctx) for i, v in enumerate(raw))
     for i, v in enumerate(values):
         if v in values[:i]:
@@ -177,9 +149,9 @@ def _bounds(knob: Knob, raw: object, path: str, ctx: KnobContext) -> tuple:
 
 def parse_param(knob_name: str, raw: object, path: str, ctx: KnobContext) -> Param:
     """One `search:` entry, e.g. {loguniform: [0.1, 10]}, checked against the knob's type and range."""
-    knob = KNOBS[knob_name]
-    allowed = knob.distributions
-    example = {float: "{loguniform: [0.1, 10]}", int: "{int: [5, 20]}"}.get(knob.kind, "{choice: [a, b]}")
+    knob = ctx.knobs[knob_name]
+    allowed = distributions(knob)
+    example = {"loguniform": "{loguniform: [0.1, 10]}", "int": "{int: [5, 20]}"}.get(allowed[-1], "{choice: [a, b]}")
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{path}: must be a mapping with one of {', '.join(allowed)} (e.g. {example}), "
                           f"{s.got(raw)}")
@@ -195,7 +167,7 @@ def parse_param(knob_name: str, raw: object, path: str, ctx: KnobContext) -> Par
     kind = kinds[0]
     where = s.child(path, kind)
     if kind not in allowed:
-        raise ConfigError(f"{where}: not allowed for {knob_name} ({knob.kind.__name__} values: {knob.allowed}); "
+        raise ConfigError(f"{where}: not allowed for {knob_name} ({knob.kind.__name__} values: {knob.allowed()}); "
                           f"allowed: {', '.join(allowed)}")
     if kind in FINITE:
         values = _values(knob, raw[kind], where, ctx)
@@ -214,30 +186,21 @@ def parse_param(knob_name: str, raw: object, path: str, ctx: KnobContext) -> Par
     return IntRange(low, high, step)
 
 
-def possible_values(space: SearchSpace, knob: str) -> tuple:
-    """Every value a knob can take in the space (the bounds, for numeric ranges)."""
-    if knob not in space.params:
-        return (space.base_value(knob),)
-    param = space.params[knob]
-    if isinstance(param, Choice):
-        return param.values
-    return param.low, param.high
-
-
 def parse_space(search_raw: object, fixed_raw: object, defaults: dict, ctx: KnobContext, *,
                 grid: bool) -> SearchSpace:
     """The `search:` and `fixed:` sections as a SearchSpace over every knob.
 
     With `grid`, every searched knob must be finite and becomes a Grid; otherwise `grid:` entries
     are sampled like `choice:` (both are finite sets), so one file can switch searchers."""
-    search_raw = s.allowed_keys(search_raw, "search", list(KNOBS))
-    fixed_raw = s.allowed_keys(fixed_raw, "fixed", list(KNOBS))
-    both = [k for k in KNOBS if k in search_raw and k in fixed_raw]
+    names = list(ctx.knobs)
+    search_raw = s.allowed_keys(search_raw, "search", names)
+    fixed_raw = s.allowed_keys(fixed_raw, "fixed", names)
+    both = [k for k in names if k in search_raw and k in fixed_raw]
     if both:
         raise ConfigError(f"fixed.{both[0]}: also in search; a knob is either searched or fixed, not both")
     if not search_raw:
         raise ConfigError(f"search: nothing to search; give at least one knob a distribution "
-                          f"(e.g. kd_method: {{choice: [none, output]}}); allowed knobs: {', '.join(KNOBS)}")
+                          f"(e.g. kd_method: {{choice: [none, output]}}); allowed knobs: {', '.join(names)}")
     params: dict[str, Param] = {}
     for knob, raw in search_raw.items():
         param = parse_param(knob, raw, s.child("search", knob), ctx)
@@ -249,27 +212,36 @@ def parse_space(search_raw: object, fixed_raw: object, defaults: dict, ctx: Knob
             param = Grid(param.values) if grid else Choice(param.values)
         params[knob] = param
     fixed = {k: check_knob(k, v, s.child("fixed", k), ctx) for k, v in fixed_raw.items()}
-    space = SearchSpace(params=params, fixed=fixed, defaults=defaults, conditions=CONDITIONS)
+    space = SearchSpace(params=params, fixed=fixed, defaults=defaults, conditions=knob_conditions())
     _check_consistency(space, ctx)
     return space
 
 
-def _where(space: SearchSpace, knob: str) -> str:
+def where(space: SearchSpace, knob: str) -> str:
+    """The key path a knob's values come from: search.X, fixed.X or its default."""
     if knob in space.params:
         return f"search.{knob}"
     return f"fixed.{knob}" if knob in space.fixed else f"{knob} (default)"
 
 
 def _check_consistency(space: SearchSpace, ctx: KnobContext) -> None:
-    """Checks across knobs: conditional knobs can be active, KD has a teacher, KD stays on a while."""
-    methods = possible_values(space, "kd_method")
-    distills = [m for m in methods if m != "none"]
+    """Checks across knobs: conditional knobs can be active, KD has a teacher, KD stays on a while,
+    every runtime the space can pick has a format for every quantization it can pick."""
+    methods = space.possible_values("kd_method")
     for knob in space.params:
         cond = space.conditions.get(knob)
         if cond is not None and not any(space.is_active(knob, {cond.parent: m}) for m in methods):
             raise ConfigError(f"search.{knob}: only used when kd_method is one of {', '.join(cond.values)}, but "
                               f"kd_method is always {' or '.join(map(repr, methods))}; search kd_method "
                               f"or drop search.{knob}")
+    for runtime in space.possible_values("runtime"):
+        for quantization in space.possible_values("quantization"):
+            try:
+                format_for(runtime, quantization)
+            except ExportError as e:
+                raise ConfigError(f"{where(space, 'quantization')}: {e} (the runtime can be {runtime!r} while the "
+                                  f"quantization can be {quantization!r})") from None
+    distills = [m for m in methods if m in distilling_methods()]
     if not distills:
         return
     if space.base_value("teacher") is None and "teacher" not in space.params:
@@ -279,10 +251,9 @@ def _check_consistency(space: SearchSpace, ctx: KnobContext) -> None:
         raise ConfigError(f"fixed.teacher: required when several teachers are defined ({', '.join(ctx.teachers)}) "
                           f"and kd_method can be {distills[0]!r}; set fixed.teacher or search.teacher to some of "
                           f"them")
-    longest_off = max(possible_values(space, "kd_off_last_epochs"))
-    shortest = min(possible_values(space, "epochs"))
+    longest_off = max(space.possible_values("kd_off_last_epochs"))
+    shortest = min(space.possible_values("epochs"))
     if longest_off >= shortest:
-        raise ConfigError(f"{_where(space, 'kd_off_last_epochs')}: must be < epochs (else distillation is off for "
+        raise ConfigError(f"{where(space, 'kd_off_last_epochs')}: must be < epochs (else distillation is off for "
                           f"the whole run); kd_off_last_epochs can be {longest_off} while "
-                          f"{_where(space, 'epochs')} can be {shortest}")
-
+                          f"{where(space, 'epochs')} can be {shortest}")

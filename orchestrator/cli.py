@@ -10,7 +10,7 @@ import logging
 import sys
 
 from orchestrator.commands import COMMANDS
-from detection.errors import UserError
+from common.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,43 +2,39 @@
 
 `load_config` reads and checks the whole file in milliseconds (no torch, no Ray), so a typo in the
 last section fails before hours of training, with a `ConfigError` that names the key path and what
-is allowed there. Every default lives in these dataclasses; code downstream reads attributes and
-never falls back with `.get(key, default)`. Relative paths resolve against the file's directory
-(default `output_dir` included), so a sweep resumes from any working directory.
+is allowed there. This module only parses and validates: sections that configure another part are
+that part's own dataclasses (the trainer's `TrainSettings`, the board's `TimingProtocol`, the data
+set's `EmbeddedDefault`), so each default lives in one place, and code downstream reads attributes,
+never `.get(key, default)`. Relative paths resolve against the file's directory (default
+`output_dir` included), so a sweep resumes from any working directory.
 See docs/config-reference.md for every key.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from detection.coco import BAD_IMAGE_POLICIES, SplitSpec
+from detection.coco import BAD_IMAGE_POLICIES
 from device_actors.naming import BoardNameError, check_board_name
 from device_actors.runtimes.base import RuntimeOptions
 from device_actors.timing import TimingProtocol
 from orchestrator import _schema as s
-from orchestrator._knobs import (KNOBS, MODEL_SIZES, SCRATCH, KnobContext, check_knob, export_format, parse_space,
-                                 possible_values)
-from orchestrator.datasets import LAYOUTS, DataSplits, embedded_default, splits_in
+from orchestrator._knobs import KnobContext, check_knob, knob_table, parse_space
+from orchestrator.algorithms import ALGORITHMS
+from orchestrator.datasets import LAYOUTS, DataConfig, EmbeddedDefault, LayoutError, SplitPaths, find_layout
 from orchestrator.errors import ConfigError
 from search_spaces import SearchSpace
 from trainables.augment import AugmentConfig
-
-if TYPE_CHECKING:
-    from trainables.train import TrainConfig
+from trainables.hyper import SCRATCH, LossWeights, TeacherSpec, TrainKnobs, TrainSettings
+from trainables.models.family import SIZES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALGORITHMS", "METRICS", "BoardConfig", "ConfigError", "ConstraintsConfig", "DataConfig", "LossConfig",
-           "MlflowConfig", "Objective", "Resources", "ResourcesConfig", "SearcherConfig", "SplitPaths",
-           "StudentConfig", "SweepConfig", "SynthConfig", "TeacherConfig", "TrainingConfig", "export_format",
-           "load_config", "parse_config"]
+__all__ = ["METRICS", "BoardConfig", "ConfigError", "ConstraintsConfig", "MlflowConfig", "Objective",
+           "Resources", "ResourcesConfig", "SearcherConfig", "StudentConfig", "SweepConfig", "load_config",
+           "parse_config"]
 
-ALGORITHMS = ("tpe", "nsga2", "gp", "random", "grid")
-OPTUNA_ALGORITHMS = ("tpe", "nsga2", "gp")  # run through Ray Tune's OptunaSearch with SearchSpace.suggest
 METRICS = {"map50_95": "max", "map50": "max", "latency_ms": "min", "size_mb": "min"}  # metric -> its direction
 DEFAULT_OUTPUT_DIR = "runs/sweeps"
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
@@ -49,109 +45,11 @@ _NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or 
 
 
 @dataclass(frozen=True)
-class SynthConfig:
-    """Size of the generated default data set (`orchestrator.datasets.embedded_default`)."""
-
-    train: int = 2000
-    val: int = 300
-    size: int = 128
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class SplitPaths:
-    images: Path  # directory of image files
-    annotations: Path  # COCO instances json
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    source: str = "default"  # "default" (generated) or "coco" (a COCO-format data set on disk)
-    synth: SynthConfig = SynthConfig()
-    root: Path | None = None  # coco: a directory in one of orchestrator.datasets.LAYOUTS
-    train: SplitPaths | None = None  # coco: resolved from root, or given explicitly
-    val: SplitPaths | None = None
-    train_subset: int | None = None  # seeded random subsets (None: every image)
-    val_subset: int | None = None
-    calibration_images: int = 64  # training images that calibrate int8 formats
-    bad_images: str = "skip"  # unreadable images: skip them (logged) or fail
-
-    def splits(self, *, seed: int) -> DataSplits:
-        """The train and val splits, generating the default data set on first use."""
-        if self.source == "default":
-            root = embedded_default(**asdict(self.synth))
-            found = splits_in(root)
-            train, val = SplitPaths(found.train.images, found.train.annotations), \
-                SplitPaths(found.val.images, found.val.annotations)
-        else:
-            train, val = self.train, self.val
-        return DataSplits(
-            train=SplitSpec(train.images, train.annotations, self.train_subset, seed, self.bad_images),
-            val=SplitSpec(val.images, val.annotations, self.val_subset, seed, self.bad_images))
-
-
-@dataclass(frozen=True)
 class StudentConfig:
     """Defaults of the `student` and `student_init` knobs."""
 
-    model: str = "n"
-    init: str = SCRATCH  # "scratch" or an absolute checkpoint path
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    """A model size trained once per (data, img_size, epochs) and cached, or a given checkpoint."""
-
-    model: str | None = None
-    epochs: int | None = None
-    checkpoint: Path | None = None
-
-    @property
-    def knob_value(self) -> str:
-        """What `trainables.student.StudentKnobs.teacher` takes: a model size or a checkpoint path."""
-        return self.model if self.model is not None else str(self.checkpoint)
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Mirrors trainables.loss.LossWeights (kept torch-free here)."""
-
-    box: float = 0.05
-    obj: float = 1.0
-    cls: float = 0.5
-    anchor_t: float = 4.0
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Fixed trainer hyper-parameters: trainables.train.TrainConfig minus the trial knobs (epochs,
-    img_size, freeze_backbone, init, seed) and minus device/threads (they follow `resources.train`)."""
-
-    batch_size: int = 16
-    nominal_batch: int = 16
-    optimizer: str = "auto"  # auto (AdamW below 10k steps, else SGD), sgd or adamw
-    lr0: float | None = None  # None: the optimizer's default (SGD 0.01, AdamW 0.002)
-    lrf: float = 0.01
-    lr_schedule: str = "linear"
-    momentum: float = 0.937
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    warmup_momentum: float = 0.8
-    warmup_bias_lr: float | None = None  # None: the optimizer's default (SGD 0.1, AdamW 0)
-    ema: bool = True
-    amp: bool = True
-    channels_last: bool = True
-    workers: int = 0
-    cache_images: bool = True
-    val_every: int = 1
-    loss: LossConfig = LossConfig()
-    augment: AugmentConfig = AugmentConfig()
-
-    def train_config(self, *, device: str = "auto", threads: int | None = None) -> "TrainConfig":
-        """The trainer's config (imports torch); the knobs are set per trial by train_student."""
-        from trainables.train import TrainConfig  # noqa: PLC0415 - torch only where training happens
-
-        return TrainConfig.from_dict({**asdict(self), "device": device, "threads": threads})
+    model: str = TrainKnobs.student
+    init: str = TrainKnobs.student_init  # "scratch" or an absolute checkpoint path
 
 
 @dataclass(frozen=True)
@@ -162,25 +60,11 @@ class Objective:
 
 @dataclass(frozen=True)
 class ConstraintsConfig:
-    """Feasibility limits, fed to Optuna's constraint handling (`Trial.set_constraint`)."""
+    """Feasibility limits: a trial outside them never sits on the front (`orchestrator.pareto.violations`)."""
 
     latency_ms_max: float | None = None
     map50_95_min: float | None = None
     size_mb_max: float | None = None
-
-    def values(self, metrics: Mapping[str, float]) -> dict[str, float]:
-        """Constraint values of a finished trial by name; <= 0 means satisfied (Optuna's convention)."""
-        limits = {"latency_ms_max": ("latency_ms", 1.0, self.latency_ms_max),
-                  "map50_95_min": ("map50_95", -1.0, self.map50_95_min),
-                  "size_mb_max": ("size_mb", 1.0, self.size_mb_max)}
-        out = {}
-        for key, (metric, sign, limit) in limits.items():
-            if limit is None:
-                continue
-            if metric not in metrics:
-                raise ValueError(f"constraint {key} needs the metric {metric}; got {', '.join(metrics) or 'none'}")
-            out[key] = sign * (float(metrics[metric]) - limit)
-        return out
 
 
 @dataclass(frozen=True)
@@ -194,7 +78,7 @@ class SearcherConfig:
     @property
     def uses_optuna(self) -> bool:
         """Optuna samplers take `SearchSpace.suggest`; random and grid take `tune_param_space`."""
-        return self.algorithm in OPTUNA_ALGORITHMS
+        return ALGORITHMS.get(self.algorithm).uses_optuna
 
 
 @dataclass(frozen=True)
@@ -242,8 +126,8 @@ class SweepConfig:
     output_dir: Path  # absolute; the sweep's state lives in sweep_dir
     data: DataConfig
     student: StudentConfig
-    teachers: dict[str, TeacherConfig]
-    training: TrainingConfig
+    teachers: dict[str, TeacherSpec]
+    training: TrainSettings
     search: SearchSpace  # search: and fixed: (knob defaults included)
     objectives: tuple[Objective, ...]
     constraints: ConstraintsConfig
@@ -290,12 +174,12 @@ class SweepConfig:
 TOP_KEYS = ("name", "seed", "output_dir", "data", "student", "teachers", "training", "search", "fixed",
             "objectives", "constraints", "searcher", "resources", "board", "mlflow")
 DATA_KEYS = tuple(f.name for f in fields(DataConfig))
-SYNTH_KEYS = tuple(f.name for f in fields(SynthConfig))
+SYNTH_KEYS = tuple(f.name for f in fields(EmbeddedDefault))
 SPLIT_KEYS = ("images", "annotations")
 STUDENT_KEYS = tuple(f.name for f in fields(StudentConfig))
 TEACHER_KEYS = ("model", "epochs", "checkpoint")
-TRAINING_KEYS = tuple(f.name for f in fields(TrainingConfig))
-LOSS_KEYS = tuple(f.name for f in fields(LossConfig))
+TRAINING_KEYS = tuple(f.name for f in fields(TrainSettings))
+LOSS_KEYS = tuple(f.name for f in fields(LossWeights))
 AUGMENT_KEYS = tuple(f.name for f in fields(AugmentConfig))
 OBJECTIVE_KEYS = ("metric", "mode")
 CONSTRAINT_KEYS = tuple(f.name for f in fields(ConstraintsConfig))
@@ -305,7 +189,6 @@ RESOURCE_KEYS = ("cpu", "gpu")
 BOARD_KEYS = tuple(f.name for f in fields(BoardConfig))
 TIMING_KEYS = tuple(f.name for f in fields(TimingProtocol))
 MLFLOW_KEYS = ("tracking_uri", "experiment")
-DEFAULT_TEACHER_EPOCHS = 30  # trainables.student.StudentKnobs.teacher_epochs
 
 
 def load_config(path: Path) -> SweepConfig:
@@ -335,16 +218,17 @@ def _parse(data: object, base: Path, source: str) -> SweepConfig:
     output_dir = (base / Path(output_dir).expanduser()).resolve()
     data_cfg = _data(top.get("data"), base)
     teachers = _teachers(top.get("teachers"), base)
-    ctx = KnobContext(base_dir=base, teachers=tuple(teachers))
+    ctx = KnobContext(base_dir=base, teachers=tuple(teachers), knobs=knob_table())
     student = _student(top.get("student"), ctx)
     training = _training(top.get("training"))
     searcher_raw = s.allowed_keys(top.get("searcher"), "searcher", SEARCHER_KEYS)
-    algorithm = s.one_of(searcher_raw.get("algorithm", SearcherConfig.algorithm), "searcher.algorithm", ALGORITHMS,
-                         "a search algorithm")
-    defaults = {k: knob.default for k, knob in KNOBS.items()}
+    algorithm = s.one_of(searcher_raw.get("algorithm", SearcherConfig.algorithm), "searcher.algorithm",
+                         ALGORITHMS.names(), "a search algorithm")
+    defaults = {k: knob.default for k, knob in ctx.knobs.items()}
     defaults.update(student=student.model, student_init=student.init, seed=seed,
                     teacher=next(iter(teachers)) if len(teachers) == 1 else None)
-    space = parse_space(top.get("search"), top.get("fixed"), defaults, ctx, grid=algorithm == "grid")
+    space = parse_space(top.get("search"), top.get("fixed"), defaults, ctx,
+                        grid=ALGORITHMS.get(algorithm).enumerates)
     searcher = _searcher(searcher_raw, algorithm, space, seed)
     _warn_frozen_scratch(space)
     return SweepConfig(
@@ -374,9 +258,9 @@ def _data(raw: object, base: Path) -> DataConfig:
                 raise ConfigError(f"data.{key}: only with data.source: coco (source is 'default', the generated "
                                   f"data set; its size is set by data.synth)")
         synth = s.allowed_keys(raw.get("synth"), "data.synth", SYNTH_KEYS)
-        checked = {k: s.integer(synth.get(k, getattr(SynthConfig, k)), f"data.synth.{k}",
+        checked = {k: s.integer(synth.get(k, getattr(EmbeddedDefault, k)), f"data.synth.{k}",
                                 minimum=32 if k == "size" else 0 if k == "seed" else 1) for k in SYNTH_KEYS}
-        return DataConfig(source=source, synth=SynthConfig(**checked), **common)
+        return DataConfig(source=source, synth=EmbeddedDefault(**checked), **common)
     if "synth" in raw:
         raise ConfigError("data.synth: only with data.source: default (the generated data set)")
     if "root" in raw:
@@ -384,7 +268,10 @@ def _data(raw: object, base: Path) -> DataConfig:
             if key in raw:
                 raise ConfigError(f"data.{key}: give either data.root or data.train + data.val, not both")
         root = s.existing_path(raw["root"], "data.root", base, kind="dir")
-        train, val = _layout(root)
+        try:
+            train, val = find_layout(root)
+        except LayoutError as e:
+            raise ConfigError(f"data.root: {e}") from None
         return DataConfig(source=source, root=root, train=train, val=val, **common)
     layouts = "; ".join(f"{a} + {b}/" for a, b, _, _ in LAYOUTS)
     splits = {}
@@ -402,26 +289,7 @@ def _data(raw: object, base: Path) -> DataConfig:
     return DataConfig(source=source, **splits, **common)
 
 
-def _layout(root: Path) -> tuple[SplitPaths, SplitPaths]:
-    """The splits of a data set directory in one of orchestrator.datasets.LAYOUTS; a partial layout
-    is reported with the files it lacks."""
-    best: list[str] | None = None
-    for train_ann, train_img, val_ann, val_img in LAYOUTS:
-        wanted = {train_ann: "file", train_img: "dir", val_ann: "file", val_img: "dir"}
-        missing = [p for p, kind in wanted.items()
-                   if not ((root / p).is_file() if kind == "file" else (root / p).is_dir())]
-        if not missing:
-            return SplitPaths(root / train_img, root / train_ann), SplitPaths(root / val_img, root / val_ann)
-        if len(missing) < len(wanted) and (best is None or len(missing) < len(best)):
-            best = missing
-    if best is not None:
-        raise ConfigError(f"data.root: {root} lacks {', '.join(best)}")
-    layouts = "; ".join(f"{a} + {b}/ + {c} + {d}/" for a, b, c, d in LAYOUTS)
-    raise ConfigError(f"data.root: no COCO-format splits found in {root}; expected one of these layouts: {layouts} "
-                      f"(or give data.train and data.val explicitly)")
-
-
-def _teachers(raw: object, base: Path) -> dict[str, TeacherConfig]:
+def _teachers(raw: object, base: Path) -> dict[str, TeacherSpec]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -438,19 +306,19 @@ def _teachers(raw: object, base: Path) -> dict[str, TeacherConfig]:
         if "checkpoint" in entry:
             if "epochs" in entry:
                 raise ConfigError(f"{path}.epochs: only with model (a checkpoint is already trained)")
-            teachers[name] = TeacherConfig(checkpoint=s.existing_path(entry["checkpoint"], f"{path}.checkpoint",
-                                                                       base, kind="file"))
+            teachers[name] = TeacherSpec(checkpoint=s.existing_path(entry["checkpoint"], f"{path}.checkpoint",
+                                                                     base, kind="file"))
         else:
-            teachers[name] = TeacherConfig(
-                model=s.one_of(entry["model"], f"{path}.model", MODEL_SIZES, "a model size"),
-                epochs=s.integer(entry.get("epochs", DEFAULT_TEACHER_EPOCHS), f"{path}.epochs", minimum=1))
+            teachers[name] = TeacherSpec(
+                model=s.one_of(entry["model"], f"{path}.model", tuple(SIZES), "a model size"),
+                epochs=s.integer(entry.get("epochs", TeacherSpec.epochs), f"{path}.epochs", minimum=1))
     return teachers
 
 
 def _student(raw: object, ctx: KnobContext) -> StudentConfig:
     raw = s.allowed_keys(raw, "student", STUDENT_KEYS)
     return StudentConfig(model=check_knob("student", raw.get("model", StudentConfig.model), "student.model", ctx),
-                         init=check_knob("student_init", raw.get("init", SCRATCH), "student.init", ctx))
+                         init=check_knob("student_init", raw.get("init", StudentConfig.init), "student.init", ctx))
 
 
 def _fraction(v, p):
@@ -481,23 +349,23 @@ _KNOB_HINTS = {k: f"{k} is a trial knob: set it under fixed: or search:" for k i
 _KNOB_HINTS.update(device="the device follows resources.train.gpu", threads="threads follow resources.train.cpu")
 
 
-def _training(raw: object) -> TrainingConfig:
+def _training(raw: object) -> TrainSettings:
     raw = s.allowed_keys(raw, "training", TRAINING_KEYS, hints=_KNOB_HINTS)
     values = {k: check(raw[k], f"training.{k}") for k, check in _TRAINING_CHECKS.items() if k in raw}
     loss = s.allowed_keys(raw.get("loss"), "training.loss", LOSS_KEYS)
-    values["loss"] = LossConfig(**{k: s.number(v, f"training.loss.{k}", above=1 if k == "anchor_t" else None,
+    values["loss"] = LossWeights(**{k: s.number(v, f"training.loss.{k}", above=1 if k == "anchor_t" else None,
                                                minimum=None if k == "anchor_t" else 0) for k, v in loss.items()})
     augment = s.allowed_keys(raw.get("augment"), "training.augment", AUGMENT_KEYS)
     try:
         values["augment"] = AugmentConfig(**augment)
     except ValueError as e:  # AugmentConfig's own range checks name the key ("augment.scale must be ...")
         raise ConfigError(f"training.{e}") from None
-    return TrainingConfig(**values)
+    return TrainSettings(**values)
 
 
 def _searcher(raw: dict, algorithm: str, space: SearchSpace, seed: int) -> SearcherConfig:
     trials = raw.get("trials")
-    if algorithm == "grid":
+    if ALGORITHMS.get(algorithm).enumerates:
         size = space.grid_size()
         if trials is not None and trials != size:
             raise ConfigError(f"searcher.trials: the grid has {size} distinct trials; omit trials or set it to "
@@ -614,6 +482,6 @@ def _mlflow(raw: object, sweep_dir: Path) -> MlflowConfig:
 
 
 def _warn_frozen_scratch(space: SearchSpace) -> None:
-    if True in possible_values(space, "freeze_backbone") and set(possible_values(space, "student_init")) == {SCRATCH}:
+    if True in space.possible_values("freeze_backbone") and set(space.possible_values("student_init")) == {SCRATCH}:
         log.warning("freeze_backbone can be true while every student starts from scratch: a frozen random backbone "
                     "only trains the neck and head; set student.init to a pretrained checkpoint")

@@ -1,4 +1,9 @@
-"""Where data sets live: the embedded default (generated on first use) or a COCO-format directory."""
+"""Where data sets live: the embedded default (generated on first use) or a COCO-format directory.
+
+`DataConfig` is the sweep file's `data:` section (parsed by `orchestrator.config`); this module
+finds its splits on disk, generating the default one the first time, and hands them on as
+`detection.coco.SplitSpec`s.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,18 +11,49 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import UserError
 from detection.coco import SplitSpec
 
 log = logging.getLogger(__name__)
-
-# The embedded default: small enough to train on a 2-core laptop CPU in minutes.
-DEFAULT_SYNTH = {"train": 2000, "val": 300, "size": 128, "seed": 0}
 
 # Known layouts: (train annotations, train images, val annotations, val images), relative to a root.
 LAYOUTS = (
     ("instances_train.json", "train", "instances_val.json", "val"),  # `data synth` output
     ("annotations/instances_train2017.json", "train2017", "annotations/instances_val2017.json", "val2017"),  # COCO 2017
 )
+
+
+class LayoutError(UserError, FileNotFoundError):
+    """A data set directory in none of the known layouts; the message says what it lacks."""
+
+
+@dataclass(frozen=True)
+class EmbeddedDefault:
+    """The generated default data set: small enough to train on a 2-core laptop CPU in minutes."""
+
+    train: int = 2000
+    val: int = 300
+    size: int = 128
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SplitPaths:
+    images: Path  # directory of image files
+    annotations: Path  # COCO instances json
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "default"  # "default" (generated) or "coco" (a COCO-format data set on disk)
+    synth: EmbeddedDefault = EmbeddedDefault()
+    root: Path | None = None  # coco: a directory in one of orchestrator.datasets.LAYOUTS
+    train: SplitPaths | None = None  # coco: resolved from root, or given explicitly
+    val: SplitPaths | None = None
+    train_subset: int | None = None  # seeded random subsets (None: every image)
+    val_subset: int | None = None
+    calibration_images: int = 64  # training images that calibrate int8 formats
+    bad_images: str = "skip"  # unreadable images: skip them (logged) or fail
 
 
 @dataclass(frozen=True)
@@ -31,32 +67,55 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGESWEEP_CACHE", Path.home() / ".cache" / "edgesweep"))
 
 
-def splits_in(root: Path, *, train_subset: int | None = None, val_subset: int | None = None,
-              seed: int = 0) -> DataSplits:
-    """The train and val splits of a data set directory in one of the known layouts."""
+def find_layout(root: Path) -> tuple[SplitPaths, SplitPaths]:
+    """The (train, val) paths of a data set directory in one of the LAYOUTS; a partial layout is
+    reported with the files it lacks."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data set directory not found: {root}")
+        raise LayoutError(f"data set directory not found: {root}")
+    best: list[str] | None = None
     for train_ann, train_img, val_ann, val_img in LAYOUTS:
-        if (root / train_ann).is_file() and (root / val_ann).is_file():
-            return DataSplits(
-                train=SplitSpec(images=root / train_img, annotations=root / train_ann, subset=train_subset, seed=seed),
-                val=SplitSpec(images=root / val_img, annotations=root / val_ann, subset=val_subset, seed=seed))
-    expected = "; ".join(f"{a} + {b}/" for a, b, _, _ in LAYOUTS)
-    raise FileNotFoundError(f"no COCO-format splits found in {root}: expected {expected} "
-                            f"(or give annotation and image paths explicitly in the config)")
+        wanted = {train_ann: "file", train_img: "dir", val_ann: "file", val_img: "dir"}
+        missing = [p for p, kind in wanted.items()
+                   if not ((root / p).is_file() if kind == "file" else (root / p).is_dir())]
+        if not missing:
+            return SplitPaths(root / train_img, root / train_ann), SplitPaths(root / val_img, root / val_ann)
+        if len(missing) < len(wanted) and (best is None or len(missing) < len(best)):
+            best = missing
+    if best is not None:
+        raise LayoutError(f"{root} lacks {', '.join(best)}")
+    layouts = "; ".join(f"{a} + {b}/ + {c} + {d}/" for a, b, c, d in LAYOUTS)
+    raise LayoutError(f"no COCO-format splits found in {root}; expected one of these layouts: {layouts} "
+                      f"(or give data.train and data.val explicitly)")
 
 
-def embedded_default(*, train: int = DEFAULT_SYNTH["train"], val: int = DEFAULT_SYNTH["val"],
-                     size: int = DEFAULT_SYNTH["size"], seed: int = DEFAULT_SYNTH["seed"]) -> Path:
+def splits_in(root: Path, *, train_subset: int | None = None, val_subset: int | None = None, seed: int = 0,
+              bad_images: str = "skip") -> DataSplits:
+    """The train and val splits of a data set directory in one of the known layouts."""
+    train, val = find_layout(root)
+    return DataSplits(train=SplitSpec(train.images, train.annotations, train_subset, seed, bad_images),
+                      val=SplitSpec(val.images, val.annotations, val_subset, seed, bad_images))
+
+
+def embedded_default(data: EmbeddedDefault = EmbeddedDefault()) -> Path:
     """The generated default data set, made on first use and reused afterwards."""
     from detection.synth import FORMAT_VERSION, SynthConfig, generate  # noqa: PLC0415 - only when generating
 
-    root = cache_dir() / "data" / f"synth-v{FORMAT_VERSION}-{size}px-{train}-{val}-s{seed}"
+    root = cache_dir() / "data" / f"synth-v{FORMAT_VERSION}-{data.size}px-{data.train}-{data.val}-s{data.seed}"
     done = root / ".complete"
     if not done.exists():
         log.info("generating the embedded default data set in %s", root)
-        generate(root, train=train, val=val, seed=seed, config=SynthConfig(size=size))
+        generate(root, train=data.train, val=data.val, seed=data.seed, config=SynthConfig(size=data.size))
         done.write_text("ok\n")
     return root
 
+
+def data_splits(data: DataConfig, *, seed: int) -> DataSplits:
+    """The sweep's train and val splits, generating the default data set on first use."""
+    common = dict(seed=seed, bad_images=data.bad_images)
+    if data.source == "default":
+        return splits_in(embedded_default(data.synth), train_subset=data.train_subset, val_subset=data.val_subset,
+                         **common)
+    return DataSplits(
+        train=SplitSpec(data.train.images, data.train.annotations, data.train_subset, **common),
+        val=SplitSpec(data.val.images, data.val.annotations, data.val_subset, **common))

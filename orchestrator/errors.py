@@ -1,7 +1,7 @@
 """Errors raised by the orchestrator itself."""
 from __future__ import annotations
 
-from detection.errors import UserError
+from common.errors import UserError
 
 
 class ConfigError(UserError, ValueError):

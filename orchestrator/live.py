@@ -10,8 +10,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.config import export_format
 from orchestrator.console import console
+from orchestrator.stages import trial_format
+from trainables.kd.registry import distilling_methods
 
 
 def _num(v, digits: int = 3) -> str:
@@ -41,8 +42,8 @@ class LiveProgress(tune.Callback):
             knobs = self.complete_knobs(trial.config)
             kd = knobs["kd_method"]
             self.rows[trial.trial_id] = {
-                "kd": kd if kd == "none" else f"{kd}/{knobs['teacher']} x{knobs['kd_factor']:.2g}",
-                "format": export_format(knobs["runtime"], knobs["quantization"]), "state": "PENDING", "epoch": "-",
+                "kd": f"{kd}/{knobs['teacher']} x{knobs['kd_factor']:.2g}" if kd in distilling_methods() else kd,
+                "format": trial_format(knobs), "state": "PENDING", "epoch": "-",
                 "val": None, "map": None, "lat": None, "stage": ""}
         return self.rows[trial.trial_id]
 

@@ -7,13 +7,15 @@ results, so it can be checked by hand and does not depend on the searcher's inte
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
+from orchestrator._knobs import knob_table
+from orchestrator.config import ConstraintsConfig
 from orchestrator.results import TrialRecord
 
-KNOB_COLUMNS = ("kd_method", "teacher", "kd_factor", "student", "epochs", "img_size", "runtime", "quantization",
-                "threads", "freeze_backbone", "student_init")
 METRIC_COLUMNS = ("map50_95", "map50", "latency_ms", "size_mb", "float_map50_95")
 
 
@@ -29,10 +31,34 @@ def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> b
     return better
 
 
+def violations(constraints: ConstraintsConfig, metrics: Mapping[str, object]) -> dict[str, float]:
+    """How far a trial's metrics exceed each set limit, by constraint name; <= 0 means satisfied
+    (Optuna's convention), e.g. 40 ms under latency_ms_max 50 -> -10. The one constraint check:
+    the searcher tells Optuna these values and the front keeps only trials with none above 0."""
+    out = {}
+    for f in fields(constraints):
+        limit = getattr(constraints, f.name)
+        if limit is None:
+            continue
+        metric, bound = f.name.rsplit("_", 1)  # latency_ms_max -> (latency_ms, max)
+        if metrics.get(metric) is None:
+            raise ValueError(f"constraint {f.name} needs the metric {metric}; got {', '.join(metrics) or 'none'}")
+        excess = float(metrics[metric]) - limit
+        out[f.name] = excess if bound == "max" else -excess
+    return out
+
+
+def feasible(record: TrialRecord, constraints: ConstraintsConfig) -> bool:
+    try:
+        return all(v <= 0 for v in violations(constraints, record.metrics).values())
+    except ValueError:  # a metric some constraint needs was never measured
+        return False
+
+
 def front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]],
-          constraints: dict[str, float] | None = None) -> list[TrialRecord]:
+          constraints: ConstraintsConfig = ConstraintsConfig()) -> list[TrialRecord]:
     """Non-dominated complete, feasible trials, sorted by the second objective then the first."""
-    candidates = [r for r in records if r.complete and feasible(r, constraints or {})]
+    candidates = [r for r in records if r.complete and feasible(r, constraints)]
     metrics, modes = [m for m, _ in objectives], [mode for _, mode in objectives]
     values = [[float(r.metrics[m]) for m in metrics] for r in candidates]
     keep = [r for i, r in enumerate(candidates)
@@ -40,20 +66,13 @@ def front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]],
     return sorted(keep, key=lambda r: tuple(float(r.metrics[m]) for m in reversed(metrics)))
 
 
-def feasible(record: TrialRecord, constraints: dict[str, float]) -> bool:
-    """constraints: metric_max / metric_min limits, e.g. {"latency_ms_max": 50, "map50_95_min": 0.2}."""
-    for key, limit in constraints.items():
-        if limit is None:
-            continue
-        metric, bound = key.rsplit("_", 1)
-        value = record.metrics.get(metric)
-        if value is None or (bound == "max" and value > limit) or (bound == "min" and value < limit):
-            return False
-    return True
+def knob_columns() -> tuple[str, ...]:
+    """Every knob, KD methods' own included, for the tables (a report shows only those that vary)."""
+    return tuple(knob_table())
 
 
 def rows(records: Sequence[TrialRecord]) -> list[dict]:
-    return [{"trial": r.trial_id, "status": r.status, **{k: r.knobs.get(k) for k in KNOB_COLUMNS},
+    return [{"trial": r.trial_id, "status": r.status, **{k: r.knobs.get(k) for k in knob_columns()},
              **{k: r.metrics.get(k) for k in METRIC_COLUMNS}} for r in records]
 
 

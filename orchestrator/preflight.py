@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detection.coco import CocoDataset, DatasetError
-from orchestrator._knobs import SCRATCH, possible_values
 from orchestrator.config import SweepConfig
+from orchestrator.datasets import data_splits
+from trainables.hyper import SCRATCH
+from trainables.kd.registry import distilling_methods
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def _open_split(cfg: SweepConfig, split: str, spec) -> CocoDataset:
 
 def check_data(cfg: SweepConfig) -> DataSummary:
     """Open both splits as a training task would (the default set is generated here on first use)."""
-    splits = cfg.data.splits(seed=cfg.seed)
+    splits = data_splits(cfg.data, seed=cfg.seed)
     train = _open_split(cfg, "train", splits.train)
     val = _open_split(cfg, "val", splits.val)
     if train.category_ids != val.category_ids:
@@ -54,11 +56,11 @@ def _checkpoints_to_check(cfg: SweepConfig) -> list[tuple[str, Path, str]]:
     """(key path, checkpoint, role) of every checkpoint some trial of the space may load."""
     out = []
     where = "search.student_init" if "student_init" in cfg.search.params else "student.init"
-    for init in possible_values(cfg.search, "student_init"):
+    for init in cfg.search.possible_values("student_init"):
         if init != SCRATCH:
             out.append((where, Path(init), "student"))
-    if set(possible_values(cfg.search, "kd_method")) != {"none"}:
-        for name in possible_values(cfg.search, "teacher"):
+    if set(cfg.search.possible_values("kd_method")) & set(distilling_methods()):
+        for name in cfg.search.possible_values("teacher"):
             teacher = cfg.teachers.get(name) if name is not None else None
             if teacher is not None and teacher.checkpoint is not None:
                 out.append((f"teachers.{name}.checkpoint", Path(teacher.checkpoint), "teacher"))
@@ -75,7 +77,7 @@ def check_checkpoints(cfg: SweepConfig, num_classes: int) -> None:
     from trainables.checkpoint import CheckpointError, checkpoint_spec, load_checkpoint
     from trainables.models.yolo import ModelSpec
 
-    students = [ModelSpec(size, num_classes) for size in possible_values(cfg.search, "student")]
+    students = [ModelSpec(size, num_classes) for size in cfg.search.possible_values("student")]
     for key, path, role in wanted:
         try:
             spec = checkpoint_spec(load_checkpoint(path))

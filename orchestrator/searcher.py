@@ -1,21 +1,25 @@
-"""The searcher of a sweep: Optuna (TPE, NSGA-II, GP) through Ray Tune's OptunaSearch, or Tune's
-random and grid search.
+"""The searcher of a sweep: a registered algorithm (`orchestrator.algorithms`) as Ray Tune's search.
 
-Optuna's study lives in a SQLite file in the sweep directory, so a resumed sweep and
-`optuna-dashboard sqlite:///<sweep>/optuna.db` read the same history. Two additions to
-OptunaSearch, both at the moment a trial ends: the config's constraints go to Optuna's constraint
-mechanism (`trial.set_constraint`, feasible when <= 0), and a trial that did not finish every stage
-is told as PRUNED, never COMPLETE, so it can never sit on the front.
+Optuna samplers run through Ray Tune's OptunaSearch; their study lives in a SQLite file in the
+sweep directory, so a resumed sweep and `optuna-dashboard sqlite:///<sweep>/optuna.db` read the
+same history. Two additions to OptunaSearch, both at the moment a trial ends: the config's
+constraints go to Optuna's constraint mechanism (`trial.set_constraint`, feasible when <= 0), and a
+trial that did not finish every stage is told as PRUNED, never COMPLETE, so it can never sit on the
+front. Random and grid search are Tune's variant generator.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestrator._ray_internals import live_optuna_trial
+from orchestrator.algorithms import ALGORITHMS
 from orchestrator.config import SweepConfig
+from orchestrator.pareto import violations
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +33,10 @@ class ParetoOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         complete = bool(result and result.get("trial_complete")) and not error
-        if complete and self._constraints is not None and trial_id in self._ot_trials:
+        trial = live_optuna_trial(self, trial_id)
+        if complete and self._constraints is not None and trial is not None:
             for name, value in self._constraints(result).items():
-                self._ot_trials[trial_id].set_constraint(name, value)
+                trial.set_constraint(name, value)
         super().on_trial_complete(trial_id, result if complete else None, error)
 
 
@@ -39,36 +44,23 @@ def study_url(sweep_dir: Path) -> str:
     return f"sqlite:///{(Path(sweep_dir) / STUDY_DB).resolve()}"
 
 
-def _sampler(cfg: SweepConfig):
-    import optuna
-
-    seed, algorithm = cfg.searcher.seed, cfg.searcher.algorithm
-    if algorithm == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                          n_startup_trials=min(10, max(2, cfg.searcher.trials // 3)))
-    if algorithm == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, cfg.searcher.trials // 3)))
-    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, cfg.searcher.trials // 3)))
-
-
 def make_searcher(cfg: SweepConfig, sweep_dir: Path):
     """(search_alg, param_space, num_samples) for `tune.Tuner`."""
-    if cfg.searcher.uses_optuna:
+    algorithm = ALGORITHMS.get(cfg.searcher.algorithm)
+    if algorithm.uses_optuna:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view shows trials; no per-trial log lines
         storage = optuna.storages.RDBStorage(study_url(sweep_dir))
         searcher = ParetoOptunaSearch(
             space=cfg.search.suggest, metric=[o.metric for o in cfg.objectives], mode=[o.mode for o in cfg.objectives],
-            sampler=_sampler(cfg), study_name=cfg.name, storage=storage,
-            constraints=cfg.constraints.values)
+            sampler=algorithm.sampler(cfg.searcher.seed, cfg.searcher.trials), study_name=cfg.name, storage=storage,
+            constraints=functools.partial(violations, cfg.constraints))  # pickled with the searcher's state
         return searcher, {}, cfg.searcher.trials
     # Tune ignores max_concurrent_trials for a generator passed in (it only wraps Searchers in a
     # ConcurrencyLimiter), and trials reserve almost no CPU: the generator itself must cap them.
     generator = BasicVariantGenerator(random_state=cfg.searcher.seed, max_concurrent=cfg.searcher.concurrency)
-    if cfg.searcher.algorithm == "grid":
-        return generator, cfg.search.tune_param_space(), 1
-    return generator, cfg.search.tune_param_space(), cfg.searcher.trials
+    return generator, cfg.search.tune_param_space(), 1 if algorithm.enumerates else cfg.searcher.trials
 
 
 def fail_orphaned_trials(cfg: SweepConfig, sweep_dir: Path) -> int:

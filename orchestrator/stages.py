@@ -1,9 +1,11 @@
 """The work of one trial, stage by stage: train (a Ray task on a GPU/trainer slot), export and score
-the artifact (in the trial), time it on the board (the board actor).
+the artifact (a Ray task on the export resources), time it on the board (the board actor).
 
 Training runs as a Ray *generator* task so it can request the accelerator on its own, outside the
 trial's placement group, and stream one update per epoch back to the trial. The trial itself holds
 almost nothing, so while one trial exports and waits for the board, the next one already trains.
+`Stages` is what a trial calls; `RealStages` does the work, and the test-only stand-ins of
+`orchestrator.stand_in_stages` replace training and export with cheap fakes.
 """
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Protocol
 
 import ray
 
+from common.knobs import pick
 from detection.coco import CocoDataset
-from orchestrator.config import DataConfig, TrainingConfig, export_format
+from orchestrator.datasets import DataConfig, data_splits
+from trainables.export.registry import ExportKnobs
+from trainables.hyper import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -26,12 +31,12 @@ class TrainSpec:
 
     data: DataConfig
     seed: int
-    training: TrainingConfig
+    training: TrainSettings
     threads: int | None  # torch CPU threads (the train resources' CPU count)
     cache_dir: Path | None = None  # teacher cache on the training node (None: the node's default)
 
     def datasets(self) -> tuple[CocoDataset, CocoDataset]:
-        splits = self.data.splits(seed=self.seed)
+        splits = data_splits(self.data, seed=self.seed)
         return CocoDataset(splits.train), CocoDataset(splits.val)
 
 
@@ -96,28 +101,24 @@ def _stream_training(run) -> Iterator[EpochUpdate | TrainedModel]:
 def train_student_stream(knobs: dict, spec: TrainSpec, teacher: "TrainedModel | None",
                          resume: bytes | None) -> Iterator[EpochUpdate | TrainedModel]:
     """Train one trial's student; `resume` is a last.pt from an interrupted attempt of this trial."""
-    from trainables.student import StudentKnobs, train_student
+    from trainables.hyper import TrainConfig, TrainKnobs
+    from trainables.student import train_student
 
     train, val = spec.datasets()
-    student = StudentKnobs(student=knobs["student"], init=knobs["student_init"],
-                           freeze_backbone=knobs["freeze_backbone"], epochs=knobs["epochs"],
-                           img_size=knobs["img_size"], kd_method=knobs["kd_method"],
-                           teacher=None, kd_factor=knobs["kd_factor"],
-                           kd_off_last_epochs=knobs["kd_off_last_epochs"], fm_nms=knobs["fm_nms"],
-                           seed=knobs["seed"])
+    student = TrainKnobs.from_knobs(knobs)
     with tempfile.TemporaryDirectory(prefix="edgesweep-train-") as tmp:
         work = Path(tmp)
         if resume is not None:
             (work / "last.pt").write_bytes(resume)
         teacher_path = None
-        if teacher is not None and student.kd_method != "none":
+        if teacher is not None and student.distills:
             teacher_path = work / "teacher.pt"
             teacher_path.write_bytes(teacher.checkpoint)
-        base = spec.training.train_config(threads=spec.threads)
+        base = TrainConfig.from_settings(spec.training, threads=spec.threads)
 
         def run(on_epoch):
-            result = train_student(student, train, val, work, base=base, cache_dir=work,
-                                   teacher_checkpoint=teacher_path, on_epoch=on_epoch)
+            result = train_student(student, train, val, work, base=base, teacher_checkpoint=teacher_path,
+                                   on_epoch=on_epoch)
             return result.checkpoint, result.final_metrics
 
         yield from _stream_training(run)
@@ -127,10 +128,12 @@ def train_teacher_stream(size: str, epochs: int, img_size: int,
                          spec: TrainSpec) -> Iterator[EpochUpdate | TrainedModel]:
     """Train (or load from the node's cache) a teacher; the checkpoint comes back as bytes."""
     from orchestrator.datasets import cache_dir
+    from trainables.hyper import TrainConfig
     from trainables.kd.teachers import ensure_teacher, teacher_config, teacher_metrics
 
     train, val = spec.datasets()
-    cfg = teacher_config(spec.training.train_config(threads=spec.threads), epochs=epochs, img_size=img_size, seed=0)
+    cfg = teacher_config(TrainConfig.from_settings(spec.training, threads=spec.threads), epochs=epochs,
+                         img_size=img_size, seed=0)
 
     def run(on_epoch):
         path = ensure_teacher(size, train, val, cfg, spec.cache_dir or cache_dir(), on_epoch=on_epoch)
@@ -146,7 +149,7 @@ teacher_task = ray.remote(max_retries=0)(train_teacher_stream)
 
 def trial_format(knobs: dict) -> str:
     """The export format a trial's knobs ask for, e.g. onnxruntime + int8 -> "onnx-int8"."""
-    return export_format(knobs["runtime"], knobs["quantization"])
+    return pick(ExportKnobs, knobs).format.name
 
 
 @dataclass(frozen=True)
@@ -168,19 +171,20 @@ class ExportedArtifact:
                 "size_mb": self.size_mb, "metrics": self.metrics, "eval_ms": self.eval_ms, "settings": self.settings}
 
 
-def export_and_score(student: bytes, fmt: str, knobs: dict, spec: TrainSpec, calibration_images: int,
-                     ) -> ExportedArtifact:
-    """Export the student to `fmt` (calibrating on training images) and score the file itself
-    through its runtime on the val split: a trial's accuracy is the deployed artifact's."""
+def export_artifact(student: bytes, knobs: dict, spec: TrainSpec, calibration_images: int) -> ExportedArtifact:
+    """Export the student as its `ExportKnobs` say (calibrating on training images) and score the
+    file itself through its runtime on the val split: a trial's accuracy is the deployed artifact's."""
     from device_actors.accuracy import evaluate_artifact
     from device_actors.runtimes import RuntimeOptions
     from trainables.export import export_formats
 
+    export = pick(ExportKnobs, knobs)
+    fmt = export.format.name
     train, val = spec.datasets()
     with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
         checkpoint = Path(tmp) / "student.pt"
         checkpoint.write_bytes(student)
-        (artifact,) = export_formats(checkpoint, [fmt], Path(tmp) / "out", img_size=knobs["img_size"],
+        (artifact,) = export_formats(checkpoint, [fmt], Path(tmp) / "out", img_size=export.img_size,
                                      calibration=train, calib_images=calibration_images, calib_seed=spec.seed)
         content = artifact.read_bytes()
     scored = evaluate_artifact(content, artifact.runtime, val, options=RuntimeOptions(threads=1))
@@ -194,7 +198,22 @@ def export_and_score(student: bytes, fmt: str, knobs: dict, spec: TrainSpec, cal
         settings={k: v for k, v in artifact.settings.items() if k != "checkpoint"})
 
 
-export_task = ray.remote(max_retries=1)(export_and_score)
+export_task = ray.remote(max_retries=1)(export_artifact)
+
+
+class Stages(Protocol):
+    """What a trial runs, stage by stage (`orchestrator.trial.run_trial`)."""
+
+    @property
+    def train_task(self) -> Any:
+        """A Ray generator task (`.options(...).remote(knobs, spec, teacher, resume)`) streaming
+        `EpochUpdate`s, then one `TrainedModel`."""
+
+    def export_and_score(self, student: bytes, knobs: dict, ctx: Any) -> ExportedArtifact:
+        """The trial's artifact (its format follows the knobs), scored through its runtime."""
+
+    def time_on_board(self, exported: ExportedArtifact, knobs: dict, ctx: Any) -> dict:
+        """The board's latency report of the artifact, as a dict."""
 
 
 class RealStages:
@@ -203,10 +222,9 @@ class RealStages:
     train_task = train_task
 
     @staticmethod
-    def export_and_score(student: bytes, fmt: str, knobs: dict, ctx) -> ExportedArtifact:
+    def export_and_score(student: bytes, knobs: dict, ctx) -> ExportedArtifact:
         """A Ray task on the export resources: the trial process itself needs no CPU, nor torch."""
-        ref = export_task.options(**ctx.export_options).remote(student, fmt, knobs, ctx.train_spec,
-                                                               ctx.calibration_images)
+        ref = export_task.options(**ctx.export_options).remote(student, knobs, ctx.train_spec, ctx.calibration_images)
         return ray.get(ref)
 
     @staticmethod

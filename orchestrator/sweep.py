@@ -18,7 +18,6 @@ import ray
 from ray import tune
 
 from orchestrator import pareto
-from orchestrator._knobs import possible_values
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.live import LiveProgress
@@ -28,6 +27,7 @@ from orchestrator.searcher import fail_orphaned_trials, make_searcher
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, teacher_task
 from orchestrator.tracking import MlflowTrialCallback, SweepTracking, ui_command, ui_url
 from orchestrator.trial import TrialContext, run_trial
+from trainables.kd.registry import distilling_methods
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
     logging.getLogger("ray.tune").setLevel(logging.WARNING)  # Tune's INFO lines would break the live view
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    else:  # "local": a new private cluster, never one that `ray start` left running on this machine
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
 
 
 def _train_spec(cfg: SweepConfig) -> TrainSpec:
@@ -87,10 +87,10 @@ def _task_options(resources) -> dict:
 
 def needed_teachers(cfg: SweepConfig) -> list[tuple[str, int]]:
     """(teacher name, image size) pairs some trial may distil from."""
-    if set(possible_values(cfg.search, "kd_method")) == {"none"}:
+    if not set(cfg.search.possible_values("kd_method")) & set(distilling_methods()):
         return []
-    names = possible_values(cfg.search, "teacher")
-    sizes = possible_values(cfg.search, "img_size")
+    names = cfg.search.possible_values("teacher")
+    sizes = cfg.search.possible_values("img_size")
     if "img_size" in cfg.search.params and len(sizes) == 2 and not hasattr(cfg.search.params["img_size"], "values"):
         raise ConfigError("search.img_size: teachers are trained per image size, so img_size must be a choice or grid")
     return [(n, int(s)) for n in names if n is not None for s in sizes]
@@ -126,16 +126,11 @@ def write_report(cfg: SweepConfig, records: list[TrialRecord]) -> tuple[list[Tri
     out = cfg.sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     objectives = [(o.metric, o.mode) for o in cfg.objectives]
-    on_front = pareto.front(records, objectives, constraint_limits(cfg))
+    on_front = pareto.front(records, objectives, cfg.constraints)
     files = [pareto.write_csv(out / "pareto.csv", on_front), pareto.write_csv(out / "trials.csv", records)]
     if any(r.complete for r in records):
         files += pareto.write_plots(out, records, on_front)
     return on_front, files
-
-
-def constraint_limits(cfg: SweepConfig) -> dict[str, float]:
-    c = cfg.constraints
-    return {"latency_ms_max": c.latency_ms_max, "map50_95_min": c.map50_95_min, "size_mb_max": c.size_mb_max}
 
 
 class Sweep:

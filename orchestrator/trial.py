@@ -20,7 +20,8 @@ import ray
 from ray import tune
 
 from orchestrator.config import METRICS
-from orchestrator.stages import EpochUpdate, TrainedModel, TrainSpec, trial_format
+from orchestrator.stages import EpochUpdate, Stages, TrainedModel, TrainSpec
+from trainables.kd.registry import kd_method
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class TrialContext:
     timing: Any = None  # device_actors.timing.TimingProtocol
     runtime_options: Any = None  # callable threads -> RuntimeOptions
     calibration_images: int = 64
-    stages: Any = None  # orchestrator.stages-like object; tests swap in fast stand-ins
+    stages: Stages | None = None  # RealStages; tests swap in the stand-ins of orchestrator.stand_in_stages
 
 
 def _nan_objectives() -> dict[str, float]:
@@ -93,7 +94,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         return
     float_metrics: dict = state.get("float_metrics", {})
     if state["stage"] != "trained":
-        teacher = ctx.teachers.get(f"{knobs['teacher']}@{knobs['img_size']}") if knobs["kd_method"] != "none" else None
+        distills = kd_method(knobs["kd_method"]).needs_teacher
+        teacher = ctx.teachers.get(f"{knobs['teacher']}@{knobs['img_size']}") if distills else None
         stream = stages.train_task.options(**ctx.train_options).remote(knobs, ctx.train_spec, teacher, student)
         for ref in stream:
             item = ray.get(ref)
@@ -105,9 +107,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
                          "float_metrics": float_metrics})
             elif isinstance(item, TrainedModel):
                 student, float_metrics = item.checkpoint, item.metrics or float_metrics
-    fmt = trial_format(knobs)
     _report_stage("export", knobs)
-    exported = stages.export_and_score(student, fmt, knobs, ctx)
+    exported = stages.export_and_score(student, knobs, ctx)
     _report_stage("board", knobs)  # queued or timing: a board that left the cluster shows here until the timeout
     latency = stages.time_on_board(exported, knobs, ctx)
     final = {
@@ -115,7 +116,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         "map50_95": exported.metrics["map50_95"], "map50": exported.metrics["map50"],
         "precision": exported.metrics["precision"], "recall": exported.metrics["recall"],
         "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency_cv": latency["cv"],
-        "fps": latency["fps"], "size_mb": exported.size_mb, "format": fmt, "board_emulated": latency["emulated"],
+        "fps": latency["fps"], "size_mb": exported.size_mb, "format": exported.format, "board_emulated": latency["emulated"],
         "artifact_sha256": exported.sha256, "stand_in": bool(exported.settings.get("stand_in", False)),
         **{f"float_{k}": v for k, v in float_metrics.items()},
     }

@@ -89,6 +89,15 @@ class SearchSpace:
         """The value of a knob that is not sampled: fixed if pinned, else its default."""
         return self.fixed[knob] if knob in self.fixed else self.defaults[knob]
 
+    def possible_values(self, knob: str) -> tuple:
+        """Every value a knob can take in this space (the bounds, for numeric ranges)."""
+        if knob not in self.params:
+            return (self.base_value(knob),)
+        param = self.params[knob]
+        if isinstance(param, Choice):
+            return param.values
+        return param.low, param.high
+
     def is_active(self, knob: str, values: Mapping[str, object]) -> bool:
         """Whether `knob` matters given the parent values in `values` (unconditional: always)."""
         cond = self.conditions.get(knob)

@@ -36,7 +36,8 @@ def trained_student(tmp_path_factory) -> SimpleNamespace:
     from detection.coco import CocoDataset, SplitSpec
     from detection.synth import SynthConfig, generate
     from trainables.models.yolo import ModelSpec
-    from trainables.train import TrainConfig, fit
+    from trainables.hyper import TrainConfig
+    from trainables.train import fit
 
     root = tmp_path_factory.mktemp("trained-student")
     data_dir = root / "data"

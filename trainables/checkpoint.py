@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from detection.errors import UserError
+from common.errors import UserError
 from trainables.models.yolo import YOLO, ModelSpec, build_model
 
 FORMAT = "edgesweep-checkpoint/1"

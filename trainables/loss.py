@@ -12,24 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trainables.hyper import LossWeights
+
 LEVEL_BALANCE = (4.0, 1.0, 0.4)  # objectness weight of P3, P4, P5
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """YOLOv5 hyp.scratch-low gains, before the per-image-size scaling of `scaled`."""
-
-    box: float = 0.05
-    obj: float = 1.0
-    cls: float = 0.5
-    anchor_t: float = 4.0
-
-    def scaled(self, num_classes: int, img_size: int, levels: int = 3) -> "LossWeights":
-        """Scale gains as YOLOv5's train.py does, so they suit any class count and image size."""
-        return LossWeights(box=self.box * 3 / levels,
-                           obj=self.obj * (img_size / 640) ** 2 * 3 / levels,
-                           cls=self.cls * num_classes / 80 * 3 / levels,
-                           anchor_t=self.anchor_t)
 
 
 @dataclass(frozen=True)

@@ -11,67 +11,24 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Protocol
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
 from detection.coco import CocoDataset
-from trainables.augment import AugmentConfig
 from trainables.checkpoint import CheckpointError, checkpoint_spec, load_checkpoint, save_checkpoint
 from trainables.data import DetectionDataset, make_loader
 from trainables.ema import ModelEMA
 from trainables.evaluate import evaluate
-from trainables.loss import DetectionLoss, LossWeights
+from trainables.hyper import TrainConfig
+from trainables.kd.base import Distiller
+from trainables.loss import DetectionLoss
 from trainables.models.yolo import YOLO, ModelSpec, build_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training hyper-parameters; defaults follow YOLOv5's hyp.scratch-low where they apply."""
-
-    epochs: int = 10
-    img_size: int = 128
-    batch_size: int = 16
-    nominal_batch: int = 16  # gradients are accumulated up to this many images per step (YOLOv5: 64)
-    # "auto": AdamW for short schedules (< 10k optimizer steps), SGD with nesterov momentum for long
-    # ones (Ultralytics' rule); on the embedded default AdamW reaches in 8 epochs what SGD does in 16.
-    optimizer: Literal["auto", "sgd", "adamw"] = "auto"
-    lr0: float | None = None  # None: 0.01 for SGD, 0.002 for AdamW
-    lrf: float = 0.01  # final LR = lr0 * lrf
-    lr_schedule: Literal["cosine", "linear"] = "linear"
-    momentum: float = 0.937
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    warmup_momentum: float = 0.8
-    warmup_bias_lr: float | None = None  # None: 0.1 for SGD (YOLOv5), 0 for AdamW
-    ema: bool = True
-    amp: bool = True  # mixed precision: float16 on CUDA, bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX)
-    device: str = "auto"  # "auto" picks CUDA when present
-    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (oneDNN) and tensor cores
-    threads: int | None = None  # torch CPU threads; None leaves torch's default
-    workers: int = 0  # data loader processes
-    cache_images: bool = True
-    freeze_backbone: bool = False
-    init: str | None = None  # start from this checkpoint's weights (a "pretrained" student)
-    seed: int = 0
-    val_every: int = 1  # evaluate on the val split every N epochs (and always after the last)
-    loss: LossWeights = field(default_factory=LossWeights)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        d["loss"] = LossWeights(**d.get("loss", {}))
-        d["augment"] = AugmentConfig(**d.get("augment", {}))
-        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -100,19 +57,6 @@ class TrainResult:
             if r.metrics:
                 return r.metrics
         return {}
-
-
-class Distiller(Protocol):
-    """What the trainer needs from a knowledge-distillation method (see `trainables.kd`)."""
-
-    def named_trainable_parameters(self) -> Iterable[tuple[str, nn.Parameter]]: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> object: ...
-    def to(self, device: torch.device) -> object: ...
-    def train(self, mode: bool = True) -> object: ...
-
-    def __call__(self, images: torch.Tensor, student_raw: list[torch.Tensor], student_feats: list[torch.Tensor],
-                 targets: torch.Tensor, *, epoch: int, epochs: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
 
 BatchCallback = Callable[[int, int, int, dict[str, float]], None]  # (epoch, batch, batches, losses)

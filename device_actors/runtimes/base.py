@@ -12,7 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
-from detection.errors import UserError
+from common.errors import UserError
+from common.knobs import knob
 
 
 class RuntimeLoadError(UserError, RuntimeError):
@@ -21,7 +22,9 @@ class RuntimeLoadError(UserError, RuntimeError):
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    threads: int = 1
+    """How the board runs an artifact: `threads` is a trial knob, the rest the sweep's `board:` section."""
+
+    threads: int = knob(1, "inference threads on the board", minimum=1)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)  # onnxruntime execution providers, in order
     delegate: str | None = None  # TFLite external delegate library, e.g. /usr/lib/libvx_delegate.so
     delegate_options: dict[str, str] = field(default_factory=dict)

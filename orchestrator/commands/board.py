@@ -12,6 +12,10 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    from device_actors.runtimes import RUNTIMES, RuntimeOptions  # numpy only: the board has it
+    from device_actors.timing import TimingProtocol
+
+    protocol = TimingProtocol()
     p = sub.add_parser("board", help="the latency board: join it to the cluster, list boards, time a model")
     bsub = p.add_subparsers(dest="board_command", required=True, metavar="ACTION")
 
@@ -37,16 +41,16 @@ def add_parser(sub) -> None:
     b = bsub.add_parser("bench", help="time one .onnx/.tflite artifact on a board and print the report")
     b.add_argument("model", type=Path)
     b.add_argument("--board", required=True, help="board name")
-    b.add_argument("--runtime", choices=["onnxruntime", "tflite"], default=None, help="default: by file suffix")
-    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--runtime", choices=RUNTIMES.names(), default=None, help="default: by file suffix")
+    b.add_argument("--threads", type=int, default=RuntimeOptions.threads)
     b.add_argument("--providers", default="CPUExecutionProvider",
                    help="onnxruntime execution providers, comma-separated")
     b.add_argument("--delegate", default=None, help="TFLite external delegate, e.g. /usr/lib/libvx_delegate.so")
     b.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE")
-    b.add_argument("--warmup", type=int, default=10)
-    b.add_argument("--min-runs", type=int, default=50)
-    b.add_argument("--min-seconds", type=float, default=2.0)
-    b.add_argument("--cooldown", type=float, default=0.0, help="seconds of rest before timing")
+    b.add_argument("--warmup", type=int, default=protocol.warmup_runs)
+    b.add_argument("--min-runs", type=int, default=protocol.min_runs)
+    b.add_argument("--min-seconds", type=float, default=protocol.min_seconds)
+    b.add_argument("--cooldown", type=float, default=protocol.cooldown_seconds, help="seconds of rest before timing")
     b.add_argument("--emulate", action="store_true", help="use an emulated board on this machine if NAME is missing")
     b.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait, queue included")
     _add_cluster_args(b, default_address=None)
@@ -74,7 +78,7 @@ def _connect(args: argparse.Namespace) -> None:
     """ray.init as a driver; the token goes into this process's environment, where Ray reads it."""
     import ray
 
-    from detection.errors import UserError
+    from common.errors import UserError
     from device_actors.join import resolve_auth_token
     from device_actors.naming import NAMESPACE
 
@@ -82,7 +86,7 @@ def _connect(args: argparse.Namespace) -> None:
     if token is not None:
         os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token.value)
     try:
-        ray.init(address=args.address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
+        ray.init(address=args.address or "local", namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
     except ConnectionError as e:
         raise UserError(f"no Ray cluster at {args.address or 'this machine'} ({e}); pass --address HEAD:PORT") from None
 

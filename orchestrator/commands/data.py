@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from orchestrator.datasets import DEFAULT_SYNTH
+from orchestrator.datasets import EmbeddedDefault
 
 
 def add_parser(sub) -> None:
@@ -12,10 +12,10 @@ def add_parser(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     s = dsub.add_parser("synth", help="generate the synthetic COCO-format detection set")
     s.add_argument("--out", type=Path, required=True, help="output directory")
-    s.add_argument("--train", type=int, default=DEFAULT_SYNTH["train"], help="training images")
-    s.add_argument("--val", type=int, default=DEFAULT_SYNTH["val"], help="validation images")
-    s.add_argument("--size", type=int, default=DEFAULT_SYNTH["size"], help="image side in pixels")
-    s.add_argument("--seed", type=int, default=DEFAULT_SYNTH["seed"], help="same seed, same bytes")
+    s.add_argument("--train", type=int, default=EmbeddedDefault.train, help="training images")
+    s.add_argument("--val", type=int, default=EmbeddedDefault.val, help="validation images")
+    s.add_argument("--size", type=int, default=EmbeddedDefault.size, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=EmbeddedDefault.seed, help="same seed, same bytes")
     s.set_defaults(run=run_synth)
 
 

@@ -5,13 +5,14 @@ import argparse
 from pathlib import Path
 
 from orchestrator.commands.train import add_data_args
+from trainables.hyper import TrainKnobs
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint (COCO mAP via pycocotools)")
     p.add_argument("--checkpoint", type=Path, required=True)
     add_data_args(p)
-    p.add_argument("--img-size", type=int, default=128)
+    p.add_argument("--img-size", type=int, default=TrainKnobs.img_size)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.set_defaults(run=run)

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from device_actors.runtimes.base import RuntimeOptions
 from orchestrator.commands.train import add_data_args
+from orchestrator.datasets import DataConfig
+from trainables.hyper import TrainKnobs
 
 if TYPE_CHECKING:
     from detection.coco import CocoDataset
@@ -39,9 +42,9 @@ class ArtifactReport:
                 m.map50_95, m.map50, a.size_mb]
 
 
-def measure_artifact(artifact: "Artifact", val_data: "CocoDataset", *, options: "RuntimeOptions",
-                     protocol: "TimingProtocol",
-                     progress: Callable[[int, int], None] | None = None) -> ArtifactReport:
+def time_and_score(artifact: "Artifact", val_data: "CocoDataset", *, options: "RuntimeOptions",
+                   protocol: "TimingProtocol",
+                   progress: Callable[[int, int], None] | None = None) -> ArtifactReport:
     """Median latency of one inference on a real val image, then COCO mAP on `val_data`."""
     from detection.letterbox import letterbox, to_input
     from device_actors.accuracy import evaluate_artifact
@@ -59,13 +62,13 @@ def measure_artifact(artifact: "Artifact", val_data: "CocoDataset", *, options: 
 def parse_formats(text: str) -> list[str]:
     """'onnx, onnx-int8' -> ['onnx', 'onnx-int8']; 'all' -> every registered format. Unknown names
     fail here, before the data set is loaded."""
-    from trainables.export import ExportError, get_format, known_formats
+    from trainables.export import FORMATS, ExportError, get_format
 
     names = [name.strip() for name in text.split(",") if name.strip()]
     if names == ["all"]:
-        return known_formats()
+        return list(FORMATS.names())
     if not names:
-        raise ExportError(f"--formats is empty; known formats: {', '.join(known_formats())} (or 'all')")
+        raise ExportError(f"--formats is empty; known formats: {', '.join(FORMATS.names())} (or 'all')")
     return [get_format(name).name for name in names]
 
 
@@ -77,10 +80,11 @@ def add_parser(sub) -> None:
                    help="comma-separated: onnx, onnx-fp16, onnx-dynamic, onnx-int8, tflite, tflite-fp16, "
                         "tflite-dynamic, tflite-int8; or 'all'")
     add_data_args(p)
-    p.add_argument("--img-size", type=int, default=128, help="fixed input size of the exported models")
-    p.add_argument("--calib-images", type=int, default=64, help="training images that calibrate int8 formats")
+    p.add_argument("--img-size", type=int, default=TrainKnobs.img_size, help="fixed input size of the exported models")
+    p.add_argument("--calib-images", type=int, default=DataConfig.calibration_images,
+                   help="training images that calibrate int8 formats")
     p.add_argument("--calib-method", default="minmax", help="minmax, percentile or entropy (ONNX); TFLite: minmax")
-    p.add_argument("--threads", type=int, default=1, help="runtime threads for timing and evaluation")
+    p.add_argument("--threads", type=int, default=RuntimeOptions.threads, help="runtime threads for timing and evaluation")
     p.add_argument("--latency-seconds", type=float, default=2.0, help="minimum timed duration per model")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/export/<run>-<size>px)")
     p.set_defaults(run=run)
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         images = bar.add_task("images", total=len(val_data), info="")
         for done, artifact in enumerate(artifacts, start=1):
             bar.update(measuring, info=artifact.format)
-            reports.append(measure_artifact(
+            reports.append(time_and_score(
                 artifact, val_data, options=options, protocol=protocol,
                 progress=lambda i, total: bar.update(images, completed=i, total=total)))
             bar.update(measuring, completed=done)

@@ -60,7 +60,7 @@ def print_report(sweep_dir: Path) -> None:
     """The Pareto table (knobs that vary, mAP, latency, size), the report files and the MLflow UI command."""
     from orchestrator.config import parse_config
     from orchestrator.console import stdout, table
-    from orchestrator.pareto import KNOB_COLUMNS
+    from orchestrator.pareto import knob_columns
     from orchestrator.results import load_records
     from orchestrator.sweep import write_report
     from orchestrator.tracking import ui_command, ui_url
@@ -69,7 +69,7 @@ def print_report(sweep_dir: Path) -> None:
     cfg = parse_config(state["config"], source=str(sweep_dir / "sweep.json"), base_dir=sweep_dir)
     records = load_records(sweep_dir)
     on_front, files = write_report(cfg, records)
-    shown = [k for k in KNOB_COLUMNS if len({str(r.knobs.get(k)) for r in records}) > 1] or ["kd_method"]
+    shown = [k for k in knob_columns() if len({str(r.knobs.get(k)) for r in records}) > 1] or ["kd_method"]
     header = ["trial", *shown, "format", "mAP@.5:.95", "mAP@.5", "latency ms", "size MB"]
     body = [[r.trial_id, *(r.knobs.get(k) for k in shown), r.metrics.get("format"), r.metrics.get("map50_95"),
              r.metrics.get("map50"), r.metrics.get("latency_ms"), r.metrics.get("size_mb")] for r in on_front]

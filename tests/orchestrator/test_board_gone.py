@@ -2,7 +2,7 @@
 
 A real two-node cluster (tests/conftest.py `board_cluster`: a head, and a torch-free board node that
 joined with `board join`) runs a sweep whose training and export are the test-only stand-ins of
-`orchestrator.testing`; the board stage is real, and slow enough (about a second per artifact, no
+`orchestrator.stand_in_stages`; the board stage is real, and slow enough (about a second per artifact, no
 cache hits) that trials queue for it. Once the first trial is complete the board node is stopped, as when the
 board is switched off. What a user must see: the live view shows the remaining trials waiting in
 the "board" stage, each fails after `board.timeout_s` with a message that names the board and says
@@ -28,7 +28,7 @@ from orchestrator.config import parse_config
 from orchestrator.live import LiveProgress
 from orchestrator.results import load_records
 from orchestrator.sweep import run_sweep
-from orchestrator.testing import StandInStages
+from orchestrator.stand_in_stages import StandInStages
 
 BOARD_TIMEOUT_S = 12.0
 TRIALS = 4

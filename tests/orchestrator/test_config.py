@@ -15,8 +15,10 @@ from PIL import Image
 from orchestrator import _knobs
 from orchestrator.config import (DATA_KEYS, SEARCHER_KEYS, TOP_KEYS, TRAINING_KEYS, ConstraintsConfig, load_config,
                                  parse_config)
+from orchestrator.datasets import data_splits
 from orchestrator.errors import ConfigError
 from search_spaces import Choice, Grid, LogUniform
+from trainables.export.registry import format_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -107,7 +109,7 @@ def test_thesis_grid_runs_each_distinct_combination_once(tmp_path):
     assert cfg.searcher.trials == cfg.search.grid_size() == (1 + 2 * 2 * 3) * 2 * 2 * 2
     points = list(cfg.search.grid_points())
     assert len({json.dumps(p, sort_keys=True) for p in points}) == len(points) == 104
-    assert {_knobs.export_format(p["runtime"], p["quantization"]) for p in points} == {"onnx", "onnx-dynamic"}
+    assert {format_for(p["runtime"], p["quantization"]).name for p in points} == {"onnx", "onnx-dynamic"}
 
 
 # ---- every mistake names its key path and what is allowed -------------------------------------------
@@ -237,7 +239,7 @@ def test_relative_paths_resolve_against_the_config_file_directory(tmp_path, monk
     monkeypatch.chdir(tmp_path)  # somewhere else
     cfg = load_config(Path("project/kd.yaml"))
     assert cfg.data.root == project / "data" / "coco"
-    assert cfg.teachers["big"].knob_value == str(project / "ckpt" / "teacher.pt")
+    assert cfg.teachers["big"].checkpoint == project / "ckpt" / "teacher.pt"
     assert cfg.output_dir == project / "runs" / "sweeps" and cfg.sweep_dir == project / "runs" / "sweeps" / "t"
     assert cfg.search.defaults["teacher"] == "big"  # the only teacher is the default
 
@@ -266,12 +268,14 @@ def test_grid_choices_are_sampled_as_categorical_by_optuna_searchers_and_enumera
 
 
 def test_constraint_values_follow_optunas_feasible_at_or_below_zero():
+    from orchestrator.pareto import violations
+
     constraints = ConstraintsConfig(latency_ms_max=50.0, map50_95_min=0.3, size_mb_max=4.0)
-    values = constraints.values({"latency_ms": 40.0, "map50_95": 0.25, "size_mb": 4.0})
+    values = violations(constraints, {"latency_ms": 40.0, "map50_95": 0.25, "size_mb": 4.0})
     assert values == pytest.approx({"latency_ms_max": -10.0, "map50_95_min": 0.05, "size_mb_max": 0.0})
-    assert ConstraintsConfig().values({}) == {}
+    assert violations(ConstraintsConfig(), {}) == {}
     with pytest.raises(ValueError, match="latency_ms_max needs the metric latency_ms"):
-        constraints.values({"map50_95": 0.5})
+        violations(constraints, {"map50_95": 0.5})
 
 
 def test_coco_splits_load_as_real_datasets(tmp_path):
@@ -280,7 +284,7 @@ def test_coco_splits_load_as_real_datasets(tmp_path):
     coco = write_coco_2017(tmp_path / "coco", images_per_split=4)
     cfg = parse_config(with_change("data", {"source": "coco", "root": str(coco), "train_subset": 3,
                                             "bad_images": "fail"}), base_dir=tmp_path)
-    splits = cfg.data.splits(seed=cfg.seed)
+    splits = data_splits(cfg.data, seed=cfg.seed)
     train, val = CocoDataset(splits.train), CocoDataset(splits.val)
     assert len(train) == 3 and len(val) == 4 and splits.train.bad_images == "fail"
 
@@ -290,7 +294,7 @@ def test_default_source_generates_and_splits_the_synthetic_set(tmp_path, monkeyp
 
     monkeypatch.setenv("EDGESWEEP_CACHE", str(tmp_path / "cache"))
     cfg = parse_config(with_change("data", {"synth": {"train": 4, "val": 2, "size": 64, "seed": 1}, "val_subset": 1}))
-    splits = cfg.data.splits(seed=0)
+    splits = data_splits(cfg.data, seed=0)
     assert splits.train.annotations.is_relative_to(tmp_path / "cache")
     assert len(CocoDataset(splits.train)) == 4 and len(CocoDataset(splits.val)) == 1
 
@@ -298,46 +302,26 @@ def test_default_source_generates_and_splits_the_synthetic_set(tmp_path, monkeyp
 # ---- the config stays in step with the code it configures -------------------------------------------
 
 
-def test_allowed_names_match_trainables_and_device_actors():
-    from device_actors.runtimes import RUNTIMES
-    from trainables.export.formats import get_format
-    from trainables.kd import KD_METHODS
-    from trainables.models.yolo import SIZES
+def test_cli_train_defaults_are_the_sweep_knobs_defaults():
+    from orchestrator.cli import build_parser
 
-    assert _knobs.KD_METHODS == KD_METHODS
-    assert _knobs.MODEL_SIZES == tuple(SIZES)
-    assert _knobs.RUNTIMES == tuple(RUNTIMES)
-    for runtime in _knobs.RUNTIMES:
-        for quantization in _knobs.QUANTIZATIONS:
-            assert get_format(_knobs.export_format(runtime, quantization)).runtime == runtime
-
-
-def test_defaults_match_the_trainer_and_the_timing_protocol():
-    from trainables.loss import LossWeights
-    from trainables.student import StudentKnobs
-    from trainables.train import TrainConfig
-
+    args = build_parser().parse_args(["train"])
     cfg = parse_config(base_config())
-    trainer = TrainConfig()
-    for f in fields(cfg.training):
-        if f.name not in ("loss", "augment"):
-            assert getattr(cfg.training, f.name) == getattr(trainer, f.name), f.name
-    assert asdict(cfg.training.loss) == asdict(LossWeights())
-    knobs = StudentKnobs()
-    static = {k: knob.default for k, knob in _knobs.KNOBS.items()}
-    for name, knob_name in (("student", "student"), ("init", "student_init"), ("freeze_backbone", "freeze_backbone"),
-                            ("epochs", "epochs"), ("img_size", "img_size"), ("kd_method", "kd_method"),
-                            ("kd_factor", "kd_factor"), ("kd_off_last_epochs", "kd_off_last_epochs"),
-                            ("fm_nms", "fm_nms"), ("seed", "seed")):
-        assert static[knob_name] == getattr(knobs, name), knob_name
-    assert cfg.teachers["s"].epochs == 3 and parse_config(
-        with_change("teachers.s", {"model": "s"})).teachers["s"].epochs == knobs.teacher_epochs
+    defaults = cfg.search.defaults
+    assert (args.model, args.epochs, args.img_size, args.seed, args.kd, args.kd_factor, args.kd_off_last) == (
+        defaults["student"], defaults["epochs"], defaults["img_size"], defaults["seed"], defaults["kd_method"],
+        defaults["kd_factor"], defaults["kd_off_last_epochs"])
+    assert (args.batch_size, args.lr_schedule, args.workers) == (cfg.training.batch_size, cfg.training.lr_schedule,
+                                                                 cfg.training.workers)
+    assert parse_config(with_change("teachers.s", {"model": "s"})).teachers["s"].epochs == args.teacher_epochs
 
 
 def test_training_section_builds_the_trainer_config():
+    from trainables.hyper import TrainConfig
+
     cfg = parse_config(with_change("training", {"batch_size": 8, "lr_schedule": "cosine", "loss": {"obj": 0.7},
                                                 "augment": {"fliplr": 0.0}}))
-    train = cfg.training.train_config(device="cpu", threads=1)
+    train = TrainConfig.from_settings(cfg.training, device="cpu", threads=1)
     assert (train.batch_size, train.lr_schedule, train.device, train.threads) == (8, "cosine", "cpu", 1)
     assert train.loss.obj == 0.7 and train.augment.fliplr == 0.0 and train.nominal_batch == 16
 
@@ -356,7 +340,8 @@ def test_reference_documents_every_key_and_knob():
     keys = {*TOP_KEYS, *DATA_KEYS, *TRAINING_KEYS, *SEARCHER_KEYS, *config.SYNTH_KEYS, *config.TEACHER_KEYS,
             *config.LOSS_KEYS, *config.AUGMENT_KEYS, *config.CONSTRAINT_KEYS, *config.BOARD_KEYS,
             *config.TIMING_KEYS, *config.MLFLOW_KEYS, *config.RESOURCES_KEYS, *config.RESOURCE_KEYS,
-            *config.STUDENT_KEYS, *config.SPLIT_KEYS, *config.OBJECTIVE_KEYS, *_knobs.KNOBS, *_knobs.DISTRIBUTIONS}
+            *config.STUDENT_KEYS, *config.SPLIT_KEYS, *config.OBJECTIVE_KEYS, *_knobs.knob_table(),
+            *_knobs.DISTRIBUTIONS}
     missing = sorted(k for k in keys if f"`{k}`" not in reference)
     assert not missing, f"docs/config-reference.md does not mention {missing}"
 

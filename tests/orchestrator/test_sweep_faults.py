@@ -1,6 +1,6 @@
 """Faults during a sweep: a trial that raises, a killed board actor, a killed driver.
 
-Training and export are the test-only stand-in stages of `orchestrator.testing` (they sleep and
+Training and export are the test-only stand-in stages of `orchestrator.stand_in_stages` (they sleep and
 return a toy ONNX detector) because these tests are about the sweep machinery; everything else is
 real: a local Ray cluster, Tune, OptunaSearch with its SQLite study, MLflow, the board actor.
 """
@@ -25,7 +25,7 @@ from orchestrator.config import parse_config
 from orchestrator.results import load_records
 from orchestrator.searcher import study_url
 from orchestrator.sweep import run_sweep
-from orchestrator.testing import StandInStages
+from orchestrator.stand_in_stages import StandInStages
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,7 +132,7 @@ DRIVER = textwrap.dedent("""
     from pathlib import Path
     from orchestrator.config import load_config
     from orchestrator.sweep import run_sweep
-    from orchestrator.testing import StandInStages
+    from orchestrator.stand_in_stages import StandInStages
     run_sweep(load_config(Path(sys.argv[1])), resume=sys.argv[2] == "resume",
               stages=StandInStages(train_seconds=3.0), show_progress=True)  # the progress callback is saved with the sweep
 """)

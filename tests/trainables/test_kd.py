@@ -6,14 +6,16 @@ import torch
 
 from detection.coco import CocoDataset, SplitSpec
 from detection.synth import SynthConfig, generate
+from tests.kd_helpers import identity_adapters_
 from trainables.checkpoint import load_checkpoint, load_model, save_checkpoint
 from trainables.kd import KD_METHODS, KDConfigError, build_distiller
 from trainables.kd.cwd import cwd_loss, pkd_loss
 from trainables.kd.feature import imitation_mask
 from trainables.kd.output import fm_nms
 from trainables.models.yolo import ModelSpec, build_model
-from trainables.student import StudentKnobs, train_student
-from trainables.train import TrainConfig
+from trainables.hyper import TrainKnobs
+from trainables.student import train_student
+from trainables.hyper import TrainConfig
 
 TINY = TrainConfig(epochs=1, img_size=64, batch_size=8, nominal_batch=8, warmup_epochs=0, val_every=99)
 
@@ -58,14 +60,15 @@ def test_loaded_teacher_predicts_exactly_what_a_reloaded_checkpoint_predicts(tea
 @pytest.mark.parametrize("method", [m for m in KD_METHODS if m != "none"])
 def test_teacher_bn_statistics_unchanged_and_adapters_trained_after_a_kd_epoch(method, teacher_ckpt, tiny_data,
                                                                              tmp_path):
-    knobs = StudentKnobs(student="n", kd_method=method, teacher=str(teacher_ckpt), epochs=1, img_size=64)
+    knobs = TrainKnobs(student="n", kd_method=method, teacher=str(teacher_ckpt), epochs=1, img_size=64)
     teacher_before = {k: v.clone() for k, v in load_model(teacher_ckpt).state_dict().items()}
     captured = {}
 
     def on_epoch(result, checkpoint):
         captured["ckpt"] = load_checkpoint(checkpoint)
 
-    train_student(knobs, tiny_data[0], None, tmp_path / method, base=TINY, cache_dir=tmp_path, on_epoch=on_epoch)
+    train_student(knobs, tiny_data[0], None, tmp_path / method, base=TINY, teacher_checkpoint=teacher_ckpt,
+                  on_epoch=on_epoch)
     ckpt = captured["ckpt"]
     # the teacher file is untouched and the distiller never saved teacher weights
     teacher_after = load_model(teacher_ckpt).state_dict()
@@ -109,23 +112,12 @@ def test_adaptation_parameters_change_after_an_optimizer_step(method, teacher_ck
     assert any(not torch.equal(before[k], v) for k, v in params.items())
 
 
-def _identity_conv_(conv):
-    with torch.no_grad():
-        conv.weight.zero_()
-        k = conv.kernel_size[0] // 2
-        for c in range(conv.out_channels):
-            conv.weight[c, c, k, k] = 1.0
-        if conv.bias is not None:
-            conv.bias.zero_()
-
-
 @pytest.mark.parametrize("method", ["feature", "cwd", "pkd"])
 def test_feature_losses_are_zero_when_student_equals_teacher_and_grow_with_divergence(method):
     spec = ModelSpec("n", 3)
     teacher = build_model(spec).eval()
     distiller = build_distiller(method, teacher, spec, img_size=64)
-    for conv in list(getattr(distiller, "adapt", [])) + list(getattr(distiller, "align", [])):
-        _identity_conv_(conv)
+    identity_adapters_(distiller)
     torch.manual_seed(0)
     feats = [torch.randn(2, c, s, s) for c, s in zip(spec.feature_channels, (8, 4, 2))]
     targets = torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.4], [1, 0, 0.25, 0.25, 0.3, 0.3]])

@@ -8,7 +8,8 @@ from detection.coco import CocoDataset, SplitSpec
 from detection.synth import SynthConfig, generate
 from trainables.checkpoint import CheckpointError, load_checkpoint
 from trainables.models.yolo import ModelSpec
-from trainables.train import TrainConfig, _lr_factor, autocast_dtype, choose_optimizer, fit, select_device
+from trainables.hyper import TrainConfig
+from trainables.train import _lr_factor, autocast_dtype, choose_optimizer, fit, select_device
 
 TINY = TrainConfig(epochs=2, img_size=64, batch_size=4, nominal_batch=8, warmup_epochs=0.5, val_every=99,
                    threads=1)

@@ -3,13 +3,27 @@
 `export_formats(checkpoint, ["onnx", "onnx-int8", "tflite-int8"], out_dir, img_size=128,
 calibration=train_split)` returns one `Artifact` per format. Every graph ends in the decode, so
 the board only runs NMS (`detection.postprocess`); `device_actors.accuracy` scores the files.
-"""
-from trainables.export.artifact import Artifact, ExportError, describe
-from trainables.export.calibration import calibration_images
-from trainables.export.formats import FORMATS, ExportFormat, get_format, known_formats
-from trainables.export.graph import ExportGraph, GridDecode
-from trainables.export.onnx_export import export_onnx
-from trainables.export.pipeline import artifact_filename, export_formats
 
-__all__ = ["FORMATS", "Artifact", "ExportError", "ExportFormat", "ExportGraph", "GridDecode", "artifact_filename",
-           "calibration_images", "describe", "export_formats", "export_onnx", "get_format", "known_formats"]
+The registry of formats (`trainables.export.registry`) imports no torch; the exporters do, and
+are imported on first use.
+"""
+from __future__ import annotations
+
+from trainables.export.artifact import Artifact, ExportError, describe
+from trainables.export.registry import (FORMATS, ArtifactFormat, ExportKnobs, format_for, get_format, quantizations,
+                                        register_format, runtimes)
+
+__all__ = ["FORMATS", "Artifact", "ArtifactFormat", "ExportError", "ExportGraph", "ExportKnobs", "GridDecode",
+           "artifact_filename", "calibration_images", "describe", "export_formats", "export_onnx", "format_for",
+           "get_format", "quantizations", "register_format", "runtimes"]
+
+_TORCH_SIDE = {"ExportGraph": "graph", "GridDecode": "graph", "export_onnx": "onnx_export",
+               "calibration_images": "calibration", "artifact_filename": "pipeline", "export_formats": "pipeline"}
+
+
+def __getattr__(name: str):
+    if name in _TORCH_SIDE:
+        import importlib
+
+        return getattr(importlib.import_module(f"trainables.export.{_TORCH_SIDE[name]}"), name)
+    raise AttributeError(f"module 'trainables.export' has no attribute {name!r}")

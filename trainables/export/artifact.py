@@ -5,7 +5,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detection.errors import UserError
+from common.errors import UserError
 
 _HASH_CHUNK = 1 << 20
 

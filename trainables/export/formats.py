@@ -1,4 +1,4 @@
-"""The registry of export formats: name -> how to build the file and which runtime loads it.
+"""How each registered format's file is built (`trainables.export.registry` names these functions).
 
 Quantized variants start from a float file (ONNX or TFLite) that several of them share, so
 `Intermediates` makes each float file and the calibration set at most once per export run.
@@ -6,8 +6,6 @@ Quantized variants start from a float file (ONNX or TFLite) that several of them
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,9 +15,8 @@ from trainables.export.artifact import ExportError
 from trainables.export.calibration import calibration_images, provenance
 from trainables.export.graph import ExportGraph
 from trainables.export.onnx_export import export_onnx
-from trainables.export.onnx_quant import (CALIB_METHODS, convert_onnx_fp16, quantize_onnx_dynamic,
-                                          quantize_onnx_static)
-from trainables.export.tflite import TFLITE_CALIB_METHODS, convert_tflite, quantize_tflite
+from trainables.export.onnx_quant import convert_onnx_fp16, quantize_onnx_dynamic, quantize_onnx_static
+from trainables.export.tflite import convert_tflite, quantize_tflite
 
 if TYPE_CHECKING:
     from detection.coco import CocoDataset
@@ -64,81 +61,46 @@ class Intermediates:
         return provenance(self._calibration_data, self._calib_images, self._calib_seed)
 
 
-Build = Callable[[Intermediates, Path], dict]  # writes the file at the path, returns its settings
+def _copy(source: tuple[Path, dict], path: Path) -> dict:
+    shutil.copyfile(source[0], path)
+    return source[1]
 
 
-@dataclass(frozen=True)
-class ExportFormat:
-    name: str
-    runtime: str  # device_actors runtime name
-    suffix: str
-    description: str
-    build: Build
-    calib_methods: tuple[str, ...] = ()  # empty: needs no calibration
-
-    @property
-    def needs_calibration(self) -> bool:
-        return bool(self.calib_methods)
+def onnx_fp32(ctx: Intermediates, path: Path) -> dict:
+    return _copy(ctx.float_onnx(), path)
 
 
-def _copy_of(source: Callable[[Intermediates], tuple[Path, dict]]) -> Build:
-    def build(ctx: Intermediates, path: Path) -> dict:
-        float_path, settings = source(ctx)
-        shutil.copyfile(float_path, path)
-        return settings
-    return build
+def onnx_fp16(ctx: Intermediates, path: Path) -> dict:
+    src, base = ctx.float_onnx()
+    return {**base, **convert_onnx_fp16(src, path)}
 
 
-def _derived(source: Callable[[Intermediates], tuple[Path, dict]],
-             make: Callable[[Path, Path, Intermediates], dict], *, calibrated: bool = False) -> Build:
-    def build(ctx: Intermediates, path: Path) -> dict:
-        float_path, base = source(ctx)
-        settings = {**base, **make(float_path, path, ctx)}
-        if calibrated:
-            settings.update(ctx.calibration_provenance())
-        return settings
-    return build
+def onnx_dynamic(ctx: Intermediates, path: Path) -> dict:
+    src, base = ctx.float_onnx()
+    return {**base, **quantize_onnx_dynamic(src, path)}
 
 
-FORMATS: dict[str, ExportFormat] = {}
+def onnx_int8(ctx: Intermediates, path: Path) -> dict:
+    src, base = ctx.float_onnx()
+    made = quantize_onnx_static(src, path, ctx.calibration_images(), calib_method=ctx.calib_method)
+    return {**base, **made, **ctx.calibration_provenance()}
 
 
-def register(fmt: ExportFormat) -> None:
-    if fmt.name in FORMATS:
-        raise ValueError(f"export format {fmt.name!r} is registered twice")
-    FORMATS[fmt.name] = fmt
+def tflite_fp32(ctx: Intermediates, path: Path) -> dict:
+    return _copy(ctx.float_tflite(), path)
 
 
-def get_format(name: str) -> ExportFormat:
-    if name not in FORMATS:
-        raise ExportError(f"unknown export format {name!r}; known formats: {', '.join(FORMATS)}")
-    return FORMATS[name]
+def tflite_fp16(ctx: Intermediates, path: Path) -> dict:
+    src, base = ctx.float_tflite()
+    return {**base, **quantize_tflite(src, path, mode="fp16")}
 
 
-def known_formats() -> list[str]:
-    return list(FORMATS)
+def tflite_dynamic(ctx: Intermediates, path: Path) -> dict:
+    src, base = ctx.float_tflite()
+    return {**base, **quantize_tflite(src, path, mode="dynamic")}
 
 
-_onnx = Intermediates.float_onnx
-_tflite = Intermediates.float_tflite
-for _fmt in (
-    ExportFormat("onnx", "onnxruntime", ".onnx", "float32, decode in the graph", _copy_of(_onnx)),
-    ExportFormat("onnx-fp16", "onnxruntime", ".onnx", "float16 weights and compute, float32 IO",
-                 _derived(_onnx, lambda src, dst, ctx: convert_onnx_fp16(src, dst))),
-    ExportFormat("onnx-dynamic", "onnxruntime", ".onnx", "dynamic uint8 per-channel (the thesis's method)",
-                 _derived(_onnx, lambda src, dst, ctx: quantize_onnx_dynamic(src, dst))),
-    ExportFormat("onnx-int8", "onnxruntime", ".onnx", "static QDQ, int8 per-channel weights, calibrated",
-                 _derived(_onnx, lambda src, dst, ctx: quantize_onnx_static(
-                     src, dst, ctx.calibration_images(), calib_method=ctx.calib_method), calibrated=True),
-                 calib_methods=CALIB_METHODS),
-    ExportFormat("tflite", "tflite", ".tflite", "float32 via litert-torch", _copy_of(_tflite)),
-    ExportFormat("tflite-fp16", "tflite", ".tflite", "float16 weights",
-                 _derived(_tflite, lambda src, dst, ctx: quantize_tflite(src, dst, mode="fp16"))),
-    ExportFormat("tflite-dynamic", "tflite", ".tflite", "dynamic-range int8 weights",
-                 _derived(_tflite, lambda src, dst, ctx: quantize_tflite(src, dst, mode="dynamic"))),
-    ExportFormat("tflite-int8", "tflite", ".tflite", "full int8, calibrated, float decode tail",
-                 _derived(_tflite, lambda src, dst, ctx: quantize_tflite(
-                     src, dst, mode="int8", calibration=ctx.calibration_images()), calibrated=True),
-                 calib_methods=TFLITE_CALIB_METHODS),
-):
-    register(_fmt)
+def tflite_int8(ctx: Intermediates, path: Path) -> dict:
+    src, base = ctx.float_tflite()
+    made = quantize_tflite(src, path, mode="int8", calibration=ctx.calibration_images())
+    return {**base, **made, **ctx.calibration_provenance()}

@@ -30,10 +30,10 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from trainables.export.artifact import ExportError
 from trainables.export.graph import DECODE_MODULE
+from trainables.export.registry import ONNX_CALIB_METHODS as CALIB_METHODS
 
 log = logging.getLogger(__name__)
 
-CALIB_METHODS = ("minmax", "percentile", "entropy")
 # Entropy (KL) calibration searches clipping ranges over a histogram of this many bins. quantize_static
 # cannot be given a bin count and uses 128, equal to the 128 quantized bins, which leaves the search a
 # single candidate, the full min/max range; so entropy ranges are computed here and handed over as a

@@ -9,11 +9,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from detection.anchors import img_size_problem
 from trainables.checkpoint import load_model
 from trainables.export.artifact import Artifact, ExportError, describe
 from trainables.export.calibration import check_count
-from trainables.export.formats import ExportFormat, Intermediates, get_format
+from trainables.export.formats import Intermediates
 from trainables.export.graph import ExportGraph
+from trainables.export.registry import ArtifactFormat, get_format
 from trainables.export.tflite import require_tflite_tools
 from trainables.models.yolo import ModelSpec
 
@@ -25,12 +27,12 @@ log = logging.getLogger(__name__)
 ExportProgress = Callable[[str, int, int], None]  # (format just finished, done, total)
 
 
-def artifact_filename(fmt: ExportFormat, img_size: int) -> str:
+def artifact_filename(fmt: ArtifactFormat, img_size: int) -> str:
     return f"{fmt.name}-{img_size}px{fmt.suffix}"
 
 
 def _resolve(formats: Sequence[str], calibration: "CocoDataset | None", calib_images: int,
-             calib_method: str) -> list[ExportFormat]:
+             calib_method: str) -> list[ArtifactFormat]:
     """Check every argument before any slow step, so a typo fails in milliseconds, not after a conversion."""
     if isinstance(formats, str):
         raise ExportError(f"formats must be a list of names, got the string {formats!r}")
@@ -62,8 +64,9 @@ def export_formats(checkpoint: Path, formats: Sequence[str], out_dir: Path, *, i
     refused. Files land in `out_dir` as `<format>-<img_size>px.<suffix>`.
     """
     resolved = _resolve(formats, calibration, calib_images, calib_method)
-    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 32 or img_size % 32:
-        raise ExportError(f"img_size must be a positive multiple of 32 (the largest stride), got {img_size!r}")
+    problem = img_size_problem(img_size)
+    if problem:
+        raise ExportError(f"img_size {problem}")
     graph = ExportGraph(load_model(Path(checkpoint), expect=expect), img_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

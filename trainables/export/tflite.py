@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = ("install the converters with `pip install -e '.[tflite]'` "
                 "(litert-torch==0.10.0 and ai-edge-quantizer; x86_64 only)")
 TFLITE_QUANT_MODES = ("fp16", "dynamic", "int8")
-TFLITE_CALIB_METHODS = ("minmax",)  # ai-edge-quantizer calibrates activations by min/max only
 # Op scopes in a litert-torch model are module paths like ".../trainables.export.graph.GridDecode_decode/...".
 DECODE_SCOPE_REGEX = rf"GridDecode_{DECODE_MODULE}"
 

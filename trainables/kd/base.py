@@ -1,39 +1,42 @@
-"""What every distillation method shares: a frozen teacher, a factor, and a schedule.
+"""What every distillation method shares: a frozen teacher, a factor, a schedule, and how one is built.
 
 The teacher is held outside the module tree on purpose: its weights are never trained, never
 saved with the student's checkpoint and never exported. It runs in eval mode under no_grad, so its
 BatchNorm statistics cannot drift during distillation (a bug of the public YOLOv5 KD fork).
+
+A method's class implements `distill(...)` and `from_context(ctx, **common, **its_knobs)`;
+`build_distiller` looks the class up in the registry, so nothing here names a method.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from detection.errors import UserError
-
-
-class KDConfigError(UserError, ValueError):
-    """A distillation setting that cannot work (unknown method, teacher/student mismatch)."""
+from trainables.hyper import LossWeights, TrainKnobs
+from trainables.kd.registry import KDConfigError, kd_method
+from trainables.models.yolo import YOLO, ModelSpec
 
 
 @dataclass(frozen=True)
-class HeadGeometry:
-    """What the output losses need to know about the detection head (identical for teacher and student)."""
+class DistillContext:
+    """What a method may need to know about the pair it distils (teacher and student share the head)."""
 
+    teacher: nn.Module
+    student: ModelSpec
+    teacher_spec: ModelSpec
     anchors_grid: torch.Tensor  # (levels, A, 2) anchors divided by their level's stride
-    box_gain: float
-    obj_gain: float
-    cls_gain: float
+    img_size: int
+    loss_weights: LossWeights  # the detection loss's gains, already scaled to classes and image size
 
 
 class Distiller(nn.Module):
     """Base class: subclasses implement `distill(...)`; `forward` adds teacher, factor and schedule."""
 
-    def __init__(self, teacher: nn.Module, *, factor: float = 1.0, off_last_epochs: int = 0,
-                 decay: bool = False):
+    def __init__(self, teacher: nn.Module, *, factor: float, off_last_epochs: int = 0, decay: bool = False):
         super().__init__()
         teacher.eval()
         for p in teacher.parameters():
@@ -42,6 +45,11 @@ class Distiller(nn.Module):
         self.factor = factor
         self.off_last_epochs = off_last_epochs
         self.decay = decay
+
+    @classmethod
+    def from_context(cls, ctx: DistillContext, *, factor: float, off_last_epochs: int, **knobs) -> "Distiller":
+        """The method for this teacher/student pair; `knobs` are the method's own (see its registry entry)."""
+        raise NotImplementedError
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)
@@ -67,7 +75,7 @@ class Distiller(nn.Module):
 
     def distill(self, s_raw: list[torch.Tensor], s_feats: list[torch.Tensor], t_raw: list[torch.Tensor],
                 t_feats: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        """Per-image distillation loss (scalar) before the factor; see subclasses for shapes."""
+        """Per-image distillation loss (scalar) before the factor; zero when student and teacher agree."""
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, s_raw: list[torch.Tensor], s_feats: list[torch.Tensor],
@@ -81,3 +89,28 @@ class Distiller(nn.Module):
         loss = self.distill(s_raw, s_feats, t_raw, t_feats, targets)
         # Scaled by batch size like the detection loss, so the factor means the same at any batch size.
         return w * loss * images.shape[0], {"kd": loss.detach()}
+
+
+def build_distiller(method: str, teacher: YOLO | None, student: ModelSpec, *, img_size: int,
+                    factor: float = TrainKnobs.kd_factor, off_last_epochs: int = TrainKnobs.kd_off_last_epochs,
+                    loss_weights: LossWeights = LossWeights(), params: Mapping[str, object] | None = None,
+                    **knobs: object) -> Distiller | None:
+    """The distiller of a registered `method`, or None for a method without a teacher ("none").
+
+    The method's own knobs come as `params` (a trial's `TrainKnobs.kd_params`) or as keywords;
+    unknown ones are refused. The teacher must share anchors and classes with the student."""
+    entry = kd_method(method)
+    values = entry.params({**(params or {}), **knobs})
+    if not entry.needs_teacher:
+        return None
+    if teacher is None:
+        raise KDConfigError(f"KD method {method!r} needs a teacher")
+    t = teacher.spec
+    if t.num_classes != student.num_classes or t.anchors != student.anchors:
+        raise KDConfigError(f"teacher YOLO-{t.size} ({t.num_classes} classes) does not match the student "
+                            f"YOLO-{student.size} ({student.num_classes} classes): classes and anchors must be equal")
+    anchors_grid = torch.tensor(student.anchors, dtype=torch.float32) / torch.tensor(
+        teacher.strides, dtype=torch.float32).view(-1, 1, 1)
+    ctx = DistillContext(teacher=teacher, student=student, teacher_spec=t, anchors_grid=anchors_grid,
+                         img_size=img_size, loss_weights=loss_weights.scaled(student.num_classes, img_size))
+    return entry.load().from_context(ctx, factor=factor, off_last_epochs=off_last_epochs, **values)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.kd.base import Distiller
+from trainables.kd.base import DistillContext, Distiller
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -41,6 +41,10 @@ class _AlignedFeatureDistiller(Distiller):
         super().__init__(teacher, **kw)
         self.align = nn.ModuleList(nn.Conv2d(cs, ct, 1, bias=False) for cs, ct in zip(student_channels, teacher_channels))
 
+    @classmethod
+    def from_context(cls, ctx: DistillContext, **kw) -> "_AlignedFeatureDistiller":
+        return cls(ctx.teacher, ctx.student.feature_channels, ctx.teacher_spec.feature_channels, **kw)
+
     def pair_loss(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -52,9 +56,9 @@ class _AlignedFeatureDistiller(Distiller):
 
 
 class CWDDistiller(_AlignedFeatureDistiller):
-    def __init__(self, *args, tau: float = 1.0, **kw):
-        super().__init__(*args, **kw)
-        self.tau = tau
+    def __init__(self, *args, cwd_tau: float, **kw):
+        super().__init__(*args, decay=True, **kw)  # cosine-decayed, as DAMO-YOLO does
+        self.tau = cwd_tau
 
     def pair_loss(self, s, t):
         return cwd_loss(_normalise(s), _normalise(t), self.tau)

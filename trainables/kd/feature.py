@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.kd.base import Distiller
+from trainables.kd.base import DistillContext, Distiller
 
 PAPER_LAMBDA = 0.01
 
@@ -56,6 +56,11 @@ class FeatureImitationDistiller(Distiller):
         self.adapt = nn.ModuleList(nn.Conv2d(cs, ct, 3, padding=1) for cs, ct in zip(student_channels, teacher_channels))
         self.register_buffer("anchors_grid", anchors_grid.clone(), persistent=False)
         self.psi, self.lam = psi, lam
+
+    @classmethod
+    def from_context(cls, ctx: DistillContext, **common) -> "FeatureImitationDistiller":
+        return cls(ctx.teacher, ctx.student.feature_channels, ctx.teacher_spec.feature_channels, ctx.anchors_grid,
+                   **common)
 
     def distill(self, s_raw, s_feats, t_raw, t_feats, targets):
         loss = s_feats[0].new_zeros(())

@@ -10,8 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from detection.coco import CocoDataset
-from trainables.models.yolo import SIZES, ModelSpec
-from trainables.train import TrainConfig, TrainResult, fit
+from trainables.models.family import SIZES
+from trainables.models.yolo import ModelSpec
+from trainables.hyper import TrainConfig
+from trainables.train import TrainResult, fit
 
 log = logging.getLogger(__name__)
 

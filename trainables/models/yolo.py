@@ -15,15 +15,7 @@ from torch import nn
 
 from detection.anchors import DEFAULT_ANCHORS, STRIDES
 from trainables.models.blocks import C3, SPPF, Conv
-
-# size -> (depth multiple, width multiple), as in yolov5{n,s,m,l,x}.yaml
-SIZES: dict[str, tuple[float, float]] = {
-    "n": (0.33, 0.25),
-    "s": (0.33, 0.50),
-    "m": (0.67, 0.75),
-    "l": (1.00, 1.00),
-    "x": (1.33, 1.25),
-}
+from trainables.models.family import SIZES
 
 
 @dataclass(frozen=True)

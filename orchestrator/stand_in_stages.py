@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import ray
 
-from orchestrator.stages import EpochUpdate, ExportedArtifact, RealStages, TrainedModel
+from orchestrator.stages import EpochUpdate, ExportedArtifact, RealStages, TrainedModel, trial_format
 
 
 class StandInFailure(RuntimeError):
@@ -73,13 +73,14 @@ class StandInStages:
         return _BoundTask(_stand_in_train_task, {"seconds": self.train_seconds, "fail_when": self.fail_when,
                                                  "crash_first_attempt_at": self.crash_first_attempt_at})
 
-    def export_and_score(self, student: bytes, fmt: str, knobs: dict, ctx) -> ExportedArtifact:
+    def export_and_score(self, student: bytes, knobs: dict, ctx) -> ExportedArtifact:
         from device_actors.toy_model import toy_detector_onnx
 
         key = hashlib.sha256(repr(sorted(knobs.items())).encode()).digest()
         seed = int.from_bytes(key[:4], "little") if self.distinct_artifacts else 0
         content = toy_detector_onnx(knobs["img_size"], width=self.toy_width, seed=seed)
         score = 0.2 + 0.1 * key[4] / 255  # stand-in accuracy: a function of the knobs, not a measurement
+        fmt = trial_format(knobs)
         return ExportedArtifact(format=fmt, runtime="onnxruntime", filename=f"stand-in-{fmt}.onnx",
                                 sha256=hashlib.sha256(content).hexdigest(), size_mb=len(content) / 1e6,
                                 metrics={"map50_95": score, "map50": min(1.0, 1.5 * score), "precision": 0.5,

@@ -1,0 +1,20 @@
+"""The one place the driver reaches into Ray's private state, so a Ray upgrade breaks one small file.
+
+Checked against Ray 2.60.0. Re-check on every Ray upgrade (tests/orchestrator/test_searcher.py fails
+when the attribute is gone).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+
+def live_optuna_trial(searcher: "OptunaSearch", trial_id: str) -> "optuna.Trial | None":
+    """The Optuna trial OptunaSearch asked for a Tune trial, while it is still running.
+
+    Optuna 5 records constraints on the live trial (`Trial.set_constraint`) before it is told, and
+    OptunaSearch keeps its live trials only in `_ot_trials` (no public accessor in Ray 2.60)."""
+    return searcher._ot_trials.get(trial_id)  # noqa: SLF001 - see the module docstring

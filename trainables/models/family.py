@@ -1,0 +1,13 @@
+"""The YOLOv5 family's sizes as plain data (no torch), so the config check can name them.
+
+size -> (depth multiple, width multiple), as in yolov5{n,s,m,l,x}.yaml.
+"""
+from __future__ import annotations
+
+SIZES: dict[str, tuple[float, float]] = {
+    "n": (0.33, 0.25),
+    "s": (0.33, 0.50),
+    "m": (0.67, 0.75),
+    "l": (1.00, 1.00),
+    "x": (1.33, 1.25),
+}
