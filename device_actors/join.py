@@ -5,8 +5,9 @@ when the cluster's auth token is missing, so this checks both first: it reads th
 versions from the head's GCS (the cluster metadata Ray itself compares against, read by
 `device_actors._ray_internals` in a child process that carries the token) and compares them with
 this interpreter's. Then it runs `ray start` with the board's resource and label and
-`--num-cpus=0` (no CPU is offered to training), as an argv list, with the token in the child's
-environment only: the token is never on a command line, in a log line or in output.
+`--num-cpus=0 --memory=0` (no CPU for training and no memory for trial processes, which reserve
+some), as an argv list, with the token in the child's environment only: the token is never on a
+command line, in a log line or in output.
 """
 from __future__ import annotations
 
@@ -173,7 +174,7 @@ def ray_start_argv(options: JoinOptions) -> list[str]:
     """`ray start` for a board node, through this interpreter so the checked Python is the one that runs."""
     name = check_board_name(options.name)
     argv = [sys.executable, "-m", "ray.scripts.scripts", "start", f"--address={options.address}",
-            "--num-cpus=0", "--num-gpus=0", f"--resources={json.dumps({board_resource(name): 1})}",
+            "--num-cpus=0", "--num-gpus=0", "--memory=0", f"--resources={json.dumps({board_resource(name): 1})}",
             f"--labels={LABEL_KEY}={name}"]
     if options.object_store_memory is not None:
         if options.object_store_memory < MIN_OBJECT_STORE_BYTES:

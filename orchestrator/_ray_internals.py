@@ -1,7 +1,7 @@
 """The one place the driver reaches into Ray's private state, so a Ray upgrade breaks one small file.
 
-Checked against Ray 2.60.0. Re-check on every Ray upgrade (tests/orchestrator/test_searcher.py fails
-when the attribute is gone).
+Checked against Ray 2.60.0. Re-check on every Ray upgrade (tests/orchestrator/test_searcher.py and
+tests/test_security.py fail when these are gone).
 """
 from __future__ import annotations
 
@@ -18,3 +18,15 @@ def live_optuna_trial(searcher: "OptunaSearch", trial_id: str) -> "optuna.Trial 
     Optuna 5 records constraints on the live trial (`Trial.set_constraint`) before it is told, and
     OptunaSearch keeps its live trials only in `_ot_trials` (no public accessor in Ray 2.60)."""
     return searcher._ot_trials.get(trial_id)  # noqa: SLF001 - see the module docstring
+
+
+def reload_auth_config() -> None:
+    """Make this process's Ray core read RAY_AUTH_MODE and the token again.
+
+    Ray reads its auth mode once, when `ray` is imported; a driver that starts a private cluster
+    after that (a sweep run from Python, a test) switches it on here. Ray 2.60 has no public call.
+    """
+    from ray._raylet import AuthenticationTokenLoader, Config  # private in Ray 2.60
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()

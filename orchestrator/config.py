@@ -12,6 +12,7 @@ See docs/config-reference.md for every key.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -115,8 +116,8 @@ class BoardConfig:
 
 @dataclass(frozen=True)
 class MlflowConfig:
-    tracking_uri: str  # default sqlite:///<sweep dir>/mlflow.db (absolute)
-    experiment: str = "edgesweep"
+    tracking_uri: str  # default $MLFLOW_TRACKING_URI, else sqlite:///<sweep dir>/mlflow.db (absolute)
+    experiment: str  # default the sweep's name
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ def _parse(data: object, base: Path, source: str) -> SweepConfig:
         name=name, seed=seed, output_dir=output_dir, data=data_cfg, student=student, teachers=teachers,
         training=training, search=space, objectives=_objectives(top.get("objectives")),
         constraints=_constraints(top.get("constraints")), searcher=searcher, resources=_resources(top.get("resources")),
-        board=_board(top.get("board")), mlflow=_mlflow(top.get("mlflow"), output_dir / name), source=source)
+        board=_board(top.get("board")), mlflow=_mlflow(top.get("mlflow"), output_dir / name, name), source=source)
 
 
 def _optional_int(raw: dict, path: str, key: str, minimum: int) -> int | None:
@@ -467,15 +468,15 @@ def _board(raw: object) -> BoardConfig:
         delegate_options={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()})
 
 
-def _mlflow(raw: object, sweep_dir: Path) -> MlflowConfig:
+def _mlflow(raw: object, sweep_dir: Path, name: str) -> MlflowConfig:
     raw = s.allowed_keys(raw, "mlflow", MLFLOW_KEYS)
-    uri = raw.get("tracking_uri")
+    uri = raw.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
     if uri is None:
         uri = f"sqlite:///{(sweep_dir / 'mlflow.db').as_posix()}"
     elif not isinstance(uri, str) or not uri:
         raise ConfigError(f"mlflow.tracking_uri: must be a URI (http://HOST:5000, sqlite:///PATH) or null, "
                           f"{s.got(uri)}")
-    experiment = raw.get("experiment", "edgesweep")
+    experiment = raw.get("experiment", name)
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError(f"mlflow.experiment: must be a non-empty name, {s.got(experiment)}")
     return MlflowConfig(tracking_uri=uri, experiment=experiment)

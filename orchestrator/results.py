@@ -1,14 +1,22 @@
-"""The sweep's own durable record of finished trials: one JSON line per trial, written by the
-driver as each trial ends, so no finished result is lost whatever happens to Ray or MLflow later.
-`report SWEEP` and the Pareto front read it."""
+"""The sweep's own durable record of its trials: one JSON line per ended trial in `trials.jsonl`.
+
+The driver appends a trial's line (flushed and fsync'd) before any other callback sees the trial
+end, so no finished result is lost whatever happens to MLflow, Ray or the driver afterwards.
+`report SWEEP`, the Pareto front and MLflow's backfill read it. A later line for the same trial (a
+resumed retry, a trial interrupted and then finished) replaces an earlier one.
+"""
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ray import tune
+
+log = logging.getLogger(__name__)
 
 RECORDS = "trials.jsonl"
 
@@ -16,7 +24,7 @@ RECORDS = "trials.jsonl"
 @dataclass(frozen=True)
 class TrialRecord:
     trial_id: str
-    status: str  # "complete", "incomplete" (stopped before the end) or "failed"
+    status: str  # "complete", "incomplete" (stopped before the end), "failed" or "interrupted" (to be resumed)
     knobs: dict
     metrics: dict
     error: str | None = None
@@ -24,6 +32,11 @@ class TrialRecord:
     @property
     def complete(self) -> bool:
         return self.status == "complete"
+
+    @property
+    def ended(self) -> bool:
+        """Finished for good: complete or failed (an interrupted trial runs again on --resume)."""
+        return self.status in ("complete", "incomplete", "failed")
 
 
 def _plain(result: dict) -> dict:
@@ -36,41 +49,82 @@ def _plain(result: dict) -> dict:
     return out
 
 
+def trial_error(trial) -> str:
+    """The last line of a failed trial's error file (the exception), or 'unknown error'."""
+    path = Path(trial.error_file) if trial.error_file else None
+    text = path.read_text().strip() if path is not None and path.exists() else ""
+    return text.splitlines()[-1] if text else "unknown error"
+
+
+def record_of(trial, complete_knobs, status: str | None = None) -> TrialRecord:
+    """The record of a Tune trial as it ended (or `status`, e.g. "interrupted")."""
+    result = trial.last_result or {}
+    if status is None:
+        status = "complete" if result.get("trial_complete") else "incomplete"
+    return TrialRecord(trial.trial_id, status, complete_knobs(trial.config), _plain(result),
+                       trial_error(trial) if status == "failed" else None)
+
+
 def load_records(sweep_dir: Path) -> list[TrialRecord]:
-    """Every recorded trial; a later line for the same trial (a resumed retry) replaces an earlier one."""
+    """Every recorded trial, the latest line of each. A torn last line (the driver died while writing
+    it) is skipped with a warning; its trial is run again on --resume."""
     path = Path(sweep_dir) / RECORDS
     if not path.exists():
         return []
     records: dict[str, TrialRecord] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
             r = TrialRecord(**json.loads(line))
-            records[r.trial_id] = r
+        except (ValueError, TypeError) as e:
+            where = "its last line" if number == len(lines) else f"line {number}"
+            log.warning("%s: %s is not a trial record (%s); skipped", path, where, e)
+            continue
+        records[r.trial_id] = r
     return list(records.values())
 
 
+def append_record(sweep_dir: Path, record: TrialRecord) -> None:
+    """Append one line and fsync it: once this returns, the record survives a crash."""
+    path = Path(sweep_dir) / RECORDS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = False
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with path.open("a") as f:
+        # after a torn line, start a new one: glued to it, this record would be unreadable too
+        f.write(("\n" if torn else "") + json.dumps(asdict(record), sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class ResultsLog(tune.Callback):
-    """Appends each ended trial once; a trial already recorded as complete (a resumed sweep
-    re-reporting it) is not written again."""
+    """Appends each ended trial once (a resumed sweep re-reporting a complete trial writes nothing),
+    and at the experiment's end an "interrupted" line for every trial that was still running."""
 
     def __init__(self, sweep_dir: Path, complete_knobs):
         self.sweep_dir = Path(sweep_dir)
-        self.path = self.sweep_dir / RECORDS
         self.complete_knobs = complete_knobs
 
     def _append(self, record: TrialRecord) -> None:
         if any(r.trial_id == record.trial_id and r.complete for r in load_records(self.sweep_dir)):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(asdict(record), sort_keys=True) + "\n")
+        append_record(self.sweep_dir, record)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trial.last_result or {}
-        status = "complete" if result.get("trial_complete") else "incomplete"
-        self._append(TrialRecord(trial.trial_id, status, self.complete_knobs(trial.config), _plain(result)))
+        self._append(record_of(trial, self.complete_knobs))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = Path(trial.error_file).read_text().strip() if trial.error_file and Path(trial.error_file).exists() else ""
-        self._append(TrialRecord(trial.trial_id, "failed", self.complete_knobs(trial.config),
-                                 _plain(trial.last_result or {}), error.splitlines()[-1] if error else "unknown error"))
+        self._append(record_of(trial, self.complete_knobs, "failed"))
+
+    def on_experiment_end(self, trials, **info):
+        # Tune stops what still runs at the end (it marks it TERMINATED without a completion event);
+        # after a signal it saved those trials as running first, so --resume runs them again.
+        ended = {r.trial_id for r in load_records(self.sweep_dir) if r.ended}
+        for trial in trials:
+            if trial.trial_id not in ended:
+                self._append(record_of(trial, self.complete_knobs, "interrupted"))

@@ -63,16 +63,39 @@ def make_searcher(cfg: SweepConfig, sweep_dir: Path):
     return generator, cfg.search.tune_param_space(), 1 if algorithm.enumerates else cfg.searcher.trials
 
 
-def fail_orphaned_trials(cfg: SweepConfig, sweep_dir: Path) -> int:
-    """Mark study trials still RUNNING after the Tuner finished as FAIL: they belonged to a driver
-    that crashed before Tune saved its searcher (the resumed trial was asked again under a new
-    number). Returns how many there were."""
+def _running_trials(cfg: SweepConfig, sweep_dir: Path):
+    """(study, its RUNNING trials), or (None, []) without an Optuna study."""
     if not cfg.searcher.uses_optuna or not (Path(sweep_dir) / STUDY_DB).exists():
-        return 0
+        return None, []
     import optuna
 
     study = optuna.load_study(study_name=cfg.name, storage=study_url(sweep_dir))
-    orphans = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+    return study, study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+
+
+def mark_interrupted_trials(cfg: SweepConfig, sweep_dir: Path) -> int:
+    """Tag the study's RUNNING trials as interrupted and leave them RUNNING: Tune saved the searcher
+    with them, so the resumed sweep tells each one COMPLETE when its trial finishes."""
+    import optuna
+
+    _, running = _running_trials(cfg, sweep_dir)
+    if not running:
+        return 0
+    storage = optuna.storages.RDBStorage(study_url(sweep_dir))
+    study_id = storage.get_study_id_from_name(cfg.name)
+    for t in running:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "edgesweep_interrupted", True)
+    return len(running)
+
+
+def fail_orphaned_trials(cfg: SweepConfig, sweep_dir: Path) -> int:
+    """Mark study trials still RUNNING after every trial ended as FAIL: they belonged to a driver
+    that crashed (SIGKILL, power) before Tune saved its searcher, so the resumed trial was asked
+    again under a new number. Returns how many there were."""
+    import optuna
+
+    study, orphans = _running_trials(cfg, sweep_dir)
     for t in orphans:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     if orphans:

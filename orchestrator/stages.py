@@ -124,8 +124,7 @@ def train_student_stream(knobs: dict, spec: TrainSpec, teacher: "TrainedModel | 
         yield from _stream_training(run)
 
 
-def train_teacher_stream(size: str, epochs: int, img_size: int,
-                         spec: TrainSpec) -> Iterator[EpochUpdate | TrainedModel]:
+def train_teacher(size: str, epochs: int, img_size: int, spec: TrainSpec) -> TrainedModel:
     """Train (or load from the node's cache) a teacher; the checkpoint comes back as bytes."""
     from orchestrator.datasets import cache_dir
     from trainables.hyper import TrainConfig
@@ -134,17 +133,14 @@ def train_teacher_stream(size: str, epochs: int, img_size: int,
     train, val = spec.datasets()
     cfg = teacher_config(TrainConfig.from_settings(spec.training, threads=spec.threads), epochs=epochs,
                          img_size=img_size, seed=0)
-
-    def run(on_epoch):
-        path = ensure_teacher(size, train, val, cfg, spec.cache_dir or cache_dir(), on_epoch=on_epoch)
-        return path, teacher_metrics(path)
-
-    yield from _stream_training(run)
+    path = ensure_teacher(size, train, val, cfg, spec.cache_dir or cache_dir())
+    return TrainedModel(checkpoint=Path(path).read_bytes(), metrics=teacher_metrics(path))
 
 
-# Generator tasks: no automatic retries, a failed training resumes through the trial's checkpoint.
+# No automatic retries: a failed training resumes through the trial's checkpoint, and a teacher
+# that failed once (bad data, no memory) fails the same way again.
 train_task = ray.remote(max_retries=0)(train_student_stream)
-teacher_task = ray.remote(max_retries=0)(train_teacher_stream)
+teacher_task = ray.remote(max_retries=0)(train_teacher)
 
 
 def trial_format(knobs: dict) -> str:

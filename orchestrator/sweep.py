@@ -1,16 +1,20 @@
 """`run_sweep`: the whole loop of a `kd.yaml`, driven from one process.
 
-config -> data check -> board actor -> teachers -> Tune trials (train on a trainer slot, export and
-score in the trial, time on the board) -> Optuna (through OptunaSearch) -> MLflow -> Pareto report.
-The sweep directory holds everything needed to resume after a crash: Tune's experiment state, the
-Optuna study (SQLite), the finished-trial records and, by default, the MLflow store.
+config -> data check -> board actor -> teachers (in parallel with the first trials) -> Tune trials
+(train on a trainer slot, export and score, time on the board) -> Optuna (through OptunaSearch) ->
+journal -> MLflow -> Pareto report. The sweep directory holds everything a sweep writes and needs
+to resume: Tune's experiment state, the Optuna study (SQLite), the journal of trials, the config as
+run and, by default, the MLflow store with its artifacts. One driver holds it at a time.
+
+Ctrl-C or SIGTERM stops launching trials, lets Tune save, marks the running trials interrupted
+(not failed) in the journal, Optuna and MLflow, and `sweep --resume` finishes them.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,21 +22,24 @@ import ray
 from ray import tune
 
 from orchestrator import pareto
+from orchestrator._ray_internals import reload_auth_config
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from orchestrator.interrupts import StopSignals
 from orchestrator.live import LiveProgress
 from orchestrator.preflight import check_inputs
 from orchestrator.results import ResultsLog, TrialRecord, load_records
-from orchestrator.searcher import fail_orphaned_trials, make_searcher
+from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_interrupted_trials
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, teacher_task
+from orchestrator.sweep_state import SweepLock, read_state, resume_config, write_state
 from orchestrator.tracking import MlflowTrialCallback, SweepTracking, ui_command, ui_url
 from orchestrator.trial import TrialContext, run_trial
 from trainables.kd.registry import distilling_methods
 
 log = logging.getLogger(__name__)
 
-STATE = "sweep.json"
 TUNE_DIR = "tune"
+ARTIFACTS = "mlartifacts"  # MLflow artifacts of a local store
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class SweepResult:
     experiment_id: str
     parent_run_id: str
     report_files: list[Path] = field(default_factory=list)
+    interrupted: str | None = None  # the signal that stopped the sweep before its last trial, if any
 
     @property
     def failed(self) -> list[TrialRecord]:
@@ -56,6 +64,21 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
+def _token_auth() -> None:
+    """Token authentication for a private cluster. Ray 2.60 binds its gRPC servers (GCS, raylet,
+    object manager, workers) on every interface and has no setting to bind loopback only, so the
+    token is what keeps another machine that reaches those ports out. A token the user already
+    has (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) is used; else a throwaway one."""
+    has_token = any(os.environ.get(k) for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) or \
+        (Path.home() / ".ray" / "auth_token").is_file()
+    if os.environ.get("RAY_AUTH_MODE") == "token" and has_token:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not has_token:
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    reload_auth_config()
+
+
 def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Connect to a cluster (`address`, or RAY_ADDRESS), or start a private local one."""
     if ray.is_initialized():
@@ -65,6 +88,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **kwargs)
     else:  # "local": a new private cluster, never one that `ray start` left running on this machine
+        _token_auth()
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
 
 
@@ -73,10 +97,10 @@ def _train_spec(cfg: SweepConfig) -> TrainSpec:
                      threads=max(math.ceil(cfg.resources.train.cpu), 1))  # 1.5 CPUs: 2 torch threads
 
 
-# The trial process only waits for its tasks and the board: it reserves memory and a token CPU share.
-# The share is not for work: board nodes offer no CPU (`board join` passes --num-cpus=0), so it keeps
-# trial processes off the board, where they would disturb its timing and die with it.
-TRIAL_RESOURCES = {"cpu": 0.01, "memory": 256 * 1024 ** 2}
+# The trial process only waits for its tasks and the board: it reserves no CPU, so every CPU is a
+# trainer's, and a little memory, which board nodes do not offer (`board join` passes --memory=0):
+# trial processes stay off the board, where they would disturb its timing and die with it.
+TRIAL_RESOURCES = {"cpu": 0, "memory": 256 * 1024 ** 2}
 
 
 def _task_options(resources) -> dict:
@@ -96,24 +120,18 @@ def needed_teachers(cfg: SweepConfig) -> list[tuple[str, int]]:
     return [(n, int(s)) for n in names if n is not None for s in sizes]
 
 
-def prepare_teachers(cfg: SweepConfig, spec: TrainSpec, tracking: SweepTracking, parent: str,
-                     on_epoch=None) -> dict:
-    """Checkpoint bytes (as ObjectRefs) of every teacher a trial may use, trained once if needed."""
+def start_teachers(cfg: SweepConfig, spec: TrainSpec) -> dict:
+    """An ObjectRef of the TrainedModel of every teacher a trial may use. Teachers given by size
+    train now, all at once, each on its own `train` slot (a GPU on a cluster); a trial that needs
+    one waits for it, and trials that need none start at once."""
     refs = {}
     for name, img_size in needed_teachers(cfg):
         teacher = cfg.teachers[name]
         if teacher.checkpoint is not None:
             refs[(name, img_size)] = ray.put(TrainedModel(checkpoint=Path(teacher.checkpoint).read_bytes()))
-            continue
-        stream = teacher_task.options(**_task_options(cfg.resources.train)).remote(teacher.model, teacher.epochs,
-                                                                                 img_size, spec)
-        for ref in stream:
-            item = ray.get(ref)
-            if isinstance(item, TrainedModel):
-                refs[(name, img_size)] = ref
-                tracking.log_teacher(parent, f"{name}_{img_size}px", item.metrics)
-            elif on_epoch is not None:
-                on_epoch(name, item)
+        else:
+            refs[(name, img_size)] = teacher_task.options(**_task_options(cfg.resources.train)).remote(
+                teacher.model, teacher.epochs, img_size, spec)
     return refs
 
 
@@ -134,12 +152,12 @@ def write_report(cfg: SweepConfig, records: list[TrialRecord]) -> tuple[list[Tri
 
 
 class Sweep:
-    """One sweep run, in three steps so a CLI can show each: `open` (checks, MLflow parent run, Ray,
-    board), `prepare_teachers` (train or load them once), `run` (the Tune trials and the report)."""
+    """One sweep run, in steps a CLI can show: the constructor (checks, lock, MLflow parent run, Ray,
+    board), `prepare_teachers` (start them), `run` (the Tune trials and the report)."""
 
     def __init__(self, cfg: SweepConfig, *, resume: bool = False, tracking_uri: str | None = None,
                  address: str | None = None, stages=None):
-        self.cfg, self.resume, self.stages = cfg, resume, stages
+        self.resume, self.stages = resume, stages
         self.sweep_dir = cfg.sweep_dir
         self.tune_dir = self.sweep_dir / TUNE_DIR
         if resume and not tune.Tuner.can_restore(str(self.tune_dir)):
@@ -149,17 +167,28 @@ class Sweep:
                               f"or change `name:` in {cfg.source}")
         # Bad data or a checkpoint of the wrong architecture stops here, before anything is created or started.
         self.data = check_inputs(cfg)
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = SweepLock.acquire(self.sweep_dir)  # a second driver on this directory stops here
+        try:
+            self._open(cfg, tracking_uri, address)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, cfg: SweepConfig, tracking_uri: str | None, address: str | None) -> None:
+        if self.resume:  # the stored config, not the YAML as it is now
+            cfg = resume_config(self.sweep_dir, cfg)
+            tracking_uri = tracking_uri or read_state(self.sweep_dir)["tracking_uri"]
+        self.cfg = cfg
         self.tracking_uri = tracking_uri or cfg.mlflow.tracking_uri
-        self.tracking = SweepTracking(self.tracking_uri, cfg.mlflow.experiment)
-        self.parent = self.tracking.parent_run(cfg.name, self.sweep_dir, resume=resume)
-        if not resume:
+        self.tracking = SweepTracking.open(self.tracking_uri, cfg.mlflow.experiment,
+                                           artifact_dir=self.sweep_dir / ARTIFACTS)
+        self.parent = self.tracking.parent_run(cfg.name, self.sweep_dir, resume=self.resume)
+        if self.resume:
+            self.tracking.backfill(self.parent, load_records(self.sweep_dir))
+        else:
             self.tracking.log_config(self.parent, cfg.to_dict(), cfg.search.to_dict())
-        # The config as run, so `report` and `--resume` never depend on the YAML staying unchanged.
-        (self.sweep_dir / STATE).write_text(json.dumps(
-            {"name": cfg.name, "source": str(cfg.source), "tracking_uri": self.tracking_uri,
-             "experiment_id": self.tracking.experiment_id, "parent_run_id": self.parent,
-             "config": cfg.to_dict()}, indent=2, default=str))
+        write_state(self.sweep_dir, cfg, tracking_uri=self.tracking_uri, experiment_id=self.tracking.experiment_id,
+                    parent_run_id=self.parent)
         init_ray(address)
         from device_actors.client import connect_board
 
@@ -167,9 +196,11 @@ class Sweep:
         self.spec = _train_spec(cfg)
         self.teachers: dict = {}
 
-    def prepare_teachers(self, on_epoch=None) -> None:
+    def prepare_teachers(self) -> list[str]:
+        """Start every teacher the trials may need; returns their names ("s@128px")."""
         if self.stages is None:
-            self.teachers = prepare_teachers(self.cfg, self.spec, self.tracking, self.parent, on_epoch)
+            self.teachers = start_teachers(self.cfg, self.spec)
+        return [f"{name}@{size}px" for name, size in self.teachers]
 
     def _tuner(self, show_progress: bool) -> tune.Tuner:
         cfg = self.cfg
@@ -183,9 +214,10 @@ class Sweep:
         if self.resume:  # callbacks, searcher and run config come back from the sweep's saved state
             return tune.Tuner.restore(str(self.tune_dir), trainable, resume_unfinished=True, resume_errored=False,
                                       restart_errored=False)
-        callbacks = [MlflowTrialCallback(self.tracking_uri, self.tracking.experiment_id, self.parent,
-                                         cfg.search.complete),
-                     ResultsLog(self.sweep_dir, cfg.search.complete)]
+        # The journal first: a trial's end is on disk before MLflow or the live view hear of it.
+        callbacks = [ResultsLog(self.sweep_dir, cfg.search.complete),
+                     MlflowTrialCallback(self.tracking_uri, self.tracking.experiment_id, self.parent,
+                                         cfg.search.complete)]
         if show_progress:
             callbacks.append(LiveProgress(cfg.searcher.trials, cfg.search.complete, f"sweep {cfg.name}"))
         searcher, param_space, num_samples = make_searcher(cfg, self.sweep_dir)
@@ -200,22 +232,55 @@ class Sweep:
 
     def run(self, *, show_progress: bool = True) -> SweepResult:
         """Run the trials; whatever happens, finished results are written out and logged."""
-        ok = False
+        status, stop = "FAILED", StopSignals()
         try:
-            self._tuner(show_progress).fit()
-            fail_orphaned_trials(self.cfg, self.sweep_dir)
-            self.tracking.close_orphans(self.parent)
-            ok = True
+            with stop:
+                tuner = self._tuner(show_progress)
+                with stop.during_tune():
+                    tuner.fit()
+            ended = sum(r.ended for r in load_records(self.sweep_dir))
+            if stop.received or ended < self.cfg.searcher.trials:
+                stop.received = stop.received or "an interrupt"
+                mark_interrupted_trials(self.cfg, self.sweep_dir)  # Optuna keeps them RUNNING, to be told on resume
+                status = "KILLED"
+            else:
+                fail_orphaned_trials(self.cfg, self.sweep_dir)
+                status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
         finally:
             records = load_records(self.sweep_dir)
             on_front, files = write_report(self.cfg, records)
-            summary = {"trials_complete": sum(r.complete for r in records),
-                       "trials_failed": sum(r.status == "failed" for r in records), "pareto_size": len(on_front)}
-            self.tracking.log_report(self.parent, files, summary)
-            self.tracking.finish(self.parent, ok)  # failed trials show as FAILED child runs
+            self._log_end(files, records, on_front, status)
+            self.lock.release()
         return SweepResult(sweep_dir=self.sweep_dir, records=records, front=on_front,
                            tracking_uri=self.tracking_uri, experiment_id=self.tracking.experiment_id,
-                           parent_run_id=self.parent, report_files=files)
+                           parent_run_id=self.parent, report_files=files, interrupted=stop.received)
+
+    def _log_end(self, files: list[Path], records: list[TrialRecord], on_front: list[TrialRecord],
+                 status: str) -> None:
+        """The report, the teachers' metrics and the parent's end in MLflow (a failure is logged:
+        the journal and the report files already hold everything, and `report` backfills MLflow)."""
+        summary = {"trials_complete": sum(r.complete for r in records),
+                   "trials_failed": sum(r.status == "failed" for r in records), "pareto_size": len(on_front)}
+        reason = ("interrupted: it runs again on --resume" if status == "KILLED"
+                  else "interrupted: its driver stopped first")  # a run a crashed driver had started
+        try:
+            self.tracking.close_orphans(self.parent, reason)
+            for (name, size), ref in self.teachers.items():
+                if ray.wait([ref], timeout=0)[0]:
+                    try:
+                        metrics = ray.get(ref).metrics
+                    except ray.exceptions.RayError:  # its trials failed with the teacher's error
+                        continue
+                    self.tracking.log_teacher(self.parent, f"{name}_{size}px", metrics)
+            self.tracking.log_report(self.parent, files, summary)
+            self.tracking.finish(self.parent, status)  # failed trials show as FAILED child runs
+        except Exception as e:  # noqa: BLE001 - MLflow is a mirror
+            log.warning("could not write the sweep's end to MLflow (%s); the report files are in %s, and "
+                        "`python -m orchestrator report %s` writes MLflow what it lacks", e, self.sweep_dir / "report",
+                        self.sweep_dir)
 
 
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, tracking_uri: str | None = None,

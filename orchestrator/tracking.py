@@ -3,28 +3,46 @@
 Only the driver writes to MLflow (a Tune callback), so trials on remote nodes need no access to
 the tracking store and the default SQLite store never sees two writers. Child runs are found again
 by their trial-id tag, so a resumed sweep continues its runs instead of duplicating them.
+
+MLflow is a mirror, never the record: the journal (`orchestrator.results`) is written first. A
+write that still fails after a few retries is logged and skipped, MLflow is left alone for a while
+(an outage must not stall every trial by the retries), the sweep goes on, and the next `--resume`
+or `report` backfills every journal record MLflow lacks (per-epoch curves of that time are lost). On a local store (SQLite or a
+directory) the experiment keeps its artifacts in the sweep directory; a tracking server keeps its
+own artifact store.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray import tune
+
+from orchestrator.results import TrialRecord, record_of, trial_error
 
 log = logging.getLogger(__name__)
 
 SWEEP_TAG = "edgesweep.sweep_dir"
 TRIAL_TAG = "edgesweep.trial_id"
+FINISHED_TAG = "edgesweep.finished"
 EPOCH_KEYS = ("epoch", "lr", "images_per_second")  # per-epoch metrics besides loss_* and val_*
 FINAL_METRICS = ("map50_95", "map50", "precision", "recall", "latency_ms", "latency_p90_ms", "latency_cv", "fps",
                  "size_mb")  # of the artifact on the board; the float model's val metrics come as float_*
+RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+OUTAGE_PAUSE_S = 30.0  # after writes gave up, MLflow is not tried again for this long
+REMOTE_SCHEMES = ("http://", "https://", "databricks")
+T = TypeVar("T")
 
 
 def ui_url(tracking_uri: str, experiment_id: str) -> str:
@@ -39,6 +57,21 @@ def ui_command(tracking_uri: str) -> str:
     return f"{program} ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
 
 
+def is_remote(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(REMOTE_SCHEMES)
+
+
+def retried(call: Callable[[], T], what: str) -> T:
+    """`call()`, retried after short waits: a busy SQLite file or a restarting server often recovers."""
+    for delay in RETRY_DELAYS_S:
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 - MLflow raises many types; the last attempt re-raises
+            log.debug("MLflow %s failed (%s); retrying in %.1f s", what, e, delay)
+            time.sleep(delay)
+    return call()
+
+
 def _finite(metrics: dict) -> dict[str, float]:
     out = {}
     for k, v in metrics.items():
@@ -50,13 +83,27 @@ def _finite(metrics: dict) -> dict[str, float]:
 
 
 class SweepTracking:
-    """The sweep's parent run: config, search space, final Pareto table and plots."""
+    """The sweep's parent run: config, search space, final Pareto table and plots; and the trial
+    runs as the journal records them."""
 
-    def __init__(self, tracking_uri: str, experiment: str):
-        self.tracking_uri = tracking_uri
+    def __init__(self, tracking_uri: str, experiment_id: str):
+        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.client = MlflowClient(tracking_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+
+    @classmethod
+    def open(cls, tracking_uri: str, experiment: str, *, artifact_dir: Path | None = None) -> "SweepTracking":
+        """The sweep's experiment, created on first use; on a local store its artifacts go to `artifact_dir`."""
+        client = MlflowClient(tracking_uri=tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        local = artifact_dir is not None and not is_remote(tracking_uri)
+        if found is None:
+            location = Path(artifact_dir).resolve().as_uri() if local else None
+            return cls(tracking_uri, client.create_experiment(experiment, artifact_location=location))
+        if local and not found.artifact_location.startswith(Path(artifact_dir).resolve().as_uri()):
+            log.warning("MLflow experiment %r keeps its artifacts in %s, outside this sweep's directory; give the "
+                        "sweep its own mlflow.experiment to keep them in %s", experiment, found.artifact_location,
+                        artifact_dir)
+        return cls(tracking_uri, found.experiment_id)
 
     def parent_run(self, name: str, sweep_dir: Path, *, resume: bool) -> str:
         """The parent run of this sweep directory: reused on resume, else a new one."""
@@ -85,18 +132,100 @@ class SweepTracking:
             self.client.log_artifact(run_id, str(f), artifact_path="report")
         self.client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in _finite(summary).items()])
 
-    def close_orphans(self, run_id: str) -> int:
-        """Child runs still RUNNING once the sweep is over belonged to trials a crashed driver had
-        started but never saved; the resumed sweep ran them under new ids. Mark them KILLED."""
+    # ---- trial runs --------------------------------------------------------------------------
+
+    def trial_run(self, parent_run_id: str, trial_id: str, knobs: dict) -> tuple[str, bool]:
+        """(run id, whether it already holds the trial's end) of a trial's child run, created with
+        the knobs as params the first time."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
+                                                             f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
+                                       max_results=1)
+        if runs:
+            return runs[0].info.run_id, runs[0].data.tags.get(FINISHED_TAG) == "true"
+        run = self.client.create_run(self.experiment_id, tags={
+            MLFLOW_PARENT_RUN_ID: parent_run_id, TRIAL_TAG: trial_id, MLFLOW_RUN_NAME: f"trial-{trial_id}"})
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sorted(knobs.items())])
+        return run.info.run_id, False
+
+    def record_trial(self, run_id: str, record: TrialRecord, files: Sequence[Path] = ()) -> None:
+        """Write a trial's end as the journal holds it (plus its artifact files) and close its run."""
+        if record.status == "interrupted":
+            self.client.set_tag(run_id, "edgesweep.status", "interrupted: it runs again on --resume")
+            self.client.set_terminated(run_id, status="KILLED")
+            return
+        if record.status == "failed":
+            self.client.set_tag(run_id, "edgesweep.error", (record.error or "unknown")[:4000])
+            self.client.set_tag(run_id, FINISHED_TAG, "true")
+            self.client.set_terminated(run_id, status="FAILED")
+            return
+        if not record.complete:
+            self.client.set_tag(run_id, "edgesweep.status", "stopped before the end")
+            self.client.set_terminated(run_id, status="KILLED")
+            return
+        m = record.metrics
+        final = {k: v for k, v in m.items() if k in FINAL_METRICS or k.startswith("float_")}
+        self.client.log_batch(run_id, metrics=[Metric(k, v, 0, int(m.get("epoch") or 0))
+                                               for k, v in _finite(final).items()],
+                              tags=[RunTag("format", str(m.get("format"))),
+                                    RunTag("stand_in_stages", str(m.get("stand_in"))),
+                                    RunTag("board_emulated", str(m.get("board_emulated"))),
+                                    RunTag("artifact_sha256", str(m.get("artifact_sha256")))])
+        for f in files:
+            self.client.log_artifact(run_id, str(f), artifact_path="model" if f.suffix in {".onnx", ".tflite"} else None)
+        self.client.set_tag(run_id, FINISHED_TAG, "true")
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def backfill(self, parent_run_id: str, records: Sequence[TrialRecord]) -> int:
+        """Give every journal record a child run that holds its end (what failed MLflow writes missed).
+        Returns how many runs it wrote."""
+        written = 0
+        for record in records:
+            run_id, finished = self.trial_run(parent_run_id, record.trial_id, record.knobs)
+            if not finished and record.status != "interrupted":
+                self.record_trial(run_id, record)
+                written += 1
+        if written:
+            log.info("MLflow: wrote %d trial run(s) from the journal that earlier MLflow writes had missed", written)
+        return written
+
+    def close_parent(self, run_id: str, records: Sequence[TrialRecord], trials: int) -> None:
+        """End a parent run that its driver left RUNNING (MLflow was down at the sweep's end):
+        FINISHED when every trial ended, else KILLED (the sweep is to be resumed)."""
+        if self.client.get_run(run_id).info.status == "RUNNING":
+            self.finish(run_id, "FINISHED" if sum(r.ended for r in records) >= trials else "KILLED")
+
+    def close_orphans(self, run_id: str, reason: str) -> int:
+        """Mark child runs still RUNNING as KILLED, saying why (an interrupted sweep, a crashed driver)."""
         orphans = self.client.search_runs([self.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}' "
                                                                 "and attributes.status = 'RUNNING'")
         for run in orphans:
-            self.client.set_tag(run.info.run_id, "edgesweep.status", "interrupted: its driver stopped first")
+            self.client.set_tag(run.info.run_id, "edgesweep.status", reason)
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(orphans)
 
-    def finish(self, run_id: str, ok: bool) -> None:
-        self.client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+    def finish(self, run_id: str, status: str) -> None:
+        """End the parent run: FINISHED, FAILED, or KILLED for an interrupted sweep."""
+        self.client.set_terminated(run_id, status=status)
+
+
+def _guarded(hook):
+    """A callback hook whose MLflow failures are logged, never raised into Tune's loop; after one
+    gave up, the hooks skip MLflow for OUTAGE_PAUSE_S (the journal holds what they would write)."""
+    @functools.wraps(hook)
+    def wrapper(self, *args, **kwargs):
+        if time.monotonic() < self.down_until:
+            self.missed += 1
+            return None
+        try:
+            return hook(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - MLflow is a mirror: the journal holds the result
+            self.missed += 1
+            self.down_until = time.monotonic() + OUTAGE_PAUSE_S
+            log.warning("MLflow write in %s failed after retries (%s); the sweep goes on without MLflow for %.0f s, "
+                        "and the journal's records are written to MLflow by the next --resume or report",
+                        hook.__name__, e, OUTAGE_PAUSE_S)
+            return None
+    return wrapper
 
 
 class MlflowTrialCallback(tune.Callback):
@@ -106,86 +235,76 @@ class MlflowTrialCallback(tune.Callback):
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, complete_knobs):
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.complete_knobs = complete_knobs
-        self._client: MlflowClient | None = None
-        self._runs: dict[str, str] = {}
+        self.missed = 0  # MLflow writes given up on (backfilled later from the journal)
+        self.down_until = 0.0  # time.monotonic() until which MLflow is left alone
+        self._tracking: SweepTracking | None = None
+        self._runs: dict[str, tuple[str, bool]] = {}
+
+    def __getstate__(self) -> dict:  # saved with Tune's experiment state: no client, no cached ids
+        return {**self.__dict__, "_tracking": None, "_runs": {}, "down_until": 0.0}
 
     @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-        return self._client
+    def tracking(self) -> SweepTracking:
+        if self._tracking is None:
+            self._tracking = SweepTracking(self.tracking_uri, self.experiment_id)
+        return self._tracking
 
-    def run_id(self, trial) -> str:
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
-        runs = self.client.search_runs([self.experiment_id],
-                                       f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and "
-                                       f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}'", max_results=1)
-        if runs:
-            run_id = runs[0].info.run_id
-            if runs[0].data.tags.get("edgesweep.finished") != "true":
-                self.client.update_run(run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(self.experiment_id, tags={
-                MLFLOW_PARENT_RUN_ID: self.parent_run_id, TRIAL_TAG: trial.trial_id,
-                MLFLOW_RUN_NAME: f"trial-{trial.trial_id}"})
-            run_id = run.info.run_id
-            knobs = self.complete_knobs(trial.config)
-            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(knobs.items())])
-        self._runs[trial.trial_id] = run_id
-        return run_id
+    def run_id(self, trial) -> tuple[str, bool]:
+        if trial.trial_id not in self._runs:
+            run_id, finished = retried(lambda: self.tracking.trial_run(
+                self.parent_run_id, trial.trial_id, self.complete_knobs(trial.config)), "finding a trial's run")
+            if not finished:
+                retried(lambda: self.tracking.client.update_run(run_id, status="RUNNING"), "reopening a run")
+            self._runs[trial.trial_id] = (run_id, finished)
+        return self._runs[trial.trial_id]
 
-    def _finished_before(self, run_id: str) -> bool:
-        """A resumed sweep re-reports trials that had finished; their runs are complete already."""
-        return self.client.get_run(run_id).data.tags.get("edgesweep.finished") == "true"
-
+    @_guarded
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_id(trial)
 
+    @_guarded
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("stage") != "train":
             return
         step = int(result["epoch"])
-        metrics = {k: v for k, v in result.items()
-                   if k in EPOCH_KEYS or k.startswith(("loss_", "val_"))}
+        metrics = {k: v for k, v in result.items() if k in EPOCH_KEYS or k.startswith(("loss_", "val_"))}
         now = int(result.get("timestamp", 0) * 1000)
-        self.client.log_batch(self.run_id(trial), metrics=[Metric(k, v, now, step)
-                                                           for k, v in _finite(metrics).items()])
+        run_id, _ = self.run_id(trial)
+        retried(lambda: self.tracking.client.log_batch(run_id, metrics=[Metric(k, v, now, step)
+                                                                         for k, v in _finite(metrics).items()]),
+                "logging epoch metrics")
 
+    def _end(self, trial, record: TrialRecord, files: Sequence[Path] = ()) -> None:
+        run_id, finished = self.run_id(trial)
+        if finished:  # a resumed sweep re-reports trials whose runs are complete already
+            return
+        retried(lambda: self.tracking.record_trial(run_id, record, files), "recording a trial's end")
+        self._runs[trial.trial_id] = (run_id, record.status != "interrupted")
+
+    @_guarded
     def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trial.last_result
-        run_id = self.run_id(trial)
-        if self._finished_before(run_id):
+        record = record_of(trial, self.complete_knobs)
+        if trial.checkpoint is None or not record.complete:
+            self._end(trial, record)
             return
-        if not result.get("trial_complete"):
-            self.client.set_tag(run_id, "edgesweep.status", "stopped before the end")
-            self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.KILLED))
-            return
-        final = {k: v for k, v in result.items() if k in FINAL_METRICS or k.startswith("float_")}
-        self.client.log_batch(run_id, metrics=[Metric(k, v, 0, int(result["epoch"]))
-                                               for k, v in _finite(final).items()],
-                              tags=[RunTag("format", str(result.get("format"))),
-                                    RunTag("stand_in_stages", str(result.get("stand_in"))),
-                                    RunTag("board_emulated", str(result.get("board_emulated"))),
-                                    RunTag("artifact_sha256", str(result.get("artifact_sha256")))])
-        if trial.checkpoint is not None:
-            with trial.checkpoint.as_directory() as d:
-                for f in sorted(Path(d).iterdir()):
-                    if f.suffix in {".onnx", ".tflite"}:
-                        self.client.log_artifact(run_id, str(f), artifact_path="model")
-                    elif f.name in {"latency.json", "export.json"}:
-                        self.client.log_artifact(run_id, str(f))
-        self.client.set_tag(run_id, "edgesweep.finished", "true")
-        self.client.set_terminated(run_id, status="FINISHED")
+        with trial.checkpoint.as_directory() as d:
+            files = [f for f in sorted(Path(d).iterdir())
+                     if f.suffix in {".onnx", ".tflite"} or f.name in {"latency.json", "export.json"}]
+            self._end(trial, record, files)
 
+    @_guarded
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
-        error = ""
-        if trial.error_file and Path(trial.error_file).exists():
-            error = Path(trial.error_file).read_text()
-        self.client.set_tag(run_id, "edgesweep.error", error.strip().splitlines()[-1][:4000] if error else "unknown")
+        run_id, _ = self.run_id(trial)
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "error.txt"
-            path.write_text(error or "the trial failed without an error file")
-            self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, status="FAILED")
+            text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).exists() else ""
+            path.write_text(text or f"the trial failed: {trial_error(trial)}")
+            retried(lambda: self.tracking.client.log_artifact(run_id, str(path)), "logging an error")
+        self._end(trial, record_of(trial, self.complete_knobs, "failed"))
+
+    @_guarded
+    def on_experiment_end(self, trials, **info):
+        """Trials that never ended (a stopped sweep) get a run that says they were interrupted."""
+        for trial in trials:
+            if not self.run_id(trial)[1]:
+                self._end(trial, record_of(trial, self.complete_knobs, "interrupted"))

@@ -38,7 +38,7 @@ class TrialContext:
     train_spec: TrainSpec
     train_options: dict  # Ray options of the training task (num_cpus, num_gpus)
     export_options: dict = field(default_factory=dict)  # Ray options of the export-and-score task
-    teachers: dict = field(default_factory=dict)  # "name@img_size" -> ObjectRef of its TrainedModel
+    teachers: dict = field(default_factory=dict)  # "name@img_size" -> ObjectRef of its TrainedModel (may be training)
     board: Any = None  # device_actors.client.Board
     board_timeout_s: float = 3600.0
     timing: Any = None  # device_actors.timing.TimingProtocol
@@ -77,11 +77,11 @@ def _epoch_metrics(update: EpochUpdate) -> dict:
     return m
 
 
-def _report_stage(stage: str, knobs: dict) -> None:
+def _report_stage(stage: str, knobs: dict, epoch: int | None = None) -> None:
     """Say where the trial is (the live view's stage column; a failed trial's record keeps it).
     No checkpoint: the last one still holds everything a retry needs."""
-    tune.report({"stage": stage, "epoch": knobs["epochs"], "epochs": knobs["epochs"], "trial_complete": False,
-                 **_nan_objectives()})
+    tune.report({"stage": stage, "epoch": knobs["epochs"] if epoch is None else epoch, "epochs": knobs["epochs"],
+                 "trial_complete": False, **_nan_objectives()})
 
 
 def run_trial(config: dict, ctx: TrialContext) -> None:
@@ -96,6 +96,9 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     if state["stage"] != "trained":
         distills = kd_method(knobs["kd_method"]).needs_teacher
         teacher = ctx.teachers.get(f"{knobs['teacher']}@{knobs['img_size']}") if distills else None
+        if teacher is not None and not ray.wait([teacher], timeout=0)[0]:
+            _report_stage("teacher", knobs, epoch=0)  # teachers train alongside the first trials
+            ray.wait([teacher], timeout=None)
         stream = stages.train_task.options(**ctx.train_options).remote(knobs, ctx.train_spec, teacher, student)
         for ref in stream:
             item = ray.get(ref)

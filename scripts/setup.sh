@@ -3,8 +3,10 @@
 #
 # - Inside an active virtualenv/conda env it installs there (so a GPU user's CUDA torch is kept);
 #   otherwise it creates ./.venv.
-# - With no torch present it installs the CPU wheel torch==2.13.0 first: an unpinned torch pulls a
-#   multi-GB CUDA build from the registry.
+# - With no torch present it installs torch==2.13.0 first. Where a CPU wheel of that version is
+#   offered (the machines this project is developed on), that is what pip takes; from the public
+#   PyPI on Linux x86_64 the same pin is the CUDA build (several GB). CPU-only machines elsewhere:
+#   EDGESWEEP_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu ./scripts/setup.sh
 # - TFLite conversion (litert-torch) has x86_64 wheels only; elsewhere that extra is skipped.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,8 +28,13 @@ fi
 echo "[setup] installing EdgeSweep into $("$py" -c 'import sys; print(sys.prefix)') (extras: $extras)"
 "$py" -m pip install --quiet --upgrade pip
 if ! "$py" -c "import torch" 2>/dev/null; then
-  echo "[setup] no torch found: installing the CPU wheel torch==2.13.0"
-  "$py" -m pip install --quiet "torch==2.13.0"
+  if [[ -n "${EDGESWEEP_TORCH_INDEX_URL:-}" ]]; then
+    echo "[setup] no torch found: installing torch==2.13.0 from $EDGESWEEP_TORCH_INDEX_URL"
+    "$py" -m pip install --quiet "torch==2.13.0" --index-url "$EDGESWEEP_TORCH_INDEX_URL"
+  else
+    echo "[setup] no torch found: installing torch==2.13.0 (a CPU wheel where one is offered, see above)"
+    "$py" -m pip install --quiet "torch==2.13.0"
+  fi
 else
   echo "[setup] keeping the installed torch $("$py" -c 'import torch; print(torch.__version__)')"
 fi

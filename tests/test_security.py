@@ -167,6 +167,39 @@ def test_init_ray_serves_no_dashboard_and_its_api_process_binds_localhost_only()
         assert all(a.startswith("127.0.0.1:") for a in dashboard["listening"]), dashboard["listening"]
 
 
+PRIVATE_HEAD = """
+import sys, ray
+from orchestrator.sweep import init_ray
+init_ray(None, num_cpus=1)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # until the test closes stdin
+ray.shutdown()
+"""
+
+
+def test_a_private_sweep_cluster_uses_token_auth_and_refuses_a_board_with_a_wrong_token(tmp_path):
+    """Ray 2.60 binds its gRPC servers on every interface (no loopback-only setting), so the private
+    cluster a sweep starts must demand a token; `board join` with another token is refused and says how."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(PYTHONPATH=str(REPO), HOME=str(tmp_path))  # no ~/.ray/auth_token: a throwaway token
+    head = subprocess.Popen([sys.executable, "-c", PRIVATE_HEAD], cwd=REPO, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the private cluster did not start"
+        wrong = tmp_path / "wrong_token"
+        wrong.write_text("0" * 64)
+        joined = subprocess.run([sys.executable, "-m", "orchestrator", "board", "join", "--address", address,
+                                 "--name", "intruder", "--token-file", str(wrong)],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+        assert joined.returncode == 2, joined.stderr[-3000:]
+        assert "rejected this board's auth token" in joined.stderr and "--token-file" in joined.stderr
+        assert "0" * 64 not in joined.stdout + joined.stderr  # the token is never printed
+    finally:
+        head.stdin.close()
+        head.wait(60)
+
+
 # ---- checkpoints are loaded with weights_only=True -----------------------------------------------
 
 

@@ -76,8 +76,6 @@ def run_join(args: argparse.Namespace) -> int:
 
 def _connect(args: argparse.Namespace) -> None:
     """ray.init as a driver; the token goes into this process's environment, where Ray reads it."""
-    import ray
-
     from common.errors import UserError
     from device_actors.join import resolve_auth_token
     from device_actors.naming import NAMESPACE
@@ -85,6 +83,12 @@ def _connect(args: argparse.Namespace) -> None:
     token = resolve_auth_token(args.token_file, os.environ, Path.home())
     if token is not None:
         os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token.value)
+    import ray
+
+    if token is not None:
+        from orchestrator._ray_internals import reload_auth_config
+
+        reload_auth_config()  # Ray read the auth mode when it was imported, perhaps before the token was set
     try:
         ray.init(address=args.address or "local", namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
     except ConnectionError as e:

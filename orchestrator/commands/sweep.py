@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import argparse
-import json
+import logging
+import shlex
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a KD + quantization sweep described by a YAML file")
     p.add_argument("config", type=Path, help="the sweep file, e.g. examples/kd.yaml")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep without redoing finished trials")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite in the sweep directory)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: mlflow.tracking_uri, "
+                                                        "else $MLFLOW_TRACKING_URI, else sqlite in the sweep directory)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(run=run)
     r = sub.add_parser("report", help="print a sweep's Pareto front and where to look at it")
@@ -20,25 +26,25 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.config import load_config
-    from orchestrator.console import console, progress
+    from orchestrator.console import console
     from orchestrator.sweep import Sweep
 
     cfg = load_config(args.config)
     console.print(f"sweep [bold]{cfg.name}[/]: {cfg.searcher.trials} trials, {cfg.searcher.algorithm} searcher, "
                   f"state in {cfg.sweep_dir}")
     sweep = Sweep(cfg, resume=args.resume, tracking_uri=args.tracking_uri, address=args.address)
-    with progress() as bar:
-        tasks: dict[str, int] = {}
-
-        def on_teacher_epoch(name: str, update) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(f"teacher {name}", total=update.epochs, info="")
-            bar.update(tasks[name], completed=update.epoch,
-                       info=f"val mAP {update.metrics.get('map50_95', float('nan')):.3f}")
-
-        sweep.prepare_teachers(on_teacher_epoch)
+    teachers = sweep.prepare_teachers()
+    if teachers:
+        console.print(f"teachers {', '.join(teachers)}: training (or loading from the cache) alongside the first "
+                      f"trials; the trials that distil from them wait for them")
     result = sweep.run(show_progress=True)
-    print_report(result.sweep_dir)
+    if result.interrupted:
+        done = sum(r.ended for r in result.records)
+        resume = f"python -m orchestrator sweep {shlex.quote(str(args.config))} --resume"
+        console.print(f"[yellow]interrupted ({result.interrupted})[/]: {done} of {cfg.searcher.trials} trials "
+                      f"ended; the sweep's state is saved in {result.sweep_dir}. Resume with:\n  {resume}")
+        return INTERRUPTED
+    print_report(result.sweep_dir, backfill=False)
     if result.failed:
         console.print(f"[red]{len(result.failed)} trial(s) failed[/]; their errors are in MLflow and in "
                       f"{result.sweep_dir / 'trials.jsonl'}")
@@ -51,23 +57,46 @@ def _sweep_dir(path: Path) -> Path:
         from orchestrator.config import load_config
 
         return load_config(path).sweep_dir
-    if not (path / "sweep.json").exists():
-        raise FileNotFoundError(f"{path} is not a sweep directory (no sweep.json): give runs/sweeps/NAME or the YAML")
+    from orchestrator.sweep_state import read_state
+
+    read_state(path)  # a directory without sweep.json is refused with what to give instead
     return path
 
 
-def print_report(sweep_dir: Path) -> None:
+def _backfill_mlflow(sweep_dir: Path, state: dict, records, trials: int) -> None:
+    """Write journal records that MLflow missed, unless a driver runs the sweep right now."""
+    from orchestrator.sweep_state import SweepLock, SweepLocked
+    from orchestrator.tracking import SweepTracking
+
+    try:
+        lock = SweepLock.acquire(sweep_dir)
+    except SweepLocked:
+        return  # its driver writes MLflow itself
+    try:
+        tracking = SweepTracking(state["tracking_uri"], state["experiment_id"])
+        tracking.backfill(state["parent_run_id"], records)
+        tracking.close_parent(state["parent_run_id"], records, trials)
+    except Exception as e:  # noqa: BLE001 - the report comes from the journal; MLflow can wait
+        log.warning("MLflow at %s is not writable (%s); the report below comes from the journal, and the next "
+                    "report writes MLflow what it lacks", state["tracking_uri"], e)
+    finally:
+        lock.release()
+
+
+def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     """The Pareto table (knobs that vary, mAP, latency, size), the report files and the MLflow UI command."""
-    from orchestrator.config import parse_config
     from orchestrator.console import stdout, table
     from orchestrator.pareto import knob_columns
     from orchestrator.results import load_records
     from orchestrator.sweep import write_report
+    from orchestrator.sweep_state import read_state, stored_config
     from orchestrator.tracking import ui_command, ui_url
 
-    state = json.loads((sweep_dir / "sweep.json").read_text())
-    cfg = parse_config(state["config"], source=str(sweep_dir / "sweep.json"), base_dir=sweep_dir)
+    state = read_state(sweep_dir)
+    cfg = stored_config(sweep_dir)
     records = load_records(sweep_dir)
+    if backfill:
+        _backfill_mlflow(sweep_dir, state, records, cfg.searcher.trials)
     on_front, files = write_report(cfg, records)
     shown = [k for k in knob_columns() if len({str(r.knobs.get(k)) for r in records}) > 1] or ["kd_method"]
     header = ["trial", *shown, "format", "mAP@.5:.95", "mAP@.5", "latency ms", "size MB"]
