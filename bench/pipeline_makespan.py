@@ -93,7 +93,8 @@ def calibrate_min_seconds(target_s: float, board_name: str, cache_dir: Path) -> 
 def sweep_config(root: Path, args, min_seconds: float) -> dict:
     return {
         "name": "pipeline", "output_dir": str(root / "runs"),
-        "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0}},
+        "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0},
+                 "calibration_images": 4},
         "teachers": {"t": {"model": "n", "epochs": 1}},  # named only: stand-in stages train no teacher
         "search": {"kd_factor": {"loguniform": [0.25, 4.0]}},  # continuous: every trial's artifact differs
         "fixed": {"kd_method": "output", "teacher": "t", "epochs": 2, "img_size": 64, "threads": 1},

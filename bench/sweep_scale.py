@@ -197,7 +197,8 @@ def instrument() -> None:
 def sweep_config(root: Path, args) -> dict:
     return {
         "name": "scale", "output_dir": str(root / "runs"),
-        "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0}},
+        "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0},
+                 "calibration_images": 4},
         "teachers": {"t": {"model": "n", "epochs": 1}},  # named only: stand-in stages train no teacher
         "search": {"kd_method": {"choice": ["none", "output"]}, "kd_factor": {"loguniform": [0.25, 4.0]},
                    "quantization": {"choice": ["fp32", "fp16", "dynamic", "int8"]}},

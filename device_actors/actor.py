@@ -8,6 +8,7 @@ placement options (see `device_actors.client`), and tests can run it in-process.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -18,13 +19,15 @@ from pathlib import Path
 
 import ray
 
-from device_actors.cache import LatencyCache
+from detection.packed import PackedSplit
+from device_actors.accuracy import evaluate_artifact
+from device_actors.cache import SCORE_FILE, JsonLinesCache, LatencyCache
 from device_actors.journal import InFlightJournal
 from device_actors.ledger import QueueLedger, QueueSnapshot, Ticket
-from device_actors.measure import installed_runtime_versions, measure_artifact, verify_artifact
+from device_actors.measure import emulation_of, measure_artifact, verify_artifact
 from device_actors.naming import check_board_name
 from device_actors.report import LatencyReport, MeasureRequest
-from device_actors.runtimes import RuntimeLoadError, get_runtime
+from device_actors.runtimes import check_runtimes
 from device_actors.sysinfo import board_facts
 
 log = logging.getLogger(__name__)
@@ -46,14 +49,6 @@ def current_node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
-def runtime_version(name: str, board: str) -> str:
-    runtime = get_runtime(name)
-    if not runtime.available():
-        raise RuntimeLoadError(f"runtime {name!r} is not installed on board {board!r}; install it there "
-                               f"(pip install '.[board]') or ask for another runtime")
-    return runtime.version()
-
-
 @dataclass(frozen=True)
 class BoardStatus:
     board: str
@@ -69,6 +64,7 @@ class BoardStatus:
     recent: tuple[LatencyReport, ...]  # newest last
     facts: dict  # as of the actor's start; every report carries its own
     runtime_versions: dict
+    emulation: str | None = None  # see LatencyReport.emulation
 
 
 class BoardLatencyActor:
@@ -80,6 +76,7 @@ class BoardLatencyActor:
         self._emulated = emulated
         directory = Path(cache_dir) if cache_dir else default_cache_dir(board, emulated)
         self._cache = LatencyCache(directory)
+        self._scores = JsonLinesCache(directory / SCORE_FILE, "score", encode=dict, decode=dict)
         self._ledger = QueueLedger()
         self._lock = threading.Lock()
         self._recent: deque[LatencyReport] = deque(maxlen=RECENT_RESULTS)
@@ -89,15 +86,24 @@ class BoardLatencyActor:
         self._journal = InFlightJournal(directory, max_attempts=max_attempts, node_id=self._node_id)
         self._up_since = time.time()
         # Read once: status queries run beside measurements and should cost them nothing.
-        self._facts = board_facts().to_dict()
-        self._runtime_versions = installed_runtime_versions()
-        log.info("board actor %r up on node %s (pid %d, emulated=%s, cache %s)", board, self._node_id,
-                 os.getpid(), emulated, self._cache.path)
+        facts = board_facts()
+        self._facts = facts.to_dict()
+        self._emulation = emulation_of(facts, emulated)
+        # Each runtime's import is tried in a child first: one that crashes (onnxruntime under qemu with
+        # an x86 /proc/cpuinfo) is a named error for its artifacts, never a crash loop of this actor.
+        self._runtimes = check_runtimes()
+        self._runtime_versions = self._runtimes.versions
+        for name, problem in self._runtimes.problems.items():
+            log.error("board %r cannot run %s artifacts: %s", board, name, problem)
+        log.info("board actor %r up on node %s (pid %d, emulated: %s, cache %s)", board, self._node_id,
+                 os.getpid(), self._emulation or "no", self._cache.path)
 
     def _key(self, request: MeasureRequest) -> str:
-        return request.cache_key(runtime_version(request.runtime, self._board))
+        return request.cache_key(self._runtimes.require(request.runtime, f"board {self._board!r}"))
 
     def _remember(self, report: LatencyReport) -> LatencyReport:
+        if report.cached and self._emulation and not report.emulation:  # cached before emulation was labelled
+            report = dataclasses.replace(report, emulated=True, emulation=self._emulation)
         with self._lock:
             self._recent.append(report)
             if report.cached:
@@ -132,6 +138,26 @@ class BoardLatencyActor:
         finally:
             self._ledger.finish()
 
+    def score(self, request: MeasureRequest, model: bytes, split: PackedSplit) -> dict[str, float]:
+        """COCO metrics of `model` on this board, run through the runtime, threads and delegate it is
+        timed with (an NPU delegate's accuracy loss shows here, not on the export node), on the sweep's
+        val images: `split` arrives once through the object store and is unpacked into the cache."""
+        self._ledger.start(None, f"scoring {request.describe()}")
+        try:
+            verify_artifact(model, request.artifact_sha256)
+            key = f"{split.sha256}:{self._key(request)}"
+            scores = self._scores.get(key)
+            if scores is None:
+                data = split.unpack(self._cache.path.parent)
+                m = evaluate_artifact(model, request.runtime, data, options=request.options).metrics
+                scores = {"map50_95": m.map50_95, "map50": m.map50, "precision": m.precision, "recall": m.recall,
+                          "images": float(len(data))}
+                self._scores.put(key, scores)
+                log.info("%s on %d val images: mAP@.5:.95 %.4f", request.describe(), len(data), m.map50_95)
+            return scores
+        finally:
+            self._ledger.finish()
+
     @ray.method(concurrency_group=STATUS_GROUP)
     def lookup(self, request: MeasureRequest) -> LatencyReport | None:
         """The cached report for `request`, without sending the artifact."""
@@ -146,7 +172,8 @@ class BoardLatencyActor:
     def status(self) -> BoardStatus:
         with self._lock:
             recent, measured, hits = tuple(self._recent), self._measured, self._cache_hits
-        return BoardStatus(board=self._board, node_id=self._node_id, emulated=self._emulated, pid=os.getpid(),
+        return BoardStatus(board=self._board, node_id=self._node_id, emulated=self._emulation is not None,
+                           emulation=self._emulation, pid=os.getpid(),
                            up_since=self._up_since, cache_path=str(self._cache.path), cache_entries=len(self._cache),
                            measured=measured, cache_hits=hits, queue=self._ledger.snapshot(), recent=recent,
                            facts=self._facts, runtime_versions=self._runtime_versions)

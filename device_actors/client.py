@@ -30,6 +30,7 @@ from device_actors.ledger import Ticket
 from device_actors.measure import sha256_hex, sniff_runtime
 from device_actors.naming import (LABEL_KEY, NAMESPACE, actor_name, board_from_resource, board_resource,
                                   check_board_name, emulated_actor_name)
+from detection.packed import PackedSplit
 from device_actors.report import DEFAULT_CAMERA_HW, LatencyReport, MeasureRequest
 from device_actors.runtimes import RuntimeOptions, runtime_for
 from device_actors.timing import TimingProtocol
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 3600.0  # a measurement may wait behind every other trial's
 STATUS_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 120.0  # placing the actor: starting a Python worker on a slow board
+READY_POLL_S = 5.0
+MAX_START_RESTARTS = 3  # deaths before the actor ever answered: it will not come up by itself
 
 
 class BoardUnavailable(UserError, RuntimeError):
@@ -142,6 +145,14 @@ class Board:
         return self.result(self.submit(request, data, timeout_s=remaining, refresh=refresh), timeout_s=remaining,
                            what=request.describe())
 
+    def score(self, model: bytes | str | Path, split: "ray.ObjectRef | PackedSplit", *, runtime: str | None = None,
+              options: RuntimeOptions = RuntimeOptions(), timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, float]:
+        """COCO metrics of an artifact computed on the board itself (`BoardLatencyActor.score`); pass
+        the packed val split as an ObjectRef to send it once for many artifacts."""
+        request, data = self.request_for(model, runtime=runtime, options=options)
+        ref = self.actor.score.remote(request, ray.put(data), split)
+        return self.result(ref, timeout_s=timeout_s, what=f"scoring {request.describe()}")
+
     def result(self, ref: ray.ObjectRef, *, timeout_s: float = DEFAULT_TIMEOUT_S, what: str = "a measurement"):
         """Wait for a submitted measurement; one still queued at the deadline is cancelled (a running one
         cannot be interrupted and finishes into the cache)."""
@@ -177,13 +188,30 @@ def _actor_class(max_status_threads: int = 2):
 
 
 def _wait_ready(board: Board, timeout_s: float, where: str) -> Board:
-    try:
-        board.status(timeout_s)
-    except BoardTimeout:
-        raise BoardUnavailable(f"the latency actor for board {board.name!r} could not start on {where} within "
-                               f"{timeout_s:.0f} s; check that the board can import device_actors "
-                               f"(pip install '.[board]') and its Ray logs") from None
-    return board
+    """Wait until the actor answers. One that keeps dying while it starts (a native library crashing
+    in its worker) is stopped after MAX_START_RESTARTS, with what Ray knows of the cause."""
+    from device_actors._ray_internals import actor_restarts
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            board.status(min(READY_POLL_S, max(deadline - time.monotonic(), 0.1)))
+            return board
+        except BoardTimeout:
+            pass
+        restarts, cause = actor_restarts(board.actor)
+        if restarts >= MAX_START_RESTARTS:
+            ray.kill(board.actor, no_restart=True)
+            raise BoardUnavailable(
+                f"the latency actor for board {board.name!r} died {restarts} times while starting on {where} and "
+                f"was stopped{f' ({cause})' if cause else ''}: its Ray worker exits before the actor is up, "
+                f"typically a native library crashing on import or the machine running out of memory; the "
+                f"board's Ray worker logs (worker-*.err under /tmp/ray/session_latest/logs there) say which. "
+                f"Check that the board can import device_actors (pip install '.[board]')") from None
+        if time.monotonic() >= deadline:
+            raise BoardUnavailable(f"the latency actor for board {board.name!r} could not start on {where} within "
+                                   f"{timeout_s:.0f} s; check that the board can import device_actors "
+                                   f"(pip install '.[board]') and its Ray logs") from None
 
 
 def connect_board(name: str, *, emulate_if_missing: bool = True, namespace: str = NAMESPACE,

@@ -23,7 +23,7 @@ from detection.letterbox import letterbox, to_input
 from detection.postprocess import postprocess
 from device_actors.memory import PeakRssTracker
 from device_actors.report import LatencyReport, MeasureRequest
-from device_actors.runtimes import RUNTIMES, get_runtime
+from device_actors.runtimes import check_runtimes, get_runtime
 from device_actors.sysinfo import BoardFacts, SystemRoots, ThermalSnapshot, board_facts, thermal_snapshot
 from device_actors.timing import TimingProtocol, time_call
 
@@ -65,7 +65,7 @@ def verify_artifact(model: bytes, expected_sha256: str) -> None:
 
 def installed_runtime_versions() -> dict[str, str]:
     """Versions of every runtime this machine can load, for the report and `board status`."""
-    return {name: rt.version() for name, rt in RUNTIMES.items() if rt.available()}
+    return check_runtimes().versions
 
 
 def camera_frame(height_width: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -112,9 +112,18 @@ def measurement_warnings(stats_cv: float, start: ThermalSnapshot, end: ThermalSn
         out.append(f"SoC temperature rose {end.temperature_c - start.temperature_c:.1f} degC during the run")
     if facts.governor and facts.governor != "performance":
         out.append(f"CPU governor is {facts.governor!r}, not 'performance': frequency scaling adds variation")
-    if emulated:
+    if facts.emulation:
+        out.append(f"emulated board: timed under {facts.emulation}, at emulation speed, not on the target board")
+    elif emulated:
         out.append(f"emulated board: timed on the local {facts.cpu_model}, not on the target board")
     return out
+
+
+def emulation_of(facts: BoardFacts, stand_in: bool) -> str | None:
+    """What emulated the board, in words; None on the board itself."""
+    if facts.emulation:
+        return facts.emulation
+    return f"stand-in: the driver's machine ({facts.cpu_model})" if stand_in else None
 
 
 def measure_artifact(model: bytes, request: MeasureRequest, *, board: str, node_id: str, emulated: bool,
@@ -153,8 +162,9 @@ def measure_artifact(model: bytes, request: MeasureRequest, *, board: str, node_
     for w in warnings:
         log.warning("%s on %s: %s", request.describe(), board, w)
     version = runtime.version()
+    emulation = emulation_of(facts, emulated)
     return LatencyReport(
-        board=board, node_id=node_id, emulated=emulated, cached=False, artifact_sha256=request.artifact_sha256,
+        board=board, node_id=node_id, emulated=emulation is not None, emulation=emulation, cached=False, artifact_sha256=request.artifact_sha256,
         runtime=request.runtime, runtime_version=version, threads=request.options.threads,
         providers=tuple(request.options.providers), delegate=request.options.delegate,
         input_hw=(int(input_hw[0]), int(input_hw[1])), **dataclasses.asdict(stats), load_ms=load_ms,

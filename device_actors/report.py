@@ -40,7 +40,7 @@ class LatencyReport:
     """One artifact timed on one board; all times in milliseconds, timestamps in Unix seconds."""
     board: str
     node_id: str
-    emulated: bool
+    emulated: bool  # not the target board's own timing: a stand-in machine or an emulator
     cached: bool
     artifact_sha256: str
     runtime: str
@@ -75,6 +75,7 @@ class LatencyReport:
     started_at: float = 0.0
     ended_at: float = 0.0
     warnings: tuple[str, ...] = ()
+    emulation: str | None = None  # what stood in: "qemu-aarch64 (cortex-a53)", or the local stand-in
 
     def to_dict(self) -> dict:
         """JSON-ready: tuples become lists."""

@@ -38,6 +38,11 @@ class ThermalSnapshot:
     max_frequency_mhz: float | None  # the lowest scaling_max_freq: a thermal cap lowers it
 
 
+# Set by whatever runs a board under emulation (scripts/arm-board.sh: "qemu-aarch64 (cortex-a53)"),
+# so no result of such a node is taken for a board's timing.
+EMULATION_ENV = "EDGESWEEP_EMULATION"
+
+
 @dataclass(frozen=True)
 class BoardFacts:
     cpu_model: str
@@ -51,6 +56,7 @@ class BoardFacts:
     ray: str | None
     numpy: str
     memory_total_mb: float | None
+    emulation: str | None = None  # how this machine emulates the board, e.g. "qemu-aarch64 (cortex-a53)"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,4 +154,5 @@ def board_facts(roots: SystemRoots = SystemRoots()) -> BoardFacts:
     return BoardFacts(cpu_model=cpu_model(roots), cores=online_cores(roots), machine=platform.machine(),
                       governor=governor(roots), soc=_soc(roots), os=_os_name(roots), kernel=platform.release(),
                       python=".".join(map(str, sys.version_info[:3])), ray=_version("ray"),
-                      numpy=_version("numpy") or "unknown", memory_total_mb=_memory_total_mb(roots))
+                      numpy=_version("numpy") or "unknown", memory_total_mb=_memory_total_mb(roots),
+                      emulation=os.environ.get(EMULATION_ENV) or None)

@@ -36,7 +36,9 @@ __all__ = ["METRICS", "BoardConfig", "ConfigError", "ConstraintsConfig", "Mlflow
            "Resources", "ResourcesConfig", "SearcherConfig", "StudentConfig", "SweepConfig", "load_config",
            "parse_config"]
 
-METRICS = {"map50_95": "max", "map50": "max", "latency_ms": "min", "size_mb": "min"}  # metric -> its direction
+# metric -> its direction; board_* is the artifact's accuracy measured on the board (board.score_on_board)
+METRICS = {"map50_95": "max", "map50": "max", "latency_ms": "min", "size_mb": "min", "board_map50_95": "max",
+           "board_map50": "max"}
 DEFAULT_OUTPUT_DIR = "runs/sweeps"
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
 _NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -108,6 +110,7 @@ class BoardConfig:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)  # onnxruntime execution providers
     delegate: str | None = None  # TFLite external delegate library, a path on the board
     delegate_options: dict[str, str] = field(default_factory=dict)
+    score_on_board: bool = False  # also score each artifact on the board, through its runtime and delegate
 
     def runtime_options(self, threads: int) -> RuntimeOptions:
         return RuntimeOptions(threads=threads, providers=self.providers, delegate=self.delegate,
@@ -232,11 +235,17 @@ def _parse(data: object, base: Path, source: str) -> SweepConfig:
                         grid=ALGORITHMS.get(algorithm).enumerates)
     searcher = _searcher(searcher_raw, algorithm, space, seed)
     _warn_frozen_scratch(space)
+    board = _board(top.get("board"))
+    objectives = _objectives(top.get("objectives"))
+    for i, objective in enumerate(objectives):
+        if objective.metric.startswith("board_") and not board.score_on_board:
+            raise ConfigError(f"objectives[{i}].metric: {objective.metric} is the accuracy measured on the board; "
+                              f"set board.score_on_board: true, or use {objective.metric.removeprefix('board_')}")
     return SweepConfig(
         name=name, seed=seed, output_dir=output_dir, data=data_cfg, student=student, teachers=teachers,
-        training=training, search=space, objectives=_objectives(top.get("objectives")),
-        constraints=_constraints(top.get("constraints")), searcher=searcher, resources=_resources(top.get("resources")),
-        board=_board(top.get("board")), mlflow=_mlflow(top.get("mlflow"), output_dir / name, name), source=source)
+        training=training, search=space, objectives=objectives, constraints=_constraints(top.get("constraints")),
+        searcher=searcher, resources=_resources(top.get("resources")), board=board,
+        mlflow=_mlflow(top.get("mlflow"), output_dir / name, name), source=source)
 
 
 def _optional_int(raw: dict, path: str, key: str, minimum: int) -> int | None:
@@ -465,7 +474,8 @@ def _board(raw: object) -> BoardConfig:
         name=name, emulate_if_missing=s.boolean(raw.get("emulate_if_missing", True), "board.emulate_if_missing"),
         timeout_s=s.number(raw.get("timeout_s", BoardConfig.timeout_s), "board.timeout_s", above=0),
         timing=protocol, providers=tuple(providers), delegate=delegate,
-        delegate_options={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()})
+        delegate_options={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()},
+        score_on_board=s.boolean(raw.get("score_on_board", BoardConfig.score_on_board), "board.score_on_board"))
 
 
 def _mlflow(raw: object, sweep_dir: Path, name: str) -> MlflowConfig:

@@ -16,7 +16,8 @@ from orchestrator._knobs import knob_table
 from orchestrator.config import ConstraintsConfig
 from orchestrator.results import TrialRecord
 
-METRIC_COLUMNS = ("map50_95", "map50", "latency_ms", "size_mb", "float_map50_95")
+METRIC_COLUMNS = ("map50_95", "map50", "board_map50_95", "latency_ms", "size_mb", "float_map50_95", "format",
+                  "board_node", "board_emulated", "board_emulation")
 
 
 def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
@@ -91,6 +92,15 @@ def _label(r: TrialRecord) -> str:
     return f"{r.trial_id}: {kd}, {r.metrics.get('format', '')}"
 
 
+def latency_axis(records: Sequence[TrialRecord]) -> str:
+    """The latency axis label, saying so when the board was emulated (never mistaken for a board's timing)."""
+    emulations = sorted({str(r.metrics.get("board_emulation") or "a stand-in machine")
+                         for r in records if r.metrics.get("board_emulated")})
+    if emulations:
+        return f"EMULATED board latency ({'; '.join(emulations)}), median (ms)"
+    return "board latency, median (ms)"
+
+
 def write_plots(out_dir: Path, records: Sequence[TrialRecord], on_front: Sequence[TrialRecord]) -> list[Path]:
     """pareto.png and pareto.html (latency x mAP, front highlighted) and bubble.png (x latency,
     y mAP, bubble area = artifact size), like the thesis's bubble chart."""
@@ -116,7 +126,7 @@ def write_plots(out_dir: Path, records: Sequence[TrialRecord], on_front: Sequenc
     for r, x, y in zip(done, lat, acc):
         ax.annotate(f"{r.knobs.get('kd_method')}, {r.metrics.get('format', '')}", (x, y), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")
-    ax.set(xlabel="board latency, median (ms)", ylabel="artifact mAP@.5:.95", title="Accuracy vs latency")
+    ax.set(xlabel=latency_axis(done), ylabel="artifact mAP@.5:.95", title="Accuracy vs latency")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -128,7 +138,7 @@ def write_plots(out_dir: Path, records: Sequence[TrialRecord], on_front: Sequenc
     ax.scatter(lat, acc, s=[max(s, 0.05) * 120 for s in size], c=colours, alpha=0.5, edgecolors="k", zorder=3)
     for r, x, y, s in zip(done, lat, acc, size):
         ax.annotate(f"{r.metrics.get('format', '')} {s:.1f} MB", (x, y), fontsize=7, ha="center")
-    ax.set(xlabel="board latency, median (ms)", ylabel="artifact mAP@.5:.95",
+    ax.set(xlabel=latency_axis(done), ylabel="artifact mAP@.5:.95",
            title="Latency x accuracy x size (bubble area = MB)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -142,7 +152,7 @@ def write_plots(out_dir: Path, records: Sequence[TrialRecord], on_front: Sequenc
                               text=hover, hoverinfo="text", name="trials"))
     html.add_trace(go.Scatter(x=f_lat, y=f_acc, mode="lines", line={"shape": "hv", "color": "red"},
                               name="Pareto front"))
-    html.update_layout(xaxis_title="board latency, median (ms)", yaxis_title="artifact mAP@.5:.95",
+    html.update_layout(xaxis_title=latency_axis(done), yaxis_title="artifact mAP@.5:.95",
                        title="Accuracy vs latency (hover for knobs)")
     paths.append(out_dir / "pareto.html")
     html.write_html(paths[-1], include_plotlyjs=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from detection.coco import CocoDataset, DatasetError
 from orchestrator.config import SweepConfig
 from orchestrator.datasets import data_splits
+from trainables.export.registry import format_for
 from trainables.hyper import SCRATCH
 from trainables.kd.registry import distilling_methods
 
@@ -48,8 +49,19 @@ def check_data(cfg: SweepConfig) -> DataSummary:
         raise DatasetError(f"{cfg.source}: data.val: the categories of {splits.val.annotations} (ids "
                            f"{val.category_ids}) differ from those of {splits.train.annotations} (ids "
                            f"{train.category_ids}); both splits must share one category list")
+    calibrated = [f.name for f in _possible_formats(cfg) if f.needs_calibration]
+    if calibrated and cfg.data.calibration_images > len(train):
+        raise DatasetError(f"{cfg.source}: data.calibration_images: {cfg.data.calibration_images} images calibrate "
+                           f"the {', '.join(calibrated)} artifacts, but the train split has only {len(train)}; "
+                           f"lower data.calibration_images to at most {len(train)}")
     return DataSummary(train_images=len(train), val_images=len(val),
                        skipped_images=len(train.skipped) + len(val.skipped), num_classes=train.num_classes)
+
+
+def _possible_formats(cfg: SweepConfig):
+    """Every artifact format some trial of the space may build."""
+    return [format_for(r, q) for r in cfg.search.possible_values("runtime")
+            for q in cfg.search.possible_values("quantization")]
 
 
 def _checkpoints_to_check(cfg: SweepConfig) -> list[tuple[str, Path, str]]:

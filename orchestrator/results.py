@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ray import tune
+
+from common.jsonlines import append_line
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +89,7 @@ def load_records(sweep_dir: Path) -> list[TrialRecord]:
 
 def append_record(sweep_dir: Path, record: TrialRecord) -> None:
     """Append one line and fsync it: once this returns, the record survives a crash."""
-    path = Path(sweep_dir) / RECORDS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torn = False
-    if path.exists() and path.stat().st_size:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with path.open("a") as f:
-        # after a torn line, start a new one: glued to it, this record would be unreadable too
-        f.write(("\n" if torn else "") + json.dumps(asdict(record), sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_line(Path(sweep_dir) / RECORDS, json.dumps(asdict(record), sort_keys=True))
 
 
 class ResultsLog(tune.Callback):

@@ -211,6 +211,9 @@ class Stages(Protocol):
     def time_on_board(self, exported: ExportedArtifact, knobs: dict, ctx: Any) -> dict:
         """The board's latency report of the artifact, as a dict."""
 
+    def score_on_board(self, exported: ExportedArtifact, knobs: dict, ctx: Any) -> dict:
+        """The artifact's COCO metrics computed on the board (`board.score_on_board`)."""
+
 
 class RealStages:
     """Training, export and timing as a real sweep runs them."""
@@ -238,6 +241,18 @@ class RealStages:
         except BoardTimeout as e:
             raise BoardTimeout(f"{e}{_absence(ctx.board)}") from None
         return report.to_dict()
+
+    @staticmethod
+    def score_on_board(exported: ExportedArtifact, knobs: dict, ctx) -> dict:
+        """The artifact's mAP on the board's own runtime and delegate, on the sweep's val split
+        (sent to the board once, as `ctx.board_val`)."""
+        from device_actors.client import BoardTimeout
+
+        try:
+            return ctx.board.score(exported.content, ctx.board_val, runtime=exported.runtime,
+                                   options=ctx.runtime_options(knobs["threads"]), timeout_s=ctx.board_timeout_s)
+        except BoardTimeout as e:
+            raise BoardTimeout(f"{e}{_absence(ctx.board)}") from None
 
 
 def _absence(board) -> str:

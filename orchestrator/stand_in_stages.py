@@ -88,3 +88,4 @@ class StandInStages:
                                 eval_ms={}, settings={"stand_in": True}, content=content)
 
     time_on_board = staticmethod(RealStages.time_on_board)
+    score_on_board = staticmethod(RealStages.score_on_board)

@@ -24,6 +24,7 @@ from ray import tune
 from orchestrator import pareto
 from orchestrator._ray_internals import reload_auth_config
 from orchestrator.config import SweepConfig
+from orchestrator.datasets import data_splits
 from orchestrator.errors import ConfigError
 from orchestrator.interrupts import StopSignals
 from orchestrator.live import LiveProgress
@@ -196,6 +197,15 @@ class Sweep:
         self.spec = _train_spec(cfg)
         self.teachers: dict = {}
 
+    def _board_val(self):
+        """The val split packed for the board, put in the object store once (None unless it scores)."""
+        if not self.cfg.board.score_on_board:
+            return None
+        from detection.coco import CocoDataset
+        from detection.packed import PackedSplit
+
+        return ray.put(PackedSplit.of(CocoDataset(data_splits(self.cfg.data, seed=self.cfg.seed).val)))
+
     def prepare_teachers(self) -> list[str]:
         """Start every teacher the trials may need; returns their names ("s@128px")."""
         if self.stages is None:
@@ -209,7 +219,7 @@ class Sweep:
                            teachers=_teacher_for_trials(self.teachers), board=self.board,
                            board_timeout_s=cfg.board.timeout_s, timing=cfg.board.timing,
                            runtime_options=cfg.board.runtime_options, calibration_images=cfg.data.calibration_images,
-                           stages=self.stages or RealStages())
+                           board_val=self._board_val(), stages=self.stages or RealStages())
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_RESOURCES)
         if self.resume:  # callbacks, searcher and run config come back from the sweep's saved state
             return tune.Tuner.restore(str(self.tune_dir), trainable, resume_unfinished=True, resume_errored=False,

@@ -38,7 +38,7 @@ TRIAL_TAG = "edgesweep.trial_id"
 FINISHED_TAG = "edgesweep.finished"
 EPOCH_KEYS = ("epoch", "lr", "images_per_second")  # per-epoch metrics besides loss_* and val_*
 FINAL_METRICS = ("map50_95", "map50", "precision", "recall", "latency_ms", "latency_p90_ms", "latency_cv", "fps",
-                 "size_mb")  # of the artifact on the board; the float model's val metrics come as float_*
+                 "size_mb", "board_map50_95", "board_map50")  # of the artifact on the board; the float model's val metrics come as float_*
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 OUTAGE_PAUSE_S = 30.0  # after writes gave up, MLflow is not tried again for this long
 REMOTE_SCHEMES = ("http://", "https://", "databricks")
@@ -169,6 +169,7 @@ class SweepTracking:
                               tags=[RunTag("format", str(m.get("format"))),
                                     RunTag("stand_in_stages", str(m.get("stand_in"))),
                                     RunTag("board_emulated", str(m.get("board_emulated"))),
+                                    RunTag("board_emulation", str(m.get("board_emulation") or "")),
                                     RunTag("artifact_sha256", str(m.get("artifact_sha256")))])
         for f in files:
             self.client.log_artifact(run_id, str(f), artifact_path="model" if f.suffix in {".onnx", ".tflite"} else None)

@@ -44,6 +44,7 @@ class TrialContext:
     timing: Any = None  # device_actors.timing.TimingProtocol
     runtime_options: Any = None  # callable threads -> RuntimeOptions
     calibration_images: int = 64
+    board_val: Any = None  # ObjectRef of the packed val split when the board scores artifacts too
     stages: Stages | None = None  # RealStages; tests swap in the stand-ins of orchestrator.stand_in_stages
 
 
@@ -114,12 +115,15 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     exported = stages.export_and_score(student, knobs, ctx)
     _report_stage("board", knobs)  # queued or timing: a board that left the cluster shows here until the timeout
     latency = stages.time_on_board(exported, knobs, ctx)
+    on_board = stages.score_on_board(exported, knobs, ctx) if ctx.board_val is not None else {}
     final = {
         "stage": "done", "trial_complete": True, "epoch": knobs["epochs"], "epochs": knobs["epochs"],
         "map50_95": exported.metrics["map50_95"], "map50": exported.metrics["map50"],
         "precision": exported.metrics["precision"], "recall": exported.metrics["recall"],
         "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency_cv": latency["cv"],
         "fps": latency["fps"], "size_mb": exported.size_mb, "format": exported.format, "board_emulated": latency["emulated"],
+        "board_emulation": latency.get("emulation"), "board_node": latency["node_id"],
+        "board_map50_95": on_board.get("map50_95", math.nan), "board_map50": on_board.get("map50", math.nan),
         "artifact_sha256": exported.sha256, "stand_in": bool(exported.settings.get("stand_in", False)),
         **{f"float_{k}": v for k, v in float_metrics.items()},
     }

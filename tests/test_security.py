@@ -259,7 +259,8 @@ def test_sweep_refuses_a_booby_trapped_student_init_before_anything_starts(booby
     generate(data, train=2, val=2, seed=0, config=SynthConfig(size=64))
     config = tmp_path / "kd.yaml"
     config.write_text(yaml.safe_dump({
-        "name": "trapped", "output_dir": str(tmp_path / "runs"), "data": {"source": "coco", "root": str(data)},
+        "name": "trapped", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": "coco", "root": str(data), "calibration_images": 2},
         "student": {"model": "n", "init": str(path)}, "search": {"quantization": {"choice": ["fp32", "int8"]}},
         "fixed": {"epochs": 1, "img_size": 64}, "searcher": {"algorithm": "random", "trials": 2}}))
     assert main(["sweep", str(config)]) == 2

@@ -2,15 +2,18 @@
 of them installed works. A new runtime is one module with a `Runtime` and one `register_runtime`."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from common.registry import Registry
 from device_actors.runtimes.base import Runtime, RuntimeLoadError, RuntimeOptions, Session
 from device_actors.runtimes.litert import LiteRt
 from device_actors.runtimes.ort import OnnxRuntime
+from device_actors.runtimes.probe import import_problem
 
 RUNTIMES: Registry[Runtime] = Registry("runtime", error=RuntimeLoadError)
 
-__all__ = ["RUNTIMES", "Runtime", "RuntimeLoadError", "RuntimeOptions", "Session", "get_runtime", "register_runtime",
-           "runtime_for"]
+__all__ = ["RUNTIMES", "Runtime", "RuntimeCheck", "RuntimeLoadError", "RuntimeOptions", "Session", "check_runtimes",
+           "get_runtime", "register_runtime", "runtime_for"]
 
 
 def register_runtime(runtime: Runtime) -> Runtime:
@@ -28,6 +31,40 @@ def runtime_for(filename: str) -> Runtime:
             return rt
     raise RuntimeLoadError(f"no runtime for {filename!r}; known suffixes: "
                            f"{', '.join(rt.suffix for rt in RUNTIMES.values())}")
+
+
+@dataclass(frozen=True)
+class RuntimeCheck:
+    """The runtimes of this machine: the usable ones with their versions, the broken ones with why."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def require(self, name: str, where: str) -> str:
+        """The version of runtime `name`, or a RuntimeLoadError saying why it cannot run `where`."""
+        if name in self.problems:
+            raise RuntimeLoadError(f"runtime {name!r} cannot run on {where}: {self.problems[name]}")
+        if name not in self.versions:
+            get_runtime(name)  # an unknown name lists the known ones
+            raise RuntimeLoadError(f"runtime {name!r} is not installed on {where}; install it there "
+                                   f"(pip install '.[board]') or ask for another runtime")
+        return self.versions[name]
+
+
+def check_runtimes() -> RuntimeCheck:
+    """Probe every installed runtime's import in a child process (once per process), then read
+    the versions of those that import."""
+    check = RuntimeCheck()
+    for name, runtime in RUNTIMES.items():
+        module = runtime.module()
+        if module is None:
+            continue
+        problem = import_problem(module)
+        if problem is None:
+            check.versions[name] = runtime.version()
+        else:
+            check.problems[name] = problem
+    return check
 
 
 register_runtime(OnnxRuntime())

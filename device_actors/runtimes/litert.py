@@ -2,6 +2,8 @@
 NPU delegate built in). tflite-runtime 2.14 from PyPI breaks under numpy 2, so LiteRT comes first."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
@@ -58,6 +60,12 @@ class LiteRtSession:
 class LiteRt:
     name = "tflite"
     suffix = ".tflite"
+
+    def module(self) -> str | None:
+        for name in ("ai_edge_litert", "tflite_runtime"):
+            if importlib.util.find_spec(name):
+                return f"{name}.interpreter"
+        return None
 
     def available(self) -> bool:
         return _interpreter_module() is not None

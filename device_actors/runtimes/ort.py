@@ -1,6 +1,8 @@
 """ONNX Runtime sessions (CPU, or the execution providers a board's build has)."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
@@ -37,6 +39,9 @@ class OrtSession:
 class OnnxRuntime:
     name = "onnxruntime"
     suffix = ".onnx"
+
+    def module(self) -> str | None:
+        return "onnxruntime" if importlib.util.find_spec("onnxruntime") else None
 
     def available(self) -> bool:
         try:

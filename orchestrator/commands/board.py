@@ -53,6 +53,10 @@ def add_parser(sub) -> None:
     b.add_argument("--cooldown", type=float, default=protocol.cooldown_seconds, help="seconds of rest before timing")
     b.add_argument("--emulate", action="store_true", help="use an emulated board on this machine if NAME is missing")
     b.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait, queue included")
+    b.add_argument("--score", metavar="DATA", default=None,
+                   help="also compute the model's COCO mAP on the board, on the val split of DATA ('default' "
+                        "or a COCO-format directory), through the same runtime, threads and delegate")
+    b.add_argument("--val-subset", type=int, default=None, help="with --score: a seeded subset of val images")
     _add_cluster_args(b, default_address=None)
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(run=run_bench)
@@ -122,19 +126,23 @@ def run_bench(args: argparse.Namespace) -> int:
     options = _options(args)
     protocol = TimingProtocol(warmup_runs=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds,
                               cooldown_seconds=args.cooldown)
+    split = _packed_val(args) if args.score else None  # a bad data path fails before Ray starts
     _connect(args)
     try:
         board = connect_board(args.board, emulate_if_missing=args.emulate)
         report = board.measure(args.model, runtime=args.runtime, options=options, protocol=protocol,
                                timeout_s=args.timeout)
+        scores = board.score(args.model, split, runtime=report.runtime, options=options,
+                             timeout_s=args.timeout) if split is not None else None
     finally:
         ray.shutdown()
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps({**report.to_dict(), **({"scores": scores} if scores else {})}, indent=2))
         return 0
     from orchestrator.console import console, stdout, table
 
-    rows = [["board", f"{report.board}{' (emulated)' if report.emulated else ''}"], ["node", report.node_id[:16]],
+    emulated = f" (EMULATED: {report.emulation})" if report.emulated else ""
+    rows = [["board", f"{report.board}{emulated}"], ["node", report.node_id[:16]],
             ["cached", report.cached], ["runtime", f"{report.runtime} {report.runtime_version}"],
             ["threads", report.threads], ["delegate", report.delegate or "-"],
             ["input", "x".join(map(str, report.input_hw))], ["runs", report.runs], ["median ms", report.median_ms],
@@ -148,10 +156,23 @@ def run_bench(args: argparse.Namespace) -> int:
             ["governor", report.facts.get("governor") or "-"],
             ["temperature degC", _span(report.temperature_start_c, report.temperature_end_c)],
             ["frequency MHz", _span(report.frequency_start_mhz, report.frequency_end_mhz)]]
+    if scores is not None:
+        rows += [[f"mAP@.5:.95 on the board ({int(scores['images'])} val images)", scores["map50_95"]],
+                 ["mAP@.5 on the board", scores["map50"]]]
     stdout.print(table(f"{args.model.name} on board {report.board}", ["name", "value"], rows))
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     return 0
+
+
+def _packed_val(args: argparse.Namespace):
+    """The val split of --score, packed to travel to the board."""
+    from detection.coco import CocoDataset
+    from detection.packed import PackedSplit
+    from orchestrator.datasets import embedded_default, splits_in
+
+    root = embedded_default() if args.score == "default" else Path(args.score)
+    return PackedSplit.of(CocoDataset(splits_in(root, val_subset=args.val_subset).val))
 
 
 def _span(start: float | None, end: float | None) -> str:

@@ -99,9 +99,13 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
         _backfill_mlflow(sweep_dir, state, records, cfg.searcher.trials)
     on_front, files = write_report(cfg, records)
     shown = [k for k in knob_columns() if len({str(r.knobs.get(k)) for r in records}) > 1] or ["kd_method"]
-    header = ["trial", *shown, "format", "mAP@.5:.95", "mAP@.5", "latency ms", "size MB"]
+    on_board = any(r.metrics.get("board_map50_95") is not None for r in records)
+    header = ["trial", *shown, "format", "mAP@.5:.95", *(["board mAP@.5:.95"] if on_board else []), "mAP@.5",
+              "latency ms" + (" (EMULATED)" if any(r.metrics.get("board_emulated") for r in records) else ""),
+              "size MB"]
     body = [[r.trial_id, *(r.knobs.get(k) for k in shown), r.metrics.get("format"), r.metrics.get("map50_95"),
-             r.metrics.get("map50"), r.metrics.get("latency_ms"), r.metrics.get("size_mb")] for r in on_front]
+             *([r.metrics.get("board_map50_95")] if on_board else []), r.metrics.get("map50"),
+             r.metrics.get("latency_ms"), r.metrics.get("size_mb")] for r in on_front]
     done = sum(r.complete for r in records)
     failed = sum(r.status == "failed" for r in records)
     stdout.print(table(f"Pareto front of {cfg.name}: {len(on_front)} of {done} complete trials"

@@ -43,6 +43,7 @@ def test_join_checked_versions_against_the_head_and_offers_no_cpu(board_cluster)
     assert read_head_versions(board_cluster.address, board_cluster.env) == local_versions()
     node = next(n for n in ray.nodes() if n["NodeID"] == board_cluster.board_node_id)
     assert node["Resources"].get(f"board_{board_cluster.board_name}") == 1 and "CPU" not in node["Resources"]
+    assert "memory" not in node["Resources"]  # trial processes, which reserve memory, never land here
     assert node["Labels"][LABEL_KEY] == board_cluster.board_name
     assert "versions match the head" in (board_cluster.tmp / "board.log").read_text()
 
@@ -144,6 +145,27 @@ def test_status_and_bench_commands_against_the_cluster(board_cluster, board, tmp
 
 
 # Keep this test last: it stops the board node that the tests above use.
+def test_an_artifact_scored_on_the_board_equals_the_same_file_scored_here(board_cluster, board, trained_student,
+                                                                          tmp_path):
+    """Same CPU kind on both nodes here, so the board's mAP must equal the local one exactly; the
+    val split travels once as bytes and is unpacked into the board's cache."""
+    from detection.coco import CocoDataset, SplitSpec
+    from detection.packed import PackedSplit
+    from device_actors.accuracy import evaluate_artifact
+    from trainables.export import export_formats
+
+    data = Path(trained_student.data_dir)
+    val = CocoDataset(SplitSpec(data / "val", data / "instances_val.json", subset=12, seed=3))
+    (artifact,) = export_formats(trained_student.checkpoint, ["onnx"], tmp_path, img_size=128)
+    split = ray.put(PackedSplit.of(val))
+    on_board = board.score(artifact.path, split)
+    here = evaluate_artifact(artifact.read_bytes(), "onnxruntime", val).metrics
+    assert on_board["images"] == 12 and on_board["map50_95"] > 0.01
+    assert on_board["map50_95"] == here.map50_95 and on_board["map50"] == here.map50
+    assert board.score(artifact.path, split) == on_board  # cached on the board
+    assert list((board_cluster.tmp / "board-cache").glob("val-*/images"))  # unpacked in the board's cache
+
+
 def test_board_that_left_is_still_listed_as_dead(board_cluster, board):
     name = board_cluster.board_name
     board_cluster.stop_board()

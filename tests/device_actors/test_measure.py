@@ -10,6 +10,7 @@ from device_actors.measure import (ArtifactError, WarningLimits, measure_artifac
 from device_actors.report import LatencyReport, MeasureRequest
 from device_actors.runtimes import RuntimeLoadError, RuntimeOptions
 from device_actors.sysinfo import BoardFacts, ThermalSnapshot
+from device_actors.timing import TimingProtocol
 
 
 def _measure(model: bytes, protocol, **request):
@@ -107,3 +108,17 @@ def test_noisy_run_and_non_performance_governor_are_flagged():
 
 def test_onnx_bytes_are_sniffed_as_onnxruntime(toy_onnx):
     assert sniff_runtime(toy_onnx) == "onnxruntime"
+
+
+def test_a_node_under_emulation_labels_every_report_and_warns(toy_onnx, monkeypatch):
+    from device_actors.sysinfo import EMULATION_ENV
+
+    monkeypatch.setenv(EMULATION_ENV, "qemu-aarch64 (cortex-a53)")
+    req = MeasureRequest(sha256_hex(toy_onnx), "onnxruntime", protocol=TimingProtocol(2, 5, 0.05))
+    report = measure_artifact(toy_onnx, req, board="imx8mp-qemu", node_id="n", emulated=False)
+    assert report.emulated and report.emulation == "qemu-aarch64 (cortex-a53)"
+    assert report.facts["emulation"] == "qemu-aarch64 (cortex-a53)"
+    assert any("timed under qemu-aarch64 (cortex-a53), at emulation speed" in w for w in report.warnings)
+    monkeypatch.delenv(EMULATION_ENV)
+    real = measure_artifact(toy_onnx, req, board="imx8mp", node_id="n", emulated=False)
+    assert not real.emulated and real.emulation is None

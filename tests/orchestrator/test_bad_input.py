@@ -63,7 +63,7 @@ def sweep_file(tmp_path: Path, data_dir: Path, /, **changes) -> Path:
     """A valid sweep file over `data_dir`, with top-level sections replaced by `changes`."""
     raw = {
         "name": SWEEP_NAME, "output_dir": str(tmp_path / "runs"),
-        "data": {"source": "coco", "root": str(data_dir)},
+        "data": {"source": "coco", "root": str(data_dir), "calibration_images": 2},
         "search": {"quantization": {"choice": ["fp32", "int8"]}},
         "fixed": {"epochs": 1, "img_size": 64},
         "searcher": {"algorithm": "random", "trials": 2},
@@ -192,7 +192,8 @@ def _corrupt_one_image(data: Path) -> Path:
 
 def test_corrupt_image_is_fatal_with_bad_images_fail(tmp_path, data, capsys):
     image = _corrupt_one_image(data)
-    config = sweep_file(tmp_path, data, data={"source": "coco", "root": str(data), "bad_images": "fail"})
+    config = sweep_file(tmp_path, data, data={"source": "coco", "root": str(data), "bad_images": "fail",
+                                              "calibration_images": 2})
     assert_refused_before_anything_started(config, capsys, "data.train", str(image), "cannot be opened as an image",
                                            "bad_images='skip'")
 
@@ -226,6 +227,13 @@ def checkpoints(tmp_path_factory, pristine_data) -> SimpleNamespace:
         made[name] = root / f"{name}.pt"
         save_checkpoint(made[name], {"model_spec": spec.to_dict(), "model": build_model(spec).state_dict()})
     return SimpleNamespace(classes=classes, **made)
+
+
+def test_more_calibration_images_than_the_train_split_has_is_refused(tmp_path, data, capsys):
+    config = sweep_file(tmp_path, data, data={"source": "coco", "root": str(data), "calibration_images": 64})
+    code, err = run_cli(config, capsys)
+    assert code == 2
+    assert "data.calibration_images: 64 images calibrate the onnx-int8 artifacts, but the train split has only 4" in err
 
 
 def test_student_init_of_another_size_is_refused_before_trials(tmp_path, data, capsys, checkpoints):

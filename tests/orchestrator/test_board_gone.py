@@ -85,7 +85,8 @@ def board_gone(board_cluster, tmp_path_factory) -> BoardGone:
     root = tmp_path_factory.mktemp("board-gone")
     raw = {
         "name": "board-gone", "output_dir": str(root / "runs"),
-        "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0}},
+        "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0},
+                 "calibration_images": 4},
         "search": {"quantization": {"grid": ["fp32", "fp16", "dynamic", "int8"]}},
         "fixed": {"epochs": 2, "img_size": 64, "threads": 1},
         "searcher": {"algorithm": "grid", "concurrency": 2, "max_failures": 0},

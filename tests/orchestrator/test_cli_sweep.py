@@ -35,14 +35,18 @@ def _sweep_file(tmp_path, name: str, board_name: str, **board) -> str:
 def test_sweep_command_runs_on_the_board_shows_the_table_and_report_and_exits_by_outcome(board_cluster, tmp_path,
                                                                                         capsys, monkeypatch):
     monkeypatch.setenv("EDGESWEEP_CACHE", str(tmp_path / "cache"))
-    config = _sweep_file(tmp_path, "cli-ok", board_cluster.board_name)
+    config = _sweep_file(tmp_path, "cli-ok", board_cluster.board_name, score_on_board=True)
     assert main(["sweep", config, "--address", board_cluster.address]) == 0
     out, err = capsys.readouterr()
     assert "2/2 trials done" in err and "onnx" in err and "tflite" in err  # the live table
     assert "Pareto front of cli-ok" in out and "MLflow UI:" in out
     records = load_records(tmp_path / "runs" / "cli-ok")
     assert sorted(r.metrics["format"] for r in records) == ["onnx", "tflite"] and all(r.complete for r in records)
-    assert all(r.metrics["board_emulated"] is False for r in records)
+    assert all(r.metrics["board_emulated"] is False and r.metrics["board_node"] == board_cluster.board_node_id
+               for r in records)
+    # scored on the board too: the same CPU kind as the export node, so the same mAP
+    assert all(abs(r.metrics["board_map50_95"] - r.metrics["map50_95"]) <= 0.001 for r in records)
+    assert "board mAP@.5:.95" in out
 
     # A delegate library the board does not have: TFLite fails on the board, ONNX Runtime ignores it.
     config = _sweep_file(tmp_path, "cli-fail", board_cluster.board_name, delegate="/nowhere/libvx_delegate.so")

@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 def stand_in_config(root: Path, name: str, **overrides) -> dict:
     raw = {
         "name": name, "output_dir": str(root / "runs"),
-        "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0}},
+        "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0},
+                 "calibration_images": 4},
         "student": {"model": "n"}, "teachers": {"t": {"model": "n", "epochs": 1}},
         "search": {"kd_method": {"grid": ["none", "output"]}, "quantization": {"grid": ["fp32", "int8"]}},
         "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t", "runtime": "onnxruntime"},
