@@ -248,7 +248,9 @@ chroot_env() {
   local v env=(PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
                HOME=/root LANG=C.UTF-8 PYTHONUNBUFFERED=1 QEMU_CPU=cortex-a53
                RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor)
-  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+  # EDGESWEEP_BOARD_CACHE: where the board keeps its timing and score cache, a path inside the
+  # rootfs (default /root/.cache/edgesweep/board, kept across starts; under /tmp, gone at stop).
+  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY EDGESWEEP_BOARD_CACHE; do
     [[ -n ${!v:-} ]] && env+=("$v=${!v}")
   done
   printf '%s\0' "${env[@]}"

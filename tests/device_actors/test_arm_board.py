@@ -58,7 +58,9 @@ def test_a_sweep_times_and_scores_on_an_emulated_arm_board_node(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL="minor",
                PYTHONPATH=str(REPO))
-    script_env = {**env, "EDGESWEEP_CACHE": str(ARM_CACHE)}
+    # A fresh board cache (on the chroot's /tmp, gone at stop): a report cached by an earlier run of
+    # this test carries that run's node id, and this test is about timing on this node.
+    script_env = {**env, "EDGESWEEP_CACHE": str(ARM_CACHE), "EDGESWEEP_BOARD_CACHE": "/tmp/edgesweep-board"}
     started = time.monotonic()
     build = subprocess.run(["bash", str(SCRIPT), "build"], env=script_env, capture_output=True, text=True,
                            timeout=1800)
