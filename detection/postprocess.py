@@ -25,6 +25,16 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
 
+def class_probabilities(y: np.ndarray) -> np.ndarray:
+    """The class columns of sigmoid head outputs; 1 for a one-class model.
+
+    With one class the loss never trains the class channel (as in YOLOv5), so its sigmoid is an
+    untrained number: a score of obj x that number would rank detections at random.
+    """
+    cls = y[..., FIRST_CLASS_COLUMN:]
+    return np.ones_like(cls) if cls.shape[-1] == 1 else cls
+
+
 def decode(raw: list[np.ndarray], anchors: np.ndarray, strides: Sequence[int]) -> np.ndarray:
     """Head logits per level -> (B, N, 5+C) boxes in input pixels with sigmoid scores.
 
@@ -51,7 +61,8 @@ def decode(raw: list[np.ndarray], anchors: np.ndarray, strides: Sequence[int]) -
         grid = np.stack((grid_x, grid_y), axis=-1)  # (H, W, 2) as (x, y)
         xy = (y[..., 0:2] * 2 - 0.5 + grid) * np.float32(stride)
         wh = (y[..., 2:4] * 2) ** 2 * anchors[level][None, :, None, None, :]
-        decoded.append(np.concatenate((xy, wh, y[..., 4:]), axis=-1).reshape(batch, -1, outputs))
+        decoded.append(np.concatenate((xy, wh, y[..., 4:5], class_probabilities(y)), axis=-1)
+                       .reshape(batch, -1, outputs))
     shapes = {(d.shape[0], d.shape[2]) for d in decoded}
     if len(shapes) != 1:
         raise ValueError(f"all levels must share batch size and 5+C, got (batch, 5+C) pairs {sorted(shapes)}")

@@ -7,12 +7,21 @@ block by block so memory stays bounded and the python loop runs per block, not p
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
 
 from detection.postprocess import (BOX_COLUMNS, FIRST_CLASS_COLUMN, NMS_BLOCK, OBJ_COLUMN,
                                   check_postprocess_args)
+
+
+def class_probabilities(y: torch.Tensor) -> torch.Tensor:
+    """`detection.postprocess.class_probabilities` for tensors: 1 for a one-class model."""
+    cls = y[..., FIRST_CLASS_COLUMN:]
+    with warnings.catch_warnings():  # the class count is fixed per model, so a constant in any trace
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return torch.ones_like(cls) if cls.shape[-1] == 1 else cls
 
 
 def _check_decode_inputs(raw: list[torch.Tensor], anchors: torch.Tensor, strides: Sequence[int]) -> None:
@@ -46,7 +55,7 @@ def decode(raw: list[torch.Tensor], anchors: torch.Tensor, strides: Sequence[int
         xy = (y[..., 0:2] * 2 - 0.5 + grid) * float(stride)
         doubled = y[..., 2:4] * 2
         wh = doubled * doubled * anchors[level].to(y).view(1, -1, 1, 1, 2)  # a product, not ** 2: LiteRT has no pow
-        decoded.append(torch.cat((xy, wh, y[..., 4:]), dim=-1).reshape(batch, -1, outputs))
+        decoded.append(torch.cat((xy, wh, y[..., 4:5], class_probabilities(y)), dim=-1).reshape(batch, -1, outputs))
     return torch.cat(decoded, dim=1)
 
 

@@ -25,8 +25,8 @@ IMAGES = {
 }
 
 
-@pytest.fixture
-def tiny_split(tmp_path) -> CocoDataset:
+def _write_split(tmp_path, category_ids: tuple[int, ...]) -> CocoDataset:
+    """IMAGES as a COCO split; with one category id every object is of that one class."""
     images_dir = tmp_path / "images"
     images_dir.mkdir()
     rng = np.random.default_rng(0)
@@ -35,12 +35,18 @@ def tiny_split(tmp_path) -> CocoDataset:
         Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(images_dir / name)
         images.append({"id": image_id, "file_name": name, "height": height, "width": width})
         for category_id, bbox in objects:
+            category_id = category_id if len(category_ids) > 1 else category_ids[0]
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
                                 "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
     path = tmp_path / "instances.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [{"id": c, "name": f"c{c}"} for c in CATEGORY_IDS]}))
+                                "categories": [{"id": c, "name": f"c{c}"} for c in category_ids]}))
     return CocoDataset(SplitSpec(images=images_dir, annotations=path))
+
+
+@pytest.fixture
+def tiny_split(tmp_path) -> CocoDataset:
+    return _write_split(tmp_path, CATEGORY_IDS)
 
 
 def _logit(p: float) -> float:
@@ -57,8 +63,12 @@ class GroundTruthModel(torch.nn.Module):
 
     LEVEL, ANCHOR = 0, 1  # stride 8, anchor (16, 30): every box of IMAGES is < 4x that anchor
 
-    def __init__(self, data: CocoDataset, num_classes: int):
+    def __init__(self, data: CocoDataset, num_classes: int, class_logit: float = 12.0,
+                 false_positive_logits: tuple[float, float] | None = None):
         super().__init__()
+        self.class_logit = class_logit
+        # (obj, class) logits of one extra box per image away from every object: a false positive
+        self.false_positive = false_positive_logits
         self.register_buffer("anchors", torch.from_numpy(anchor_array()))
         self.strides = STRIDES
         self.scale = torch.nn.Parameter(torch.ones(()))  # gives the evaluator a dtype to read
@@ -81,7 +91,10 @@ class GroundTruthModel(torch.nn.Module):
             cell[2] = _logit(math.sqrt(w / anchor_w) / 2)
             cell[3] = _logit(math.sqrt(h / anchor_h) / 2)
             cell[4] = 12.0
-            cell[5 + cls] = 12.0
+            cell[5 + cls] = self.class_logit
+        if self.false_positive is not None:  # logits 0: a 10 x 13 box at (36, 36), IoU < 0.25 with every object
+            raw[self.LEVEL][0, 4, 4, :] = 0.0
+            raw[self.LEVEL][0, 4, 4, 4], raw[self.LEVEL][0, 4, 4, 5:] = self.false_positive
         return raw
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -94,6 +107,16 @@ def test_evaluator_gives_a_ground_truth_model_a_perfect_score(tiny_split):
     result = evaluate(model, tiny_split, img_size=IMG_SIZE, batch_size=2)
     assert result.metrics.map50_95 == pytest.approx(1.0, abs=1e-9)
     assert (result.metrics.precision, result.metrics.recall, result.metrics.images) == (1.0, 1.0, 3)
+
+
+def test_a_one_class_data_set_ranks_detections_by_objectness_not_by_the_untrained_class_channel(tmp_path):
+    # Each image: its objects with objectness ~1 but a class logit of -3 (sigmoid 0.05), and a false
+    # positive with objectness 0.88 and class logit +12. Scored as obj x cls the false positives
+    # would rank first; a one-class model has no class to be unsure of, so the objects come first.
+    one_class = _write_split(tmp_path, (7,))
+    model = GroundTruthModel(one_class, num_classes=1, class_logit=-3.0, false_positive_logits=(2.0, 12.0))
+    result = evaluate(model, one_class, img_size=IMG_SIZE, batch_size=2)
+    assert result.metrics.map50_95 == pytest.approx(1.0, abs=1e-9)
 
 
 def test_evaluator_runs_an_untrained_model_end_to_end_with_finite_timings(tiny_split):

@@ -223,6 +223,18 @@ def test_bad_export_arguments_fail_fast_with_a_clear_error(kwargs, message, spli
         export_formats(checkpoint, args.pop("formats"), tmp_path / "out", **args)
 
 
+def test_a_one_class_artifact_gives_class_probability_one_so_its_score_is_the_objectness(tmp_path):
+    checkpoint = tmp_path / "one-class.pt"
+    torch.manual_seed(0)
+    save_checkpoint(checkpoint, {"model_spec": ModelSpec("n", 1).to_dict(),
+                                 "model": build_model(ModelSpec("n", 1)).state_dict()})
+    [artifact] = export_formats(checkpoint, ["onnx"], tmp_path / "out", img_size=64)
+    session = get_runtime("onnxruntime").load(artifact.read_bytes(), RuntimeOptions())
+    pred = session.run(np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32))
+    assert pred.shape == (1, 3 * (8 * 8 + 4 * 4 + 2 * 2), 6) and np.all(pred[..., 5] == 1.0)
+    assert pred[..., 4].std() > 0  # the objectness still varies: it alone ranks the detections
+
+
 def test_missing_tflite_converter_says_how_to_install(tmp_path, monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -110,3 +110,24 @@ def test_torch_decode_exports_to_onnx_and_follows_a_new_image_size():
     raw = random_raw(1, 96, 2, batch=2)
     got = session.run(None, dict(zip(names, raw)))[0]
     np.testing.assert_allclose(got, numpy_pp.decode(raw, anchor_array(), STRIDES), rtol=1e-6, atol=1e-4)
+
+
+def test_a_one_class_model_scores_by_objectness_alone_in_numpy_torch_and_onnx():
+    """With one class the loss never trains the class channel, so its number must not reach the score."""
+    raw = random_raw(3, 64, 1, batch=1)
+    numpy_pred = numpy_pp.decode(raw, anchor_array(), STRIDES)
+    torch_pred = decode([torch.from_numpy(r) for r in raw], torch.from_numpy(anchor_array()), STRIDES)
+    names = ["p3", "p4", "p5"]
+    buffer = io.BytesIO()
+    torch.onnx.export(_DecodeOnly(), tuple(torch.from_numpy(r) for r in raw), buffer, dynamo=False,
+                      input_names=names, output_names=["pred"])
+    onnx_pred = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"]).run(
+        None, dict(zip(names, raw)))[0]
+    for pred in (numpy_pred, torch_pred.numpy(), onnx_pred):
+        assert pred.shape[-1] == 6 and np.all(pred[..., 5] == 1.0)
+    dets = numpy_pp.postprocess(numpy_pred[0], conf_threshold=0.05, iou_threshold=0.5)
+    torch_dets = postprocess(torch_pred, conf_threshold=0.05, iou_threshold=0.5)[0].numpy()
+    assert len(dets) > 20 and set(dets[:, 5]) == {0.0}
+    kept_obj = numpy_pred[0][numpy_pred[0][:, 4] > 0.05][:, 4]
+    assert set(np.round(dets[:, 4], 6)) <= set(np.round(kept_obj, 6))  # each score is an objectness
+    np.testing.assert_allclose(torch_dets, dets, rtol=1e-6, atol=1e-4)

@@ -1,7 +1,8 @@
 """The module that gets exported: detector plus box decode for one fixed input size.
 
 The board runs the decode inside the artifact and only NMS in numpy, so the graph must end in
-decoded predictions (1, N, 5+C): cx, cy, w, h in input pixels, objectness, class probabilities.
+decoded predictions (1, N, 5+C): cx, cy, w, h in input pixels, objectness, class probabilities
+(1 for a one-class model, see `detection.postprocess.class_probabilities`).
 The arithmetic is `trainables.postprocess.decode` (tests hold the two equal) with two changes for
 converters: the grids are constants of the fixed input size instead of `arange`/`meshgrid`, and
 the square is a product, because LiteRT's converter refuses `tfl.pow` ("failed to legalize").
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from trainables.models.yolo import YOLO
+from trainables.postprocess import class_probabilities
 
 # Attribute name of the decode submodule in `ExportGraph`; quantizers match it to keep the decode in float.
 DECODE_MODULE = "decode"
@@ -41,7 +43,7 @@ class GridDecode(nn.Module):
             xy = (y[..., 0:2] * 2 - 0.5 + getattr(self, f"grid{level}")) * float(stride)
             doubled = y[..., 2:4] * 2
             wh = doubled * doubled * getattr(self, f"anchor{level}")
-            decoded.append(torch.cat((xy, wh, y[..., 4:]), dim=-1).reshape(batch, -1, outputs))
+            decoded.append(torch.cat((xy, wh, y[..., 4:5], class_probabilities(y)), dim=-1).reshape(batch, -1, outputs))
         return torch.cat(decoded, dim=1)
 
 
