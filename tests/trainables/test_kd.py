@@ -221,3 +221,13 @@ def test_teacher_is_trained_once_and_reused(tiny_data, tmp_path):
     assert calls == [1]  # the second call trained nothing
     other = ensure_teacher("n", tiny_data[0], None, replace(cfg, seed=1), tmp_path)
     assert other != first
+
+
+def test_a_teacher_trained_on_other_threads_is_another_cache_entry(tiny_data):
+    """bf16 CPU training depends on the thread count, so a cached teacher must be reproducible from its key."""
+    from trainables.kd.teachers import teacher_config, teacher_key
+
+    cfg = teacher_config(TINY, epochs=1, img_size=64, seed=0)
+    one, two = (teacher_key("n", tiny_data[0], replace(cfg, threads=t)) for t in (1, 2))
+    assert one != two
+    assert teacher_key("n", tiny_data[0], replace(cfg, threads=1, workers=3)) == one

@@ -31,7 +31,10 @@ def teacher_config(base: TrainConfig, *, epochs: int, img_size: int, seed: int) 
 
 
 def teacher_key(size: str, data: CocoDataset, cfg: TrainConfig) -> str:
-    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in {"device", "threads", "workers"}}
+    """What changes a teacher's weights. The torch thread count is in: CPU kernels (bf16 autocast
+    above all) sum in an order that depends on it, so the same seed trained on 1 and on 2 threads
+    gives different teachers. Data-loading workers and the device request ("auto") are not."""
+    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in {"device", "workers"}}
     payload = json.dumps({"size": size, "data": data_fingerprint(data), "train": cfg_dict}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
