@@ -20,6 +20,12 @@ def live_optuna_trial(searcher: "OptunaSearch", trial_id: str) -> "optuna.Trial 
     return searcher._ot_trials.get(trial_id)  # noqa: SLF001 - see the module docstring
 
 
+def optuna_study(searcher: "OptunaSearch") -> "optuna.Study":
+    """The study OptunaSearch asks and tells (`_ot_study`; no public accessor in Ray 2.60): the
+    searcher swaps its sampler for a few asks and records on it that the space ran out."""
+    return searcher._ot_study  # noqa: SLF001 - see the module docstring
+
+
 def reload_auth_config() -> None:
     """Make this process's Ray core read RAY_AUTH_MODE and the token again.
 

@@ -6,17 +6,26 @@ same history. Two additions to OptunaSearch, both at the moment a trial ends: th
 constraints go to Optuna's constraint mechanism (`trial.set_constraint`, feasible when <= 0), and a
 trial that did not finish every stage is told as PRUNED, never COMPLETE, so it can never sit on the
 front. Random and grid search are Tune's variant generator.
+
+No configuration is trained twice: a proposal equal to a finished trial's configuration is closed
+at once (a PRUNED Optuna trial tagged `edgesweep_repeats` with the trial that trained it: the
+sampler has that result already) and the sampler is asked again; after two repeats Optuna's
+RandomSampler proposes instead, so a sampler stuck on its favourite still leads somewhere new. A
+proposal equal to a running trial's is closed the same way, and the searcher waits until that
+trial ends. When `MAX_ASKS` proposals in a row repeat trained ones, the space counts as exhausted
+and the search ends early (the study's user attribute `edgesweep_exhausted` says after how many).
 """
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from pathlib import Path
 
-from ray.tune.search import BasicVariantGenerator
+from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator._ray_internals import live_optuna_trial
+from orchestrator._ray_internals import live_optuna_trial, optuna_study
 from orchestrator.algorithms import ALGORITHMS
 from orchestrator.config import SweepConfig
 from orchestrator.pareto import violations
@@ -24,20 +33,97 @@ from orchestrator.pareto import violations
 log = logging.getLogger(__name__)
 
 STUDY_DB = "optuna.db"
+REPEATS_BEFORE_RANDOM = 2  # proposals of the configured sampler per trial before random ones take over
+MAX_ASKS = 32  # proposals per trial that repeat finished configurations before the space counts as exhausted
+REPEATS_ATTR = "edgesweep_repeats"  # on a proposal closed as a repeat: the Tune trial that has its configuration
+EXHAUSTED_ATTR = "edgesweep_exhausted"  # on the study: the number of trials when no new configuration came
+
+
+def config_key(config: dict) -> str:
+    """The identity of a proposed configuration: its searched knobs, order-free."""
+    return json.dumps(config, sort_keys=True, default=str)
 
 
 class ParetoOptunaSearch(OptunaSearch):
-    def __init__(self, *args, constraints=None, **kwargs):
+    def __init__(self, *args, constraints=None, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self._constraints = constraints  # metrics -> {name: value}, feasible when every value <= 0
+        self._seed = seed
+        # All plain data, so Tune's searcher checkpoint (OptunaSearch pickles __dict__) keeps it for --resume.
+        self._finished: dict[str, str] = {}  # config key -> the Tune trial that trained it
+        self._running: dict[str, str] = {}  # config key -> the Tune trial training it
+        self._key_of: dict[str, str] = {}  # Tune trial id -> its config key
+        self._ask_id: dict[str, str] = {}  # Tune trial id -> the id its proposal was asked under, when not its own
+        self._waiting_for: str | None = None  # the key of a running trial the last proposal repeated
+        self._asks = 0
+
+    def suggest(self, trial_id: str):
+        import optuna
+
+        if self._waiting_for in self._running:
+            return None  # Tune asks again later, when that trial may have finished
+        self._waiting_for = None
+        study = optuna_study(self)
+        sampler = study.sampler
+        try:
+            for attempt in range(MAX_ASKS):
+                if attempt == REPEATS_BEFORE_RANDOM:
+                    study.sampler = optuna.samplers.RandomSampler(seed=self._seed + self._asks)
+                self._asks += 1
+                ask_id = trial_id if attempt == 0 else f"{trial_id}~{attempt}"
+                config = super().suggest(ask_id)
+                if not isinstance(config, dict):
+                    return config
+                key = config_key(config)
+                if key in self._finished:
+                    self._skip_repeat(ask_id, self._finished[key])
+                elif key in self._running:  # wait for it, rather than train it twice at once
+                    self._skip_repeat(ask_id, self._running[key])
+                    self._waiting_for = key
+                    return None
+                else:
+                    return self._accept(trial_id, ask_id, key, config)
+        finally:
+            study.sampler = sampler
+        trials = len(self._finished)
+        log.info("the searcher proposed only trained configurations %d times in a row: ending the search after "
+                 "%d configurations", MAX_ASKS, trials)
+        study.set_user_attr(EXHAUSTED_ATTR, trials)
+        return Searcher.FINISHED
+
+    def _accept(self, trial_id: str, ask_id: str, key: str, config: dict) -> dict:
+        self._running[key], self._key_of[trial_id] = trial_id, key
+        if ask_id != trial_id:
+            self._ask_id[trial_id] = ask_id
+        return config
+
+    def _skip_repeat(self, ask_id: str, earlier: str) -> None:
+        """Close a proposal that repeats the configuration of trial `earlier`: PRUNED (never run) and
+        tagged with that trial. The study's COMPLETE trials stay one per training, so its best trials
+        are the sweep's front; the sampler has (or will have) the result from that trial."""
+        trial = live_optuna_trial(self, ask_id)
+        if trial is not None:
+            trial.set_user_attr(REPEATS_ATTR, earlier)
+        self._tell(ask_id, None, error=False)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        super().on_trial_result(self._ask_id.get(trial_id, trial_id), result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        key = self._key_of.pop(trial_id, None)
+        self._running.pop(key, None)
+        complete = self._tell(self._ask_id.pop(trial_id, trial_id), result, error)
+        if complete and key is not None:
+            self._finished[key] = trial_id
+
+    def _tell(self, ask_id: str, result: dict | None, error: bool) -> bool:
         complete = bool(result and result.get("trial_complete")) and not error
-        trial = live_optuna_trial(self, trial_id)
+        trial = live_optuna_trial(self, ask_id)
         if complete and self._constraints is not None and trial is not None:
             for name, value in self._constraints(result).items():
                 trial.set_constraint(name, value)
-        super().on_trial_complete(trial_id, result if complete else None, error)
+        super().on_trial_complete(ask_id, result if complete else None, error)
+        return complete
 
 
 def study_url(sweep_dir: Path) -> str:
@@ -55,7 +141,8 @@ def make_searcher(cfg: SweepConfig, sweep_dir: Path):
         searcher = ParetoOptunaSearch(
             space=cfg.search.suggest, metric=[o.metric for o in cfg.objectives], mode=[o.mode for o in cfg.objectives],
             sampler=algorithm.sampler(cfg.searcher.seed, cfg.searcher.trials), study_name=cfg.name, storage=storage,
-            constraints=functools.partial(violations, cfg.constraints))  # pickled with the searcher's state
+            constraints=functools.partial(violations, cfg.constraints),  # pickled with the searcher's state
+            seed=cfg.searcher.seed)
         return searcher, {}, cfg.searcher.trials
     # Tune ignores max_concurrent_trials for a generator passed in (it only wraps Searchers in a
     # ConcurrencyLimiter), and trials reserve almost no CPU: the generator itself must cap them.
@@ -101,3 +188,15 @@ def fail_orphaned_trials(cfg: SweepConfig, sweep_dir: Path) -> int:
     if orphans:
         log.info("marked %d interrupted Optuna trial(s) as FAIL", len(orphans))
     return len(orphans)
+
+
+def repeated_proposals(cfg: SweepConfig, sweep_dir: Path) -> tuple[int, int | None]:
+    """(proposals answered from an earlier trial instead of training, the trial count at which the
+    search ran out of new configurations or None); (0, None) without an Optuna study."""
+    if not cfg.searcher.uses_optuna or not (Path(sweep_dir) / STUDY_DB).exists():
+        return 0, None
+    import optuna
+
+    study = optuna.load_study(study_name=cfg.name, storage=study_url(sweep_dir))
+    return (sum(REPEATS_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)),
+            study.user_attrs.get(EXHAUSTED_ATTR))

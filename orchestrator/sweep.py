@@ -30,7 +30,7 @@ from orchestrator.interrupts import StopSignals
 from orchestrator.live import LiveProgress
 from orchestrator.preflight import check_inputs
 from orchestrator.results import ResultsLog, TrialRecord, load_records
-from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_interrupted_trials
+from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_interrupted_trials, repeated_proposals
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, teacher_task
 from orchestrator.sweep_state import SweepLock, read_state, resume_config, write_state
 from orchestrator.tracking import MlflowTrialCallback, SweepTracking, ui_command, ui_url
@@ -249,7 +249,8 @@ class Sweep:
                 with stop.during_tune():
                     tuner.fit()
             ended = sum(r.ended for r in load_records(self.sweep_dir))
-            if stop.received or ended < self.cfg.searcher.trials:
+            _, exhausted_after = repeated_proposals(self.cfg, self.sweep_dir)
+            if stop.received or (ended < self.cfg.searcher.trials and exhausted_after is None):
                 stop.received = stop.received or "an interrupt"
                 mark_interrupted_trials(self.cfg, self.sweep_dir)  # Optuna keeps them RUNNING, to be told on resume
                 status = "KILLED"
@@ -273,7 +274,8 @@ class Sweep:
         """The report, the teachers' metrics and the parent's end in MLflow (a failure is logged:
         the journal and the report files already hold everything, and `report` backfills MLflow)."""
         summary = {"trials_complete": sum(r.complete for r in records),
-                   "trials_failed": sum(r.status == "failed" for r in records), "pareto_size": len(on_front)}
+                   "trials_failed": sum(r.status == "failed" for r in records), "pareto_size": len(on_front),
+                   "searcher_repeats": repeated_proposals(self.cfg, self.sweep_dir)[0]}
         reason = ("interrupted: it runs again on --resume" if status == "KILLED"
                   else "interrupted: its driver stopped first")  # a run a crashed driver had started
         try:

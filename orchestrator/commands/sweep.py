@@ -88,6 +88,7 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     from orchestrator.console import stdout, table
     from orchestrator.pareto import knob_columns
     from orchestrator.results import load_records
+    from orchestrator.searcher import repeated_proposals
     from orchestrator.sweep import write_report
     from orchestrator.sweep_state import read_state, stored_config
     from orchestrator.tracking import ui_command, ui_url
@@ -110,6 +111,13 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     failed = sum(r.status == "failed" for r in records)
     stdout.print(table(f"Pareto front of {cfg.name}: {len(on_front)} of {done} complete trials"
                        f"{f' ({failed} failed)' if failed else ''}", header, body))
+    repeats, exhausted_after = repeated_proposals(cfg, sweep_dir)
+    if repeats:
+        stdout.print(f"{repeats} proposal(s) of the searcher repeated a trained configuration: each was answered "
+                     "with that trial's result and not trained again")
+    if exhausted_after is not None:
+        stdout.print(f"the search space ran out of new configurations after {exhausted_after} of "
+                     f"{cfg.searcher.trials} trials")
     stdout.print(f"report files: {', '.join(str(f) for f in files)}")
     # soft_wrap: a long store path must not break the command over two lines (it is meant to be pasted)
     stdout.print(f"MLflow UI: {ui_command(state['tracking_uri'])}\n  then open "

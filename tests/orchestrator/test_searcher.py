@@ -9,7 +9,7 @@ from orchestrator._ray_internals import live_optuna_trial
 from orchestrator.algorithms import ALGORITHMS
 from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
-from orchestrator.searcher import ParetoOptunaSearch, make_searcher
+from orchestrator.searcher import ParetoOptunaSearch, make_searcher, repeated_proposals, study_url
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
             "gp": optuna.samplers.GPSampler}
@@ -47,3 +47,50 @@ def test_the_live_optuna_trial_of_a_suggested_tune_trial_is_reachable(tmp_path):
     trial = live_optuna_trial(searcher, "trial-1")
     assert isinstance(trial, optuna.Trial) and set(trial.params) == {"quantization", "threads"}
     assert live_optuna_trial(searcher, "never-asked") is None
+
+
+def _two_config_searcher(tmp_path, algorithm: str = "tpe"):
+    cfg = parse_config({"name": f"two-{algorithm}", "searcher": {"algorithm": algorithm, "trials": 4},
+                        "search": {"quantization": {"choice": ["fp32", "int8"]}}})
+    return cfg, make_searcher(cfg, tmp_path)[0]
+
+
+def _finish(searcher, trial_id: str, map50_95: float) -> None:
+    searcher.on_trial_complete(trial_id, {"trial_complete": True, "map50_95": map50_95, "latency_ms": 1.0})
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "nsga2", "gp"])
+def test_a_configuration_is_proposed_once_and_a_repeat_waits_for_the_running_one(algorithm, tmp_path):
+    cfg, searcher = _two_config_searcher(tmp_path, algorithm)
+    proposed, running = {}, []
+    for n in range(12):  # two trainers: ask; when both are busy or the searcher says wait, finish them
+        trial_id = f"t{n}"
+        config = searcher.suggest(trial_id)
+        if config == searcher.FINISHED:
+            break
+        if config is not None:
+            assert config["quantization"] not in proposed.values(), "a configuration was proposed twice"
+            proposed[trial_id] = config["quantization"]
+            running.append(trial_id)
+        if len(running) == 2 or config is None:
+            for done in running:
+                _finish(searcher, done, 0.3)
+            running.clear()
+    assert sorted(proposed.values()) == ["fp32", "int8"] and config == searcher.FINISHED
+    study = optuna.load_study(study_name=cfg.name, storage=study_url(tmp_path))
+    trained = [t for t in study.trials if "edgesweep_repeats" not in t.user_attrs]
+    assert [t.state.name for t in trained] == ["COMPLETE", "COMPLETE"]
+    assert {t.state.name for t in study.trials if t not in trained} <= {"PRUNED"}  # proposed, never run
+    assert repeated_proposals(cfg, tmp_path) == (len(study.trials) - 2, 2)
+
+
+def test_a_restored_searcher_remembers_what_was_trained(tmp_path):
+    """Tune saves the searcher with the sweep; after --resume a trained configuration is not proposed again."""
+    cfg, searcher = _two_config_searcher(tmp_path)
+    first = searcher.suggest("a")["quantization"]
+    _finish(searcher, "a", 0.3)
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    _, restored = _two_config_searcher(tmp_path)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    second = restored.suggest("b")
+    assert second is not None and second["quantization"] != first

@@ -23,7 +23,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from device_actors.client import get_board
 from orchestrator.config import parse_config
 from orchestrator.results import load_records
-from orchestrator.searcher import study_url
+from orchestrator.searcher import MAX_ASKS, repeated_proposals, study_url
 from orchestrator.sweep import run_sweep
 from orchestrator.stand_in_stages import StandInStages
 
@@ -176,7 +176,7 @@ def test_driver_killed_mid_sweep_resumes_without_redoing_finished_trials(tmp_pat
     assert len(lines) == 6, "every trial finished exactly once"
     assert "6/6 trials done" in resumed.stderr  # the live table counts the trials finished before the restart
     study = optuna.load_study(study_name="killed", storage=study_url(sweep_dir))
-    states = [t.state.name for t in study.trials]
+    states = [t.state.name for t in study.trials if "edgesweep_repeats" not in t.user_attrs]  # not repeats
     # the interrupted trial may appear twice: its first ask, failed as an orphan, and its completion
     assert states.count("COMPLETE") == 6 and set(states) <= {"COMPLETE", "FAIL"} and states.count("FAIL") <= 1
     state = json.loads((sweep_dir / "sweep.json").read_text())
@@ -186,3 +186,17 @@ def test_driver_killed_mid_sweep_resumes_without_redoing_finished_trials(tmp_pat
     finished = [r for r in children if r.info.status == "FINISHED"]
     assert len(finished) == 6 and {r.data.tags["edgesweep.trial_id"] for r in finished} == {r.trial_id for r in records}
     assert all(r.info.status == "KILLED" for r in children if r.info.status != "FINISHED")  # no run left RUNNING
+
+
+def test_a_sweep_trains_each_configuration_once_and_ends_when_the_space_runs_out(tmp_path):
+    """Two configurations, four trials asked for: two trainings, and a sweep that finished, not one cut short."""
+    raw = stand_in_config(tmp_path, "two-configs", search={"quantization": {"choice": ["fp32", "int8"]}},
+                          searcher={"algorithm": "tpe", "trials": 4, "concurrency": 2, "max_failures": 0})
+    cfg = parse_config(raw, base_dir=tmp_path)
+    result = run_sweep(cfg, stages=StandInStages(train_seconds=0.5), show_progress=False)
+    assert sorted(r.knobs["quantization"] for r in result.records) == ["fp32", "int8"]
+    assert all(r.complete for r in result.records) and result.interrupted is None
+    repeats, exhausted_after = repeated_proposals(cfg, cfg.sweep_dir)
+    assert exhausted_after == 2 and repeats >= MAX_ASKS  # the study says the space ran out after 2
+    parent = MlflowClient(tracking_uri=result.tracking_uri).get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["searcher_repeats"] == repeats
