@@ -383,7 +383,8 @@ save_ray_logs() {
   [[ -n $s && -d $s/logs ]] || return 0
   rm -rf "$LOG_DIR/ray-$(basename "$s")"
   cp -r "$s/logs" "$LOG_DIR/ray-$(basename "$s")" 2>/dev/null || true
-  ls -d "$LOG_DIR"/ray-session_* 2>/dev/null | head -n -3 | xargs -r rm -rf  # keep three
+  # keep three; `|| true`: with pipefail an ls that matches nothing (a first run) would end the script
+  ls -d "$LOG_DIR"/ray-session_* 2>/dev/null | head -n -3 | xargs -r rm -rf || true
   say "kept the node's Ray logs in $LOG_DIR/ray-$(basename "$s")"
 }
 
@@ -491,7 +492,7 @@ cmd_start() {
     warn "no auth token (--token-file, \$RAY_AUTH_TOKEN, ~/.ray/auth_token): joining without one"
   fi
 
-  ls -t "$LOG_DIR"/join-*.log 2>/dev/null | tail -n +20 | xargs -r rm -f  # keep the last few
+  ls -t "$LOG_DIR"/join-*.log 2>/dev/null | tail -n +20 | xargs -r rm -f || true  # keep the last few (none: first start)
   local deadline=$((SECONDS + timeout)) attempt rc log
   for attempt in 1 2 3; do
     mount_all
