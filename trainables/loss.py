@@ -15,6 +15,7 @@ from torch import nn
 from trainables.hyper import LossWeights
 
 LEVEL_BALANCE = (4.0, 1.0, 0.4)  # objectness weight of P3, P4, P5
+DETECTION_PARTS = ("box", "obj", "cls")  # the detection loss's terms (its per-epoch losses); their sum is its total
 
 
 @dataclass(frozen=True)

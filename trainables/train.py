@@ -25,7 +25,7 @@ from trainables.ema import ModelEMA
 from trainables.evaluate import evaluate
 from trainables.hyper import TrainConfig
 from trainables.kd.base import Distiller
-from trainables.loss import DetectionLoss
+from trainables.loss import DETECTION_PARTS, DetectionLoss
 from trainables.models.yolo import YOLO, ModelSpec, build_model
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,11 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
             res = evaluate(eval_model, val_data, img_size=cfg.img_size, device=device)
             m = res.metrics
             metrics = {"map50_95": m.map50_95, "map50": m.map50, "precision": m.precision, "recall": m.recall}
-        result = EpochResult(epoch=epoch + 1, epochs=cfg.epochs, losses={k: v / seen for k, v in sums.items()},
+        losses = {k: v / seen for k, v in sums.items()}
+        if distiller is not None:  # what the factor did: the weighted KD pull against the detection loss's
+            detection = sum(losses.get(k, 0.0) for k in DETECTION_PARTS)
+            losses["kd_to_detection"] = distiller.weight(epoch, cfg.epochs) * losses["kd"] / max(detection, 1e-12)
+        result = EpochResult(epoch=epoch + 1, epochs=cfg.epochs, losses=losses,
                              metrics=metrics, lr=choice.lr0 * lr_epoch, seconds=time.perf_counter() - started,
                              images_per_second=seen / train_seconds)
         history.append(result)

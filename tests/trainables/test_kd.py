@@ -65,11 +65,13 @@ def test_teacher_bn_statistics_unchanged_and_adapters_trained_after_a_kd_epoch(m
     captured = {}
 
     def on_epoch(result, checkpoint):
-        captured["ckpt"] = load_checkpoint(checkpoint)
+        captured["ckpt"], captured["losses"] = load_checkpoint(checkpoint), result.losses
 
     train_student(knobs, tiny_data[0], None, tmp_path / method, base=TINY, teacher_checkpoint=teacher_ckpt,
                   on_epoch=on_epoch)
-    ckpt = captured["ckpt"]
+    ckpt, losses = captured["ckpt"], captured["losses"]
+    # the epoch says what the factor (1.0, full weight in a 1-epoch run) did against the detection loss
+    assert losses["kd_to_detection"] == pytest.approx(losses["kd"] / (losses["box"] + losses["obj"] + losses["cls"]))
     # the teacher file is untouched and the distiller never saved teacher weights
     teacher_after = load_model(teacher_ckpt).state_dict()
     assert all(torch.equal(teacher_before[k], teacher_after[k]) for k in teacher_before)
