@@ -29,6 +29,8 @@ from orchestrator._ray_internals import live_optuna_trial, optuna_study
 from orchestrator.algorithms import ALGORITHMS
 from orchestrator.config import SweepConfig
 from orchestrator.pareto import violations
+from search_spaces import Choice, SearchSpace
+from trainables.hyper import TrainKnobs
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,17 @@ def study_url(sweep_dir: Path) -> str:
     return f"sqlite:///{(Path(sweep_dir) / STUDY_DB).resolve()}"
 
 
+def baseline_first(space: SearchSpace) -> list[dict] | None:
+    """The baseline (`kd_method: none`) as the first proposal when the space searches it beside KD
+    methods: the front always holds the reference every KD trial is compared with, and the first
+    trial needs no teacher, so it trains while the teachers do."""
+    param = space.params.get("kd_method")
+    baseline = TrainKnobs.kd_method
+    if isinstance(param, Choice) and baseline in param.values and len(param.values) > 1:
+        return [{"kd_method": baseline}]
+    return None
+
+
 def make_searcher(cfg: SweepConfig, sweep_dir: Path):
     """(search_alg, param_space, num_samples) for `tune.Tuner`."""
     algorithm = ALGORITHMS.get(cfg.searcher.algorithm)
@@ -141,6 +154,7 @@ def make_searcher(cfg: SweepConfig, sweep_dir: Path):
         searcher = ParetoOptunaSearch(
             space=cfg.search.suggest, metric=[o.metric for o in cfg.objectives], mode=[o.mode for o in cfg.objectives],
             sampler=algorithm.sampler(cfg.searcher.seed, cfg.searcher.trials), study_name=cfg.name, storage=storage,
+            points_to_evaluate=baseline_first(cfg.search),
             constraints=functools.partial(violations, cfg.constraints),  # pickled with the searcher's state
             seed=cfg.searcher.seed)
         return searcher, {}, cfg.searcher.trials

@@ -113,8 +113,8 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
                        f"{f' ({failed} failed)' if failed else ''}", header, body))
     repeats, exhausted_after = repeated_proposals(cfg, sweep_dir)
     if repeats:
-        stdout.print(f"{repeats} proposal(s) of the searcher repeated a trained configuration: each was answered "
-                     "with that trial's result and not trained again")
+        stdout.print(f"{repeats} proposal(s) of the searcher repeated a configuration already trained (or training): "
+                     "skipped, not trained again")
     if exhausted_after is not None:
         stdout.print(f"the search space ran out of new configurations after {exhausted_after} of "
                      f"{cfg.searcher.trials} trials")

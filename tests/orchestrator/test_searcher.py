@@ -9,7 +9,8 @@ from orchestrator._ray_internals import live_optuna_trial
 from orchestrator.algorithms import ALGORITHMS
 from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
-from orchestrator.searcher import ParetoOptunaSearch, make_searcher, repeated_proposals, study_url
+from orchestrator.searcher import (ParetoOptunaSearch, baseline_first, make_searcher, repeated_proposals,
+                                   study_url)
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
             "gp": optuna.samplers.GPSampler}
@@ -94,3 +95,18 @@ def test_a_restored_searcher_remembers_what_was_trained(tmp_path):
     restored.restore(str(tmp_path / "searcher.pkl"))
     second = restored.suggest("b")
     assert second is not None and second["quantization"] != first
+
+
+def test_the_baseline_is_the_first_proposal_when_kd_methods_are_searched(tmp_path):
+    """The front always holds the reference, and the first trial trains while the teachers do."""
+    cfg = parse_config({"name": "kd", "searcher": {"algorithm": "tpe", "trials": 4},
+                        "teachers": {"t": {"model": "s", "epochs": 1}}, "fixed": {"teacher": "t"},
+                        "search": {"kd_method": {"choice": ["output", "feature", "none"]},
+                                   "kd_factor": {"loguniform": [0.25, 4.0]}}})
+    searcher, _, _ = make_searcher(cfg, tmp_path)
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    assert first["kd_method"] == "none"
+    assert second is not None and second != first
+    no_baseline = parse_config({"name": "q", "searcher": {"algorithm": "tpe", "trials": 4},
+                                "search": {"quantization": {"choice": ["fp32", "int8"]}}})
+    assert baseline_first(no_baseline.search) is None  # nothing to put first: the sampler starts
