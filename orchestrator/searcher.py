@@ -205,8 +205,8 @@ def fail_orphaned_trials(cfg: SweepConfig, sweep_dir: Path) -> int:
 
 
 def repeated_proposals(cfg: SweepConfig, sweep_dir: Path) -> tuple[int, int | None]:
-    """(proposals answered from an earlier trial instead of training, the trial count at which the
-    search ran out of new configurations or None); (0, None) without an Optuna study."""
+    """(proposals closed unrun as repeats of a trained or training configuration, the trial count at
+    which the search ran out of new configurations or None); (0, None) without an Optuna study."""
     if not cfg.searcher.uses_optuna or not (Path(sweep_dir) / STUDY_DB).exists():
         return 0, None
     import optuna
