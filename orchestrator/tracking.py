@@ -140,8 +140,9 @@ class SweepTracking:
         runs = self.client.search_runs([self.experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
                                                              f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
                                        max_results=1)
-        if runs:
-            return runs[0].info.run_id, runs[0].data.tags.get(FINISHED_TAG) == "true"
+        if runs:  # both marks: a write cut between the tag and the status (an outage) is done again
+            run = runs[0]
+            return run.info.run_id, run.data.tags.get(FINISHED_TAG) == "true" and run.info.status in ("FINISHED", "FAILED")
         run = self.client.create_run(self.experiment_id, tags={
             MLFLOW_PARENT_RUN_ID: parent_run_id, TRIAL_TAG: trial_id, MLFLOW_RUN_NAME: f"trial-{trial_id}"})
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sorted(knobs.items())])
@@ -155,8 +156,8 @@ class SweepTracking:
             return
         if record.status == "failed":
             self.client.set_tag(run_id, "edgesweep.error", (record.error or "unknown")[:4000])
-            self.client.set_tag(run_id, FINISHED_TAG, "true")
             self.client.set_terminated(run_id, status="FAILED")
+            self.client.set_tag(run_id, FINISHED_TAG, "true")
             return
         if not record.complete:
             self.client.set_tag(run_id, "edgesweep.status", "stopped before the end")
@@ -173,8 +174,8 @@ class SweepTracking:
                                     RunTag("artifact_sha256", str(m.get("artifact_sha256")))])
         for f in files:
             self.client.log_artifact(run_id, str(f), artifact_path="model" if f.suffix in {".onnx", ".tflite"} else None)
-        self.client.set_tag(run_id, FINISHED_TAG, "true")
         self.client.set_terminated(run_id, status="FINISHED")
+        self.client.set_tag(run_id, FINISHED_TAG, "true")  # last: a run with this tag holds the trial's end
 
     def backfill(self, parent_run_id: str, records: Sequence[TrialRecord]) -> int:
         """Give every journal record a child run that holds its end (what failed MLflow writes missed).
