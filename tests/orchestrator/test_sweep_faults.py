@@ -75,6 +75,7 @@ def test_a_trial_that_raises_is_failed_in_tune_and_mlflow_and_the_sweep_goes_on(
     assert {r.trial_id for r in result.front} <= {r.trial_id for r in by_status["complete"]}
 
 
+@pytest.mark.slow  # an 8-trial real sweep: about 30 s on CI (the front's rule is unit-tested in the default suite)
 def test_pareto_front_of_varied_trials_equals_a_bruteforce_non_dominated_filter(tmp_path):
     raw = stand_in_config(tmp_path, "front")
     raw["search"]["runtime"] = {"grid": ["onnxruntime", "tflite"]}
@@ -88,6 +89,7 @@ def test_pareto_front_of_varied_trials_equals_a_bruteforce_non_dominated_filter(
     assert {r.trial_id for r in result.front} == expected and 1 <= len(expected) < 8
 
 
+@pytest.mark.slow  # a real sweep whose trial process dies mid-training: about 30 s on CI
 def test_a_crashed_trial_resumes_from_its_last_epoch_checkpoint_instead_of_restarting(tmp_path):
     raw = stand_in_config(tmp_path, "retried")
     raw["fixed"]["epochs"] = 4
@@ -139,6 +141,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two real sweep drivers, one killed: about 110 s on CI
 def test_driver_killed_mid_sweep_resumes_without_redoing_finished_trials(tmp_path):
     raw = stand_in_config(tmp_path, "killed")
     raw["search"] = {"kd_method": {"choice": ["none", "output"]}, "quantization": {"choice": ["fp32", "int8"]},

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -92,6 +93,7 @@ def test_ctrl_c_saves_marks_trials_interrupted_exits_130_and_resume_tells_optuna
     assert client.get_run(state["parent_run_id"]).info.status == "FINISHED"
 
 
+@pytest.mark.slow  # a real sweep stopped by SIGTERM (Ctrl-C's path is in the default suite): about 45 s on CI
 def test_sigterm_stops_like_ctrl_c_and_a_second_driver_on_the_sweep_is_refused(tmp_path):
     config = _sweep_file(tmp_path, "term")
     sweep_dir = tmp_path / "runs" / "term"
