@@ -1,23 +1,29 @@
 """Knowledge distillation on the embedded default: every method against the plain baseline.
 
-    python bench/kd_methods.py                        # none, output, feature, cwd, pkd; seeds 0,1,2
+    python bench/kd_methods.py                        # none, output, feature, cwd, pkd; seeds 0-4
     python bench/kd_methods.py --methods none,cwd --seeds 0 --parallel 1 --threads 2
 
 The teacher (default YOLO-s, trained once and cached under EDGESWEEP_CACHE) and every student
 (YOLO-n) train on the same data for the same epochs; each (method, seed) runs in its own process.
-Prints mean +- std of mAP@.5:.95 and mAP@.5 per method over the seeds, the difference to the
-baseline, and the cost in seconds per epoch with and without a teacher. Target: the best method
-beats the baseline by >= 1.0 point mean mAP@.5:.95 and by more than the seeds' std.
+A seed fixes the student's initialisation and the data order, so every method's run is paired
+with the baseline's of the same seed. Prints mean +- std of mAP@.5:.95 and mAP@.5 per method, the
+paired difference to the baseline with its 95 % interval (Student's t over the seeds; "not
+significant" when it holds 0), the first epoch's KD/detection loss ratio at the given factor and
+the cost in seconds per epoch. `--ablate-fm-nms` adds output KD without Feature-Map NMS,
+`--compute-matched` the baseline trained for as many seconds as the slowest KD method's runs.
+Target: the best method beats the baseline by >= 1.0 point with the interval's lower end above 0.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,72 +48,117 @@ def train_teacher(size: str, epochs: int, threads: int) -> str:
     return str(ensure_teacher(size, train, val, cfg, cache_dir()))
 
 
-def train_one(method: str, seed: int, teacher: str, epochs: int, threads: int, factor: float | None) -> dict:
+def train_one(method: str, seed: int, teacher: str, epochs: int, threads: int, factor: float | None,
+              params: dict) -> dict:
     from trainables.hyper import TrainConfig, TrainKnobs
     from trainables.student import train_student
 
     train, val = _datasets()
-    knobs = TrainKnobs(student="n", epochs=epochs, kd_method=method, seed=seed,
+    knobs = TrainKnobs(student="n", epochs=epochs, kd_method=method, seed=seed, kd_params=params,
                        kd_factor=factor if factor is not None else TrainKnobs.kd_factor)
     with tempfile.TemporaryDirectory() as out:
         result = train_student(knobs, train, val, Path(out), base=TrainConfig(threads=threads, val_every=epochs),
                                teacher_checkpoint=Path(teacher) if knobs.distills else None)
     m = result.final_metrics
     # training time only (an epoch's seconds also hold its val pass): images per epoch / throughput
-    return {"method": method, "seed": seed, "map50_95": m["map50_95"], "map50": m["map50"],
+    return {"method": method, "seed": seed, "epochs": epochs, "params": params, "map50_95": m["map50_95"],
+            "map50": m["map50"], "kd_to_detection": [h.losses.get("kd_to_detection") for h in result.history],
             "s_per_epoch": statistics.mean(len(train) / h.images_per_second for h in result.history)}
 
 
-def _run_child(args: argparse.Namespace, method: str, seed: int, teacher: str) -> dict:
-    cmd = [sys.executable, __file__, "--one", f"{method}:{seed}", "--teacher-path", teacher, "--epochs",
-           str(args.epochs), "--threads", str(args.threads)]
+@dataclass(frozen=True)
+class Job:
+    label: str  # the table's row: a method, an ablation or the compute-matched baseline
+    method: str
+    seed: int
+    epochs: int
+    params: tuple = ()  # the method's own knobs, as (name, value) pairs
+
+
+def _run_child(args: argparse.Namespace, job: Job, teacher: str) -> dict:
+    cmd = [sys.executable, __file__, "--one", json.dumps({"method": job.method, "seed": job.seed, "epochs": job.epochs,
+                                                          "params": dict(job.params)}),
+           "--teacher-path", teacher, "--threads", str(args.threads)]
     if args.factor is not None:
         cmd += ["--factor", str(args.factor)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
-        raise RuntimeError(f"{method} seed {seed} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{job.label} seed {job.seed} failed:\n{out.stderr[-3000:]}")
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "label": job.label}
+
+
+def paired_difference(kd: dict[int, float], base: dict[int, float]) -> tuple[int, float, float, float]:
+    """(seeds, mean, 95 % interval low, high) of kd - base in points, paired by seed (Student's t)."""
+    from scipy import stats  # MLflow's dependency: present wherever the orchestrator is installed
+
+    diffs = [(kd[s] - base[s]) * 100 for s in sorted(set(kd) & set(base))]
+    n = len(diffs)
+    mean = statistics.mean(diffs) if diffs else math.nan
+    if n < 2:
+        return n, mean, math.nan, math.nan
+    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    return n, mean, mean - half, mean + half
 
 
 def summarise(rows: list[dict]) -> list[list]:
-    by_method: dict[str, list[dict]] = {}
+    by_label: dict[str, list[dict]] = {}
     for r in rows:
-        by_method.setdefault(r["method"], []).append(r)
+        by_label.setdefault(r["label"], []).append(r)
 
     def stats(values: list[float]) -> tuple[float, float]:
         return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
-    base, _ = stats([r["map50_95"] for r in by_method.get("none", [])]) if "none" in by_method else (None, None)
+    base = {r["seed"]: r["map50_95"] for r in by_label.get("none", [])}
     table = []
-    for method, rs in by_method.items():
+    for label, rs in by_label.items():
         m, sd = stats([r["map50_95"] for r in rs])
         m50, sd50 = stats([r["map50"] for r in rs])
-        delta = f"{(m - base) * 100:+.2f}" if base is not None and method != "none" else "-"
-        table.append([method, len(rs), f"{m:.4f} ± {sd:.4f}", f"{m50:.4f} ± {sd50:.4f}", delta,
+        delta, interval = "-", "-"
+        if base and label != "none":
+            n, mean, low, high = paired_difference({r["seed"]: r["map50_95"] for r in rs}, base)
+            delta = f"{mean:+.2f}"
+            if n >= 2:
+                verdict = "significant" if low > 0 or high < 0 else "not significant"
+                interval = f"[{low:+.2f}, {high:+.2f}] {verdict}"
+        ratio = [r["kd_to_detection"][0] for r in rs if r["kd_to_detection"] and r["kd_to_detection"][0] is not None]
+        table.append([label, len(rs), rs[0]["epochs"], f"{m:.4f} ± {sd:.4f}", f"{m50:.4f} ± {sd50:.4f}", delta,
+                      interval, f"{statistics.mean(ratio):.2f}" if ratio else "-",
                       f"{statistics.mean(r['s_per_epoch'] for r in rs):.1f}"])
     return table
+
+
+def jobs_for(args: argparse.Namespace) -> list[Job]:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [Job(m, m, s, args.epochs) for s in seeds for m in args.methods.split(",")]
+    if args.ablate_fm_nms:
+        jobs += [Job("output, no FM-NMS", "output", s, args.epochs, (("fm_nms", False),)) for s in seeds]
+    return jobs
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default="none,output,feature,cwd,pkd")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--teacher", default="s", help="teacher model size")
     p.add_argument("--teacher-epochs", type=int, default=10)
     p.add_argument("--factor", type=float, default=None, help="distillation factor for every method (default 1)")
     p.add_argument("--parallel", type=int, default=2, help="runs at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--ablate-fm-nms", action="store_true", help="also output KD without Feature-Map NMS")
+    p.add_argument("--compute-matched", action="store_true",
+                   help="also the baseline for as many seconds as the slowest KD method's runs (more epochs)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw rows here")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--teacher-path", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        method, seed = args.one.split(":")
-        print(json.dumps(train_one(method, int(seed), args.teacher_path, args.epochs, args.threads, args.factor)))
+        one = json.loads(args.one)
+        print(json.dumps(train_one(one["method"], one["seed"], args.teacher_path, one["epochs"], args.threads,
+                                   args.factor, one["params"])))
         return 0
 
-    from orchestrator.console import console, stdout, table
+    from orchestrator.console import console, progress, stdout, table
 
     console.print(f"teacher YOLO-{args.teacher}, {args.teacher_epochs} epochs (cached after the first run) ...")
     teacher = train_teacher(args.teacher, args.teacher_epochs, threads=args.threads * args.parallel)
@@ -115,14 +166,31 @@ def main() -> int:
 
     t = teacher_metrics(Path(teacher))
     console.print(f"teacher mAP@.5:.95 {t.get('map50_95', float('nan')):.4f}, mAP@.5 {t.get('map50', float('nan')):.4f}")
-    jobs = [(m, int(s)) for s in args.seeds.split(",") for m in args.methods.split(",")]
-    with ThreadPoolExecutor(args.parallel) as pool:
-        rows = list(pool.map(lambda job: _run_child(args, job[0], job[1], teacher), jobs))
+    jobs = jobs_for(args)
+    with ThreadPoolExecutor(args.parallel) as pool, progress() as bar:
+        task = bar.add_task("students", total=len(jobs) + (len(jobs) // len(args.methods.split(",")) if
+                                                           args.compute_matched else 0), info="")
+
+        def run(job: Job) -> dict:
+            row = _run_child(args, job, teacher)
+            bar.update(task, advance=1, info=f"{job.label} seed {job.seed}: {row['map50_95']:.4f}")
+            return row
+
+        rows = list(pool.map(run, jobs))
+        if args.compute_matched:  # the baseline given the seconds of the slowest method (a teacher costs time)
+            per_epoch = {}
+            for r in rows:
+                per_epoch.setdefault(r["label"], []).append(r["s_per_epoch"])
+            slowest = max(statistics.mean(v) for k, v in per_epoch.items() if k != "none")
+            epochs = round(args.epochs * slowest / statistics.mean(per_epoch["none"]))
+            matched = [Job("none, compute-matched", "none", s, epochs) for s in sorted({r["seed"] for r in rows})]
+            rows += list(pool.map(run, matched))
     if args.json:
         args.json.write_text(json.dumps({"teacher": t, "rows": rows}, indent=2))
     stdout.print(table(f"KD on the embedded default: YOLO-n student, YOLO-{args.teacher} teacher, "
                        f"{args.epochs} epochs, seeds {args.seeds}",
-                       ["method", "seeds", "mAP@.5:.95", "mAP@.5", "Δ mAP@.5:.95 (points)", "s/epoch"],
+                       ["method", "seeds", "epochs", "mAP@.5:.95", "mAP@.5", "Δ vs none (points, paired)",
+                        "95 % interval", "kd/det epoch 1", "s/epoch"],
                        summarise(rows)))
     return 0
 

@@ -245,7 +245,8 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
                 raw, feats = model(images)
                 loss, parts = criterion(raw, targets)
                 if distiller is not None:
-                    kd_loss, kd_parts = distiller(images, raw, feats, targets, epoch=epoch, epochs=cfg.epochs)
+                    kd_loss, kd_parts = distiller(images, raw, feats, targets, epoch=epoch, epochs=cfg.epochs,
+                                                   detection=loss.detach() / images.shape[0])
                     loss = loss + kd_loss
                     parts = {**parts, **kd_parts}
             scaler.scale(loss).backward()

@@ -4,14 +4,16 @@ from dataclasses import replace
 import pytest
 import torch
 
+from detection.anchors import DEFAULT_ANCHORS, STRIDES
 from detection.coco import CocoDataset, SplitSpec
 from detection.synth import SynthConfig, generate
 from tests.kd_helpers import identity_adapters_
 from trainables.checkpoint import load_checkpoint, load_model, save_checkpoint
 from trainables.kd import KD_METHODS, KDConfigError, build_distiller
+from trainables.kd.base import CALIBRATION_BATCHES
 from trainables.kd.cwd import cwd_loss, pkd_loss
 from trainables.kd.feature import imitation_mask
-from trainables.kd.output import fm_nms
+from trainables.kd.output import fm_nms, fm_nms_keep
 from trainables.models.yolo import ModelSpec, build_model
 from trainables.hyper import TrainKnobs
 from trainables.student import train_student
@@ -89,7 +91,7 @@ def test_teacher_running_stats_do_not_drift_during_distillation(teacher_ckpt, ti
     student = build_model(spec).train()
     x = torch.rand(4, 3, 64, 64)
     raw, feats = student(x)
-    loss, _ = distiller(x, raw, feats, torch.zeros((0, 6)), epoch=0, epochs=2)
+    loss, _ = distiller(x, raw, feats, torch.zeros((0, 6)), epoch=0, epochs=2, detection=torch.tensor(1.0))
     loss.backward()
     assert not teacher.training
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.buffers()))
@@ -108,7 +110,7 @@ def test_adaptation_parameters_change_after_an_optimizer_step(method, teacher_ck
     x = torch.rand(2, 3, 64, 64)
     targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3], [1, 2, 0.3, 0.6, 0.2, 0.4]])
     raw, feats = student(x)
-    loss, _ = distiller(x, raw, feats, targets, epoch=0, epochs=1)
+    loss, _ = distiller(x, raw, feats, targets, epoch=0, epochs=1, detection=torch.tensor(1.0))
     loss.backward()
     opt.step()
     assert any(not torch.equal(before[k], v) for k, v in params.items())
@@ -186,6 +188,62 @@ def test_feature_mask_matches_a_hand_computed_one_for_two_boxes():
     expected[0, 1, 1] = True
     expected[1, 2, 2] = expected[1, 2, 3] = True
     assert torch.equal(mask, expected)
+
+
+def test_fm_nms_never_pushes_a_positives_true_class_down():
+    """YOLOv5 makes an object positive at its cell and two neighbours; FM-NMS suppresses two of them.
+    The paper's zero target there would pull the true class down where the ground truth pulls it up."""
+    spec = ModelSpec("n", 2)
+    distiller = build_distiller("output", build_model(spec).eval(), spec, img_size=128)
+    t_raw = [torch.full((1, 3, g, g, 7), -6.0) for g in (16, 8, 4)]  # the teacher sees nothing ...
+    positives = [(1, 1), (1, 2), (2, 1)]
+    for (y, x), obj in zip(positives, (4.0, 3.0, 3.0)):  # ... but the object, peaking at (1, 1)
+        t_raw[0][0, 0, y, x, 4], t_raw[0][0, 0, y, x, 5] = obj, 3.0  # class 0 at p = 0.95
+    s_raw = [torch.zeros_like(t).requires_grad_(True) for t in t_raw]  # the student: p = 0.5 everywhere
+    distiller.distill(s_raw, [], t_raw, [], torch.zeros((0, 6))).backward()
+    keep = fm_nms_keep(t_raw[0][..., 4].sigmoid(), t_raw[0][..., 5:].sigmoid())
+    assert [bool(keep[0, 0, y, x, 0]) for y, x in positives] == [True, False, False]  # two are suppressed
+    grads = [s_raw[0].grad[0, 0, y, x, 5].item() for y, x in positives]
+    assert grads[0] < 0 and all(g <= 0 for g in grads)  # descent raises the true class, or leaves it
+
+
+def test_feature_mask_covers_only_the_levels_an_object_is_assigned_to():
+    """An 8 px object at 128 px: P3's anchors fit it, P5's (3.6-12 cells wide on a 4x4 grid) do not."""
+    anchors = torch.tensor(DEFAULT_ANCHORS, dtype=torch.float32) / torch.tensor(STRIDES, dtype=torch.float32).view(-1, 1, 1)
+    targets = torch.tensor([[0, 0, 60 / 128, 60 / 128, 8 / 128, 8 / 128]])
+    p3 = imitation_mask(targets, 1, (16, 16), anchors[0])
+    p5 = imitation_mask(targets, 1, (4, 4), anchors[2])
+    assert p3[0, 7, 7] and 0 < p3.sum() <= 9  # around the object's own cell
+    assert p5.sum() == 0  # was 12 of 16 cells when every anchor counted
+
+
+def test_the_first_distilled_batches_put_kd_on_the_detection_losss_scale():
+    torch.manual_seed(0)
+    spec = ModelSpec("n", 3)
+    distiller = build_distiller("pkd", build_model(ModelSpec("s", 3)).eval(), spec, img_size=64, factor=2.0)
+    student = build_model(spec).train()
+    x = torch.rand(2, 3, 64, 64)
+    raw, feats = student(x)
+    loss, parts = distiller(x, raw, feats, torch.zeros((0, 6)), epoch=0, epochs=2, detection=torch.tensor(0.2))
+    assert parts["kd"].item() == pytest.approx(0.2, rel=1e-5)  # at factor 1: the detection loss's pull
+    assert loss.item() == pytest.approx(2.0 * 0.2 * 2, rel=1e-5)  # factor x value x batch
+    for _ in range(CALIBRATION_BATCHES - 1):
+        raw, feats = student(torch.rand(2, 3, 64, 64))
+        distiller(x, raw, feats, torch.zeros((0, 6)), epoch=0, epochs=2, detection=torch.tensor(0.2))
+    scale = distiller.kd_scale.item()
+    raw, feats = student(torch.rand(2, 3, 64, 64))
+    _, later = distiller(x, raw, feats, torch.zeros((0, 6)), epoch=1, epochs=2, detection=torch.tensor(5.0))
+    assert distiller.kd_scale.item() == scale and later["kd"].item() < 1.0  # measured once, then fixed
+    assert distiller.state_dict()["kd_scale"].item() == scale  # saved with the checkpoint, kept on resume
+
+
+@pytest.mark.parametrize("method", [m for m in KD_METHODS if m != "none"])
+def test_each_method_starts_near_the_detection_loss_at_factor_1(method, teacher_ckpt, tiny_data, tmp_path):
+    train, val = tiny_data
+    knobs = TrainKnobs(student="n", epochs=1, img_size=64, kd_method=method, teacher="s", kd_factor=1.0)
+    result = train_student(knobs, train, None, tmp_path, base=replace(TINY, batch_size=4),
+                           teacher_checkpoint=teacher_ckpt)
+    assert 0.3 <= result.history[0].losses["kd_to_detection"] <= 3.0
 
 
 def test_cwd_is_invariant_to_a_per_channel_shift_and_pkd_to_scale():

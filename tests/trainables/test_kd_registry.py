@@ -47,7 +47,7 @@ def test_every_registered_method_trains_one_step(method):
     before = [p.detach().clone() for p in student.parameters()]
     x = torch.rand(2, 3, 64, 64)
     raw, feats = student(x)
-    loss, parts = distiller(x, raw, feats, TARGETS, epoch=0, epochs=1)
+    loss, parts = distiller(x, raw, feats, TARGETS, epoch=0, epochs=1, detection=torch.tensor(1.0))
     loss.backward()
     torch.optim.SGD(params, lr=0.01).step()
     assert torch.isfinite(loss) and loss.item() > 0 and parts["kd"].item() > 0

@@ -4,6 +4,16 @@ The teacher is held outside the module tree on purpose: its weights are never tr
 saved with the student's checkpoint and never exported. It runs in eval mode under no_grad, so its
 BatchNorm statistics cannot drift during distillation (a bug of the public YOLOv5 KD fork).
 
+Calibration: a method's raw loss can be 0.1x or 10x the detection loss at the start of training
+(measured on the embedded default: output KD 0.13x, feature imitation 2.3x, CWD 7x, PKD 9.5x), so
+one factor would mean a 70-fold different pull across methods. The first CALIBRATION_BATCHES
+distilled batches therefore measure `kd_scale` = sum of detection losses / sum of raw KD losses
+(per image, of the barely trained student; a running estimate while they last, then fixed), and
+every batch's KD loss is scaled by it. At factor 1 a method then pulls about as hard as the
+detection loss did at the start, on any data set and for any method; the per-epoch
+`kd_to_detection` ratio says how that evolves (feature imitation falls fastest: its adapters learn
+the teacher's features within an epoch). The scale is a buffer: saved with the checkpoint, kept on resume.
+
 A method's class implements `distill(...)` and `from_context(ctx, **common, **its_knobs)`;
 `build_distiller` looks the class up in the registry, so nothing here names a method.
 """
@@ -19,6 +29,8 @@ from torch import nn
 from trainables.hyper import LossWeights, TrainKnobs
 from trainables.kd.registry import KDConfigError, kd_method
 from trainables.models.yolo import YOLO, ModelSpec
+
+CALIBRATION_BATCHES = 16  # distilled batches that measure the KD loss's scale (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,8 @@ class Distiller(nn.Module):
         self.factor = factor
         self.off_last_epochs = off_last_epochs
         self.decay = decay
+        self.register_buffer("kd_scale", torch.ones(()))
+        self.register_buffer("calibration", torch.zeros(3, dtype=torch.float64))  # sums of detection, raw KD, batches
 
     @classmethod
     def from_context(cls, ctx: DistillContext, *, factor: float, off_last_epochs: int, **knobs) -> "Distiller":
@@ -79,7 +93,10 @@ class Distiller(nn.Module):
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, s_raw: list[torch.Tensor], s_feats: list[torch.Tensor],
-                targets: torch.Tensor, *, epoch: int, epochs: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                targets: torch.Tensor, *, epoch: int, epochs: int,
+                detection: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted KD loss (scaled by batch size, like the detection loss) and its per-image value;
+        `detection` is this batch's per-image detection loss (it calibrates the first distilled batch)."""
         w = self.weight(epoch, epochs)
         if w == 0.0:
             zero = images.new_zeros(())
@@ -87,6 +104,10 @@ class Distiller(nn.Module):
         with torch.no_grad():
             t_raw, t_feats = self.teacher(images)
         loss = self.distill(s_raw, s_feats, t_raw, t_feats, targets)
+        if self.calibration[2] < CALIBRATION_BATCHES:
+            self.calibration += torch.tensor([float(detection), float(loss.detach()), 1.0], dtype=torch.float64)
+            self.kd_scale.fill_(float(self.calibration[0] / self.calibration[1].clamp(min=1e-8)))
+        loss = loss * self.kd_scale
         # Scaled by batch size like the detection loss, so the factor means the same at any batch size.
         return w * loss * images.shape[0], {"kd": loss.detach()}
 
