@@ -67,6 +67,26 @@ def front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]],
     return sorted(keep, key=lambda r: tuple(float(r.metrics[m]) for m in reversed(metrics)))
 
 
+def kd_against_baseline(records: Sequence[TrialRecord], metric: str = "map50_95") -> list[dict]:
+    """Per artifact format: the best complete KD trial against the best complete baseline trial
+    (kd_method "none") by `metric`; formats that lack either side are left out. One trial per
+    side is not a statistic: `bench/kd_methods.py` pairs seeds for that."""
+    best: dict[tuple[str, bool], TrialRecord] = {}
+    for r in records:
+        if not r.complete or r.metrics.get(metric) is None:
+            continue
+        key = (str(r.metrics.get("format")), r.knobs.get("kd_method", "none") != "none")
+        if key not in best or float(r.metrics[metric]) > float(best[key].metrics[metric]):
+            best[key] = r
+    out = []
+    for fmt in sorted({f for f, _ in best}):
+        base, kd = best.get((fmt, False)), best.get((fmt, True))
+        if base is not None and kd is not None:
+            out.append({"format": fmt, "baseline": base, "kd": kd,
+                        "difference": float(kd.metrics[metric]) - float(base.metrics[metric])})
+    return out
+
+
 def knob_columns() -> tuple[str, ...]:
     """Every knob, KD methods' own included, for the tables (a report shows only those that vary)."""
     return tuple(knob_table())
@@ -86,10 +106,14 @@ def write_csv(path: Path, records: Sequence[TrialRecord]) -> Path:
     return path
 
 
-def _label(r: TrialRecord) -> str:
+def kd_label(r: TrialRecord) -> str:
+    """How a trial distilled, in a few characters: "output/s x2.5", or "no KD"."""
     kd = r.knobs.get("kd_method", "none")
-    kd = f"{kd}/{r.knobs.get('teacher')} x{r.knobs.get('kd_factor', 1):.2g}" if kd != "none" else "no KD"
-    return f"{r.trial_id}: {kd}, {r.metrics.get('format', '')}"
+    return f"{kd}/{r.knobs.get('teacher')} x{float(r.knobs.get('kd_factor', 1)):.2g}" if kd != "none" else "no KD"
+
+
+def _label(r: TrialRecord) -> str:
+    return f"{r.trial_id}: {kd_label(r)}, {r.metrics.get('format', '')}"
 
 
 def latency_axis(records: Sequence[TrialRecord]) -> str:

@@ -86,7 +86,7 @@ def _backfill_mlflow(sweep_dir: Path, state: dict, records, trials: int) -> None
 def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     """The Pareto table (knobs that vary, mAP, latency, size), the report files and the MLflow UI command."""
     from orchestrator.console import stdout, table
-    from orchestrator.pareto import knob_columns
+    from orchestrator.pareto import kd_against_baseline, kd_label, knob_columns
     from orchestrator.results import load_records
     from orchestrator.searcher import repeated_proposals
     from orchestrator.sweep import write_report
@@ -111,6 +111,15 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     failed = sum(r.status == "failed" for r in records)
     stdout.print(table(f"Pareto front of {cfg.name}: {len(on_front)} of {done} complete trials"
                        f"{f' ({failed} failed)' if failed else ''}", header, body))
+    duels = kd_against_baseline(records)
+    if duels:
+        stdout.print(table("Best KD trial against the best baseline trial, per format (one trial each: see "
+                           "bench/kd_methods.py for paired seeds)",
+                           ["format", "baseline trial", "mAP@.5:.95", "KD trial", "method", "mAP@.5:.95",
+                            "Δ (points)"],
+                           [[d["format"], d["baseline"].trial_id, d["baseline"].metrics["map50_95"], d["kd"].trial_id,
+                             kd_label(d["kd"]), d["kd"].metrics["map50_95"], f"{d['difference'] * 100:+.2f}"]
+                            for d in duels]))
     repeats, exhausted_after = repeated_proposals(cfg, sweep_dir)
     if repeats:
         stdout.print(f"{repeats} proposal(s) of the searcher repeated a configuration already trained (or training): "

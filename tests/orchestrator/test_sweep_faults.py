@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from device_actors.client import get_board
+from orchestrator.commands.sweep import print_report
 from orchestrator.config import parse_config
 from orchestrator.results import load_records
 from orchestrator.searcher import MAX_ASKS, repeated_proposals, study_url
@@ -55,7 +56,7 @@ def cache(tmp_path_factory):
         ray.shutdown()
 
 
-def test_a_trial_that_raises_is_failed_in_tune_and_mlflow_and_the_sweep_goes_on(tmp_path):
+def test_a_trial_that_raises_is_failed_in_tune_and_mlflow_and_the_sweep_goes_on(tmp_path, capsys):
     cfg = parse_config(stand_in_config(tmp_path, "raises"), base_dir=tmp_path)
     stages = StandInStages(train_seconds=0.2, fail_when={"kd_method": "output", "quantization": "int8"})
     result = run_sweep(cfg, stages=stages, show_progress=False)
@@ -73,6 +74,12 @@ def test_a_trial_that_raises_is_failed_in_tune_and_mlflow_and_the_sweep_goes_on(
     assert "failed on purpose" in failed_run.data.tags["edgesweep.error"]
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"  # the sweep itself finished
     assert {r.trial_id for r in result.front} <= {r.trial_id for r in by_status["complete"]}
+
+    capsys.readouterr()
+    print_report(result.sweep_dir, backfill=False)  # the report pits KD against the baseline where both finished
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Best KD trial against the best baseline trial, per format" in out
+    assert "onnx " in out and "output/t x1" in out and "onnx-int8 " not in out.split("per format")[1]
 
 
 @pytest.mark.slow  # an 8-trial real sweep: about 30 s on CI (the front's rule is unit-tested in the default suite)
