@@ -1,4 +1,5 @@
-"""Load and validate a COCO-format detection split (real COCO 2017 or any data set in its format).
+"""Load and validate a COCO-format detection split (real COCO 2017, any data set in its format, or a
+YOLO-format split read as one).
 
 Everything a user can get wrong in a data set is checked once, at construction, and reported as a
 `DatasetError` that names the file and what is wrong, so a sweep fails before it spends hours
@@ -8,6 +9,7 @@ decoded on demand by `load_image`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -21,6 +23,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from common.errors import UserError
+from detection.yolo_format import coco_split, is_data_yaml, read_data_yaml
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class SplitSpec:
     """Where a split lives and which part of it to use."""
 
     images: Path  # directory with the image files
-    annotations: Path  # COCO instances json
+    annotations: Path  # COCO instances json, or a YOLO-format data.yaml (see detection.yolo_format)
     subset: int | None = None  # seeded random subset of this many images
     seed: int = 0
     bad_images: Literal["skip", "fail"] = "skip"
@@ -85,6 +88,12 @@ def _read_json(path: Path) -> dict:
         raise DatasetError(f"annotations file {path} is not a COCO file: the top level is a "
                            f"{type(raw).__name__}, expected an object with keys {', '.join(REQUIRED_KEYS)}")
     return raw
+
+
+def _digest(annotations: Path, raw: dict) -> str:
+    """sha256 of the annotations as read: a COCO file's bytes, or the COCO form of a YOLO set's labels."""
+    payload = json.dumps(raw, sort_keys=True).encode() if is_data_yaml(annotations) else annotations.read_bytes()
+    return hashlib.sha256(payload).hexdigest()
 
 
 def _check_structure(raw: dict, path: Path) -> None:
@@ -202,7 +211,13 @@ class CocoDataset:
 
     def __init__(self, spec: SplitSpec):
         self.spec = spec
-        raw = _read_json(spec.annotations)
+        bad_labels: list[tuple[Path, str]] = []
+        if is_data_yaml(spec.annotations):  # a YOLO-format split, converted here to the same COCO dict
+            raw, bad_labels = coco_split(spec.images, read_data_yaml(spec.annotations).names,
+                                         bad_labels=spec.bad_images, source=spec.annotations)
+        else:
+            raw = _read_json(spec.annotations)
+        self.annotations_digest = _digest(spec.annotations, raw)
         _check_structure(raw, spec.annotations)
         _check_references_and_boxes(raw, spec.annotations)
         if not spec.images.is_dir():
@@ -217,7 +232,7 @@ class CocoDataset:
         self.num_classes: int = len(self.category_ids)
         self._class_of = {c: i for i, c in enumerate(self.category_ids)}
 
-        self.skipped: list[tuple[Path, str]] = []
+        self.skipped: list[tuple[Path, str]] = bad_labels  # unreadable images (and bad YOLO label lines)
         self.image_ids: list[int] = self._select_images(raw)
         self.coco: COCO = self._build_ground_truth(raw, set(self.image_ids))
         self._images = [self.coco.imgs[i] for i in self.image_ids]

@@ -16,6 +16,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from common.errors import UserError
 from detection.coco import BAD_IMAGE_POLICIES
 from device_actors.naming import BoardNameError, check_board_name
 from device_actors.runtimes.base import RuntimeOptions
@@ -23,7 +24,7 @@ from device_actors.timing import TimingProtocol
 from orchestrator import _schema as s
 from orchestrator._knobs import KnobContext, check_knob, knob_table, parse_space
 from orchestrator.algorithms import ALGORITHMS
-from orchestrator.datasets import LAYOUTS, DataConfig, EmbeddedDefault, LayoutError, SplitPaths, find_layout
+from orchestrator.datasets import LAYOUTS, DataConfig, EmbeddedDefault, SplitPaths, find_layout
 from orchestrator.errors import ConfigError
 from search_spaces import SearchSpace
 from trainables.augment import AugmentConfig
@@ -255,7 +256,7 @@ def _optional_int(raw: dict, path: str, key: str, minimum: int) -> int | None:
 
 def _data(raw: object, base: Path) -> DataConfig:
     raw = s.allowed_keys(raw, "data", DATA_KEYS)
-    source = s.one_of(raw.get("source", "default"), "data.source", ("default", "coco"), "a data source")
+    source = s.one_of(raw.get("source", "default"), "data.source", ("default", "coco", "yolo"), "a data source")
     common = dict(train_subset=_optional_int(raw, "data", "train_subset", 1),
                   val_subset=_optional_int(raw, "data", "val_subset", 1),
                   calibration_images=s.integer(raw.get("calibration_images", DataConfig.calibration_images),
@@ -265,7 +266,7 @@ def _data(raw: object, base: Path) -> DataConfig:
     if source == "default":
         for key in ("root", "train", "val"):
             if key in raw:
-                raise ConfigError(f"data.{key}: only with data.source: coco (source is 'default', the generated "
+                raise ConfigError(f"data.{key}: only with data.source: coco or yolo (source is 'default', the generated "
                                   f"data set; its size is set by data.synth)")
         synth = s.allowed_keys(raw.get("synth"), "data.synth", SYNTH_KEYS)
         checked = {k: s.integer(synth.get(k, getattr(EmbeddedDefault, k)), f"data.synth.{k}",
@@ -273,6 +274,21 @@ def _data(raw: object, base: Path) -> DataConfig:
         return DataConfig(source=source, synth=EmbeddedDefault(**checked), **common)
     if "synth" in raw:
         raise ConfigError("data.synth: only with data.source: default (the generated data set)")
+    if source == "yolo":
+        for key in ("train", "val"):
+            if key in raw:
+                raise ConfigError(f"data.{key}: not with data.source: yolo (its data.yaml names the splits)")
+        given = raw.get("root")
+        if given is None:
+            raise ConfigError("data.root: required with data.source: yolo (an Ultralytics data.yaml, or the "
+                              "directory holding one)")
+        root = s.existing_path(given, "data.root", base, kind="file" if str(given).endswith((".yaml", ".yml"))
+                               else "dir")
+        try:
+            train, val = find_layout(root)
+        except UserError as e:
+            raise ConfigError(f"data.root: {e}") from None
+        return DataConfig(source=source, root=root, train=train, val=val, **common)
     if "root" in raw:
         for key in ("train", "val"):
             if key in raw:
@@ -280,7 +296,7 @@ def _data(raw: object, base: Path) -> DataConfig:
         root = s.existing_path(raw["root"], "data.root", base, kind="dir")
         try:
             train, val = find_layout(root)
-        except LayoutError as e:
+        except UserError as e:  # a COCO layout it lacks, or a data.yaml it cannot read
             raise ConfigError(f"data.root: {e}") from None
         return DataConfig(source=source, root=root, train=train, val=val, **common)
     layouts = "; ".join(f"{a} + {b}/" for a, b, _, _ in LAYOUTS)

@@ -1,4 +1,5 @@
-"""Where data sets live: the embedded default (generated on first use) or a COCO-format directory.
+"""Where data sets live: the embedded default (generated on first use), a COCO-format directory or
+a YOLO-format data.yaml.
 
 `DataConfig` is the sweep file's `data:` section (parsed by `orchestrator.config`); this module
 finds its splits on disk, generating the default one the first time, and hands them on as
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from detection.coco import SplitSpec
+from detection.yolo_format import is_data_yaml, read_data_yaml
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ LAYOUTS = (
     ("instances_train.json", "train", "instances_val.json", "val"),  # `data synth` output
     ("annotations/instances_train2017.json", "train2017", "annotations/instances_val2017.json", "val2017"),  # COCO 2017
 )
+YOLO_DATA_YAML = "data.yaml"  # a YOLO-format data set's file, in a directory given as its root
 
 
 class LayoutError(UserError, FileNotFoundError):
@@ -45,9 +48,9 @@ class SplitPaths:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "default"  # "default" (generated) or "coco" (a COCO-format data set on disk)
+    source: str = "default"  # "default" (generated), "coco" or "yolo" (a data set on disk)
     synth: EmbeddedDefault = EmbeddedDefault()
-    root: Path | None = None  # coco: a directory in one of orchestrator.datasets.LAYOUTS
+    root: Path | None = None  # coco: a directory in one of LAYOUTS; yolo: a data.yaml or its directory
     train: SplitPaths | None = None  # coco: resolved from root, or given explicitly
     val: SplitPaths | None = None
     train_subset: int | None = None  # seeded random subsets (None: every image)
@@ -68,9 +71,13 @@ def cache_dir() -> Path:
 
 
 def find_layout(root: Path) -> tuple[SplitPaths, SplitPaths]:
-    """The (train, val) paths of a data set directory in one of the LAYOUTS; a partial layout is
-    reported with the files it lacks."""
+    """The (train, val) paths of a data set: a directory in one of the LAYOUTS, or a YOLO-format
+    `data.yaml` (or a directory holding one). A partial layout is reported with the files it lacks."""
     root = Path(root)
+    if is_data_yaml(root) or (root / YOLO_DATA_YAML).is_file():
+        data_yaml = root if is_data_yaml(root) else root / YOLO_DATA_YAML
+        found = read_data_yaml(data_yaml)  # names the file or directory it misses
+        return SplitPaths(found.train, data_yaml), SplitPaths(found.val, data_yaml)
     if not root.is_dir():
         raise LayoutError(f"data set directory not found: {root}")
     best: list[str] | None = None
@@ -85,8 +92,8 @@ def find_layout(root: Path) -> tuple[SplitPaths, SplitPaths]:
     if best is not None:
         raise LayoutError(f"{root} lacks {', '.join(best)}")
     layouts = "; ".join(f"{a} + {b}/ + {c} + {d}/" for a, b, c, d in LAYOUTS)
-    raise LayoutError(f"no COCO-format splits found in {root}; expected one of these layouts: {layouts} "
-                      f"(or give data.train and data.val explicitly)")
+    raise LayoutError(f"no COCO-format splits found in {root}; expected one of these layouts: {layouts}, "
+                      f"or a YOLO-format {YOLO_DATA_YAML} (or give data.train and data.val explicitly)")
 
 
 def splits_in(root: Path, *, train_subset: int | None = None, val_subset: int | None = None, seed: int = 0,

@@ -13,8 +13,9 @@ from trainables.hyper import TeacherSpec, TrainConfig, TrainKnobs
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="default",
-                   help="'default' (the generated embedded set) or a COCO-format directory "
-                        "(data synth layout, or COCO 2017: annotations/ + train2017/ + val2017/)")
+                   help="'default' (the generated embedded set), a COCO-format directory "
+                        "(data synth layout, or COCO 2017: annotations/ + train2017/ + val2017/) or a "
+                        "YOLO-format data.yaml")
     p.add_argument("--train-subset", type=int, default=None, help="seeded subset of training images")
     p.add_argument("--val-subset", type=int, default=None, help="seeded subset of val images (thesis: 500/1000)")
 

@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def data_fingerprint(data: CocoDataset) -> str:
-    """Identity of a training split: its annotation file's bytes and the chosen image ids."""
-    h = hashlib.sha256(Path(data.spec.annotations).read_bytes())
+    """Identity of a training split: its annotations as read (a YOLO set's labels too) and the chosen image ids."""
+    h = hashlib.sha256(data.annotations_digest.encode())
     h.update(json.dumps(sorted(int(i) for i in data.image_ids)).encode())
     return h.hexdigest()
 
