@@ -11,6 +11,8 @@ paired difference to the baseline with its 95 % interval (Student's t over the s
 significant" when it holds 0), the first epoch's KD/detection loss ratio at the given factor and
 the cost in seconds per epoch. `--ablate-fm-nms` adds output KD without Feature-Map NMS,
 `--compute-matched` the baseline trained for as many seconds as the slowest KD method's runs.
+Every finished run is appended to `--rows` (default runs/bench/kd_methods.jsonl), so an interrupted
+bench loses nothing and a second invocation (more seeds, another method) runs only what is missing.
 Target: the best method beats the baseline by >= 1.0 point with the interval's lower end above 0.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +130,19 @@ def summarise(rows: list[dict]) -> list[list]:
     return table
 
 
+def _run_key(label: str, seed: int, epochs: int) -> tuple:
+    return label, int(seed), int(epochs)
+
+
+def _finished_runs(rows: Path, teacher: str, factor: float | None) -> dict[tuple, dict]:
+    """Runs of earlier invocations with the same teacher file and factor, by (label, seed, epochs)."""
+    if not rows.is_file():
+        return {}
+    found = (json.loads(line) for line in rows.read_text().splitlines() if line.strip())
+    return {_run_key(r["label"], r["seed"], r["epochs"]): r for r in found
+            if r.get("teacher") == teacher and r.get("factor") == factor}
+
+
 def jobs_for(args: argparse.Namespace) -> list[Job]:
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [Job(m, m, s, args.epochs) for s in seeds for m in args.methods.split(",")]
@@ -148,7 +164,8 @@ def main() -> int:
     p.add_argument("--ablate-fm-nms", action="store_true", help="also output KD without Feature-Map NMS")
     p.add_argument("--compute-matched", action="store_true",
                    help="also the baseline for as many seconds as the slowest KD method's runs (more epochs)")
-    p.add_argument("--json", type=Path, default=None, help="also write the raw rows here")
+    p.add_argument("--rows", type=Path, default=ROOT / "runs" / "bench" / "kd_methods.jsonl",
+                   help="every finished run is appended here; runs already in it are reused, not run again")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--teacher-path", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -167,12 +184,21 @@ def main() -> int:
     t = teacher_metrics(Path(teacher))
     console.print(f"teacher mAP@.5:.95 {t.get('map50_95', float('nan')):.4f}, mAP@.5 {t.get('map50', float('nan')):.4f}")
     jobs = jobs_for(args)
+    done = _finished_runs(args.rows, teacher, args.factor)
+    lock = threading.Lock()
     with ThreadPoolExecutor(args.parallel) as pool, progress() as bar:
         task = bar.add_task("students", total=len(jobs) + (len(jobs) // len(args.methods.split(",")) if
                                                            args.compute_matched else 0), info="")
 
         def run(job: Job) -> dict:
-            row = _run_child(args, job, teacher)
+            key = _run_key(job.label, job.seed, job.epochs)
+            row = done.get(key)
+            if row is None:
+                row = _run_child(args, job, teacher)
+                with lock:  # appended at once: an interrupted bench loses no finished run
+                    args.rows.parent.mkdir(parents=True, exist_ok=True)
+                    with args.rows.open("a") as f:
+                        f.write(json.dumps({**row, "teacher": teacher, "factor": args.factor}) + "\n")
             bar.update(task, advance=1, info=f"{job.label} seed {job.seed}: {row['map50_95']:.4f}")
             return row
 
@@ -185,8 +211,7 @@ def main() -> int:
             epochs = round(args.epochs * slowest / statistics.mean(per_epoch["none"]))
             matched = [Job("none, compute-matched", "none", s, epochs) for s in sorted({r["seed"] for r in rows})]
             rows += list(pool.map(run, matched))
-    if args.json:
-        args.json.write_text(json.dumps({"teacher": t, "rows": rows}, indent=2))
+    console.print(f"runs in {args.rows}")
     stdout.print(table(f"KD on the embedded default: YOLO-n student, YOLO-{args.teacher} teacher, "
                        f"{args.epochs} epochs, seeds {args.seeds}",
                        ["method", "seeds", "epochs", "mAP@.5:.95", "mAP@.5", "Δ vs none (points, paired)",

@@ -1,6 +1,7 @@
 """`python -m orchestrator export`: exports, times and scores, then prints the Table 5.1 layout."""
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -32,6 +33,26 @@ def test_export_prints_one_row_per_format_and_writes_the_files(student, tmp_path
     assert [row.split("│")[1].strip() for row in rows] == ["onnx", "onnx-int8"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
         [f"onnx-{IMG_SIZE}px.onnx", f"onnx-int8-{IMG_SIZE}px.onnx"]
+
+
+def test_eval_of_an_exported_file_gives_the_export_tables_map(student, tmp_path, capsys):
+    assert main(_export(student, tmp_path, "--formats", "onnx-int8")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in re.split("[│┃]", next(line for line in lines if "mAP@.5:.95" in line))]
+    row = [c.strip() for c in next(line for line in lines if "onnx-int8" in line and "px" in line).split("│")]
+    exported = tmp_path / "out" / f"onnx-int8-{IMG_SIZE}px.onnx"
+    assert main(["eval", "--model", str(exported), "--data", str(student.data_dir), "--val-subset", "4"]) == 0
+    out = capsys.readouterr().out
+    values = next(line for line in out.splitlines() if line.count("│") > 3 and "0." in line)
+    assert "onnxruntime" in out and values.split("│")[1].strip() == row[header.index("mAP@.5:.95")]
+
+
+def test_eval_of_a_missing_or_unknown_model_file_exits_2_naming_it(student, tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path / "gone.onnx"), "--data", str(student.data_dir)]) == 2
+    assert "gone.onnx" in capsys.readouterr().err
+    (tmp_path / "m.pt").write_bytes(b"x")
+    assert main(["eval", "--model", str(tmp_path / "m.pt"), "--data", str(student.data_dir)]) == 2
+    assert "no runtime for 'm.pt'" in capsys.readouterr().err
 
 
 def test_unknown_format_exits_2_and_lists_known_formats(student, tmp_path, capsys):
