@@ -236,6 +236,7 @@ def _parse(data: object, base: Path, source: str) -> SweepConfig:
                         grid=ALGORITHMS.get(algorithm).enumerates)
     searcher = _searcher(searcher_raw, algorithm, space, seed)
     _warn_frozen_scratch(space)
+    _check_untrained(space)
     board = _board(top.get("board"))
     objectives = _objectives(top.get("objectives"))
     for i, objective in enumerate(objectives):
@@ -506,6 +507,24 @@ def _mlflow(raw: object, sweep_dir: Path, name: str) -> MlflowConfig:
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError(f"mlflow.experiment: must be a non-empty name, {s.got(experiment)}")
     return MlflowConfig(tracking_uri=uri, experiment=experiment)
+
+
+def _check_untrained(space: SearchSpace) -> None:
+    """`epochs: 0` means a quantization-only sweep: the given checkpoint is exported untouched, so
+    there must be one, and nothing may distil into it."""
+    epochs = space.possible_values("epochs")
+    if min(epochs) > 0:
+        return
+    if "epochs" in space.params:
+        raise ConfigError("search.epochs: 0 (no training) cannot be searched against training; fix epochs: 0 for "
+                          "a quantization-only sweep, or search epochs >= 1")
+    if SCRATCH in space.possible_values("student_init"):
+        raise ConfigError("fixed.epochs: 0 exports the student_init checkpoint without training; set student.init "
+                          "(or fixed.student_init) to a checkpoint, not scratch")
+    distilling = [m for m in space.possible_values("kd_method") if m != "none"]
+    if distilling:
+        raise ConfigError(f"fixed.epochs: 0 trains nothing, so kd_method can only be none (the space has "
+                          f"{', '.join(map(str, distilling))})")
 
 
 def _warn_frozen_scratch(space: SearchSpace) -> None:

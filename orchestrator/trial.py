@@ -94,7 +94,9 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         tune.report(state["final"])
         return
     float_metrics: dict = state.get("float_metrics", {})
-    if state["stage"] != "trained":
+    if knobs["epochs"] == 0:  # a quantization-only sweep: the given checkpoint is the student
+        student = Path(knobs["student_init"]).read_bytes()
+    elif state["stage"] != "trained":
         distills = kd_method(knobs["kd_method"]).needs_teacher
         teacher = ctx.teachers.get(f"{knobs['teacher']}@{knobs['img_size']}") if distills else None
         if teacher is not None and not ray.wait([teacher], timeout=0)[0]:

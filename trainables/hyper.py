@@ -48,7 +48,8 @@ class TrainKnobs:
     student: str = knob("n", "model size of the student", noun="a model size", choices=SIZES)
     student_init: str = knob(SCRATCH, "'scratch' or a checkpoint path (a pretrained student)")
     freeze_backbone: bool = knob(False, "train only the neck and head")
-    epochs: int = knob(10, "training epochs", minimum=1)
+    epochs: int = knob(10, "training epochs; 0 (sweeps): no training, the student_init checkpoint is exported as it is",
+                       minimum=0)
     img_size: int = knob(128, "input side in pixels (training and export)", minimum=MAX_STRIDE,
                          multiple_of=MAX_STRIDE)
     seed: int = knob(0, "initialisation, data order and augmentation", minimum=0)

@@ -66,6 +66,7 @@ def _teacher(name: str, epochs: int) -> TeacherSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    from common.errors import UserError
     from orchestrator._knobs import parse_kd_params
     from orchestrator.console import console, progress, stdout
     from orchestrator.datasets import cache_dir
@@ -77,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
                        epochs=args.epochs, img_size=args.img_size, seed=args.seed, kd_method=args.kd,
                        teacher=args.teacher, kd_factor=args.kd_factor, kd_off_last_epochs=args.kd_off_last,
                        kd_params=parse_kd_params(args.kd, args.kd_param))
+    if args.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {args.epochs} (epochs: 0 is for sweeps that only export and "
+                         f"time a checkpoint; `export --checkpoint` does that for one)")
     if knobs.distills and not args.teacher:
         raise KDConfigError(f"--kd {args.kd} needs --teacher (a model size or a checkpoint path)")
     train_data, val_data = load_data(args)

@@ -99,6 +99,17 @@ def test_cluster_examples_load_once_their_paths_exist(example, tmp_path):
     assert cfg.data.val.annotations == tmp_path / "coco" / "annotations" / "instances_val2017.json"
 
 
+def test_quantize_example_is_the_format_grid_of_one_checkpoint_without_training(tmp_path):
+    raw = yaml.safe_load((EXAMPLES / "quantize.yaml").read_text())
+    raw["data"]["root"] = str(write_coco_2017(tmp_path / "coco"))
+    (tmp_path / "student.pt").write_bytes(b"checkpoint")
+    raw["student"]["init"] = str(tmp_path / "student.pt")
+    cfg = parse_config(raw)
+    assert cfg.search.fixed["epochs"] == 0 and cfg.searcher.trials == cfg.search.grid_size() == 2 * 4 * 2
+    assert cfg.search.base_value("student_init") == str(tmp_path / "student.pt")
+    assert cfg.board.name == "imx8mp" and not cfg.board.emulate_if_missing
+
+
 def test_thesis_grid_runs_each_distinct_combination_once(tmp_path):
     raw = yaml.safe_load((EXAMPLES / "thesis-grid.yaml").read_text())
     raw["data"]["root"] = str(write_coco_2017(tmp_path / "coco"))
