@@ -14,7 +14,7 @@ from PIL import Image
 
 from orchestrator import _knobs
 from orchestrator.config import (DATA_KEYS, SEARCHER_KEYS, TOP_KEYS, TRAINING_KEYS, ConstraintsConfig, load_config,
-                                 parse_config)
+                                 SweepConfig, parse_config)
 from orchestrator.datasets import data_splits
 from orchestrator.errors import ConfigError
 from search_spaces import Choice, Grid, LogUniform
@@ -99,23 +99,24 @@ def test_cluster_examples_load_once_their_paths_exist(example, tmp_path):
     assert cfg.data.val.annotations == tmp_path / "coco" / "annotations" / "instances_val2017.json"
 
 
-def test_quantize_example_is_the_format_grid_of_one_checkpoint_without_training(tmp_path):
-    raw = yaml.safe_load((EXAMPLES / "quantize.yaml").read_text())
+def _cluster_example(name: str, tmp_path) -> SweepConfig:
+    """A cluster example with its data set and student checkpoint made to exist under `tmp_path`."""
+    raw = yaml.safe_load((EXAMPLES / name).read_text())
     raw["data"]["root"] = str(write_coco_2017(tmp_path / "coco"))
     (tmp_path / "student.pt").write_bytes(b"checkpoint")
     raw["student"]["init"] = str(tmp_path / "student.pt")
-    cfg = parse_config(raw)
+    return parse_config(raw)
+
+
+def test_quantize_example_is_the_format_grid_of_one_checkpoint_without_training(tmp_path):
+    cfg = _cluster_example("quantize.yaml", tmp_path)
     assert cfg.search.fixed["epochs"] == 0 and cfg.searcher.trials == cfg.search.grid_size() == 2 * 4 * 2
     assert cfg.search.base_value("student_init") == str(tmp_path / "student.pt")
     assert cfg.board.name == "imx8mp" and not cfg.board.emulate_if_missing
 
 
 def test_thesis_grid_runs_each_distinct_combination_once(tmp_path):
-    raw = yaml.safe_load((EXAMPLES / "thesis-grid.yaml").read_text())
-    raw["data"]["root"] = str(write_coco_2017(tmp_path / "coco"))
-    (tmp_path / "student.pt").write_bytes(b"checkpoint")
-    raw["student"]["init"] = str(tmp_path / "student.pt")
-    cfg = parse_config(raw)
+    cfg = _cluster_example("thesis-grid.yaml", tmp_path)
     assert all(isinstance(p, Grid) for p in cfg.search.params.values())
     assert cfg.searcher.trials == cfg.search.grid_size() == (1 + 2 * 2 * 3) * 2 * 2 * 2
     points = list(cfg.search.grid_points())
