@@ -115,7 +115,7 @@ def test_unknown_key_is_refused_naming_its_path_and_the_close_match(tmp_path, da
 
 @pytest.mark.parametrize("section, value, expected", [
     ("searcher", {"algorithm": "random", "trials": "ten"}, "searcher.trials: must be an integer >= 1, got 'ten'"),
-    ("fixed", {"epochs": 1.5, "img_size": 64}, "fixed.epochs: must be an integer >= 1, got 1.5"),
+    ("fixed", {"epochs": 1.5, "img_size": 64}, "fixed.epochs: must be an integer >= 0, got 1.5"),
     ("board", {"timeout_s": "soon"}, "board.timeout_s: must be a number > 0"),
 ], ids=["string-for-int", "float-for-int", "string-for-number"])
 def test_wrong_type_is_refused_naming_the_key_and_the_value(tmp_path, data, capsys, section, value, expected):
