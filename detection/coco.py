@@ -9,6 +9,7 @@ decoded on demand by `load_image`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -88,12 +89,6 @@ def _read_json(path: Path) -> dict:
         raise DatasetError(f"annotations file {path} is not a COCO file: the top level is a "
                            f"{type(raw).__name__}, expected an object with keys {', '.join(REQUIRED_KEYS)}")
     return raw
-
-
-def _digest(annotations: Path, raw: dict) -> str:
-    """sha256 of the annotations as read: a COCO file's bytes, or the COCO form of a YOLO set's labels."""
-    payload = json.dumps(raw, sort_keys=True).encode() if is_data_yaml(annotations) else annotations.read_bytes()
-    return hashlib.sha256(payload).hexdigest()
 
 
 def _check_structure(raw: dict, path: Path) -> None:
@@ -215,9 +210,9 @@ class CocoDataset:
         if is_data_yaml(spec.annotations):  # a YOLO-format split, converted here to the same COCO dict
             raw, bad_labels = coco_split(spec.images, read_data_yaml(spec.annotations).names,
                                          bad_labels=spec.bad_images, source=spec.annotations)
+            self._converted_digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
         else:
             raw = _read_json(spec.annotations)
-        self.annotations_digest = _digest(spec.annotations, raw)
         _check_structure(raw, spec.annotations)
         _check_references_and_boxes(raw, spec.annotations)
         if not spec.images.is_dir():
@@ -297,6 +292,13 @@ class CocoDataset:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
             coco.createIndex()
         return coco
+
+    @functools.cached_property
+    def annotations_digest(self) -> str:
+        """sha256 of the annotations as read: a COCO file's bytes (hashed only when asked: a teacher's
+        cache key needs it, a trial does not), or the COCO form of a YOLO set's labels."""
+        converted = getattr(self, "_converted_digest", None)
+        return converted or hashlib.sha256(self.spec.annotations.read_bytes()).hexdigest()
 
     def __len__(self) -> int:
         return len(self.image_ids)
