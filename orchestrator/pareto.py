@@ -67,6 +67,21 @@ def front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]],
     return sorted(keep, key=lambda r: tuple(float(r.metrics[m]) for m in reversed(metrics)))
 
 
+def choose(records: Sequence[TrialRecord], constraints: ConstraintsConfig = ConstraintsConfig(), *,
+           max_latency_ms: float | None = None, min_map: float | None = None) -> TrialRecord | None:
+    """The trial `best` takes out of a sweep: among complete, feasible trials within the limits, the
+    fastest when an accuracy floor (`min_map`, mAP@.5:.95) is given, else the most accurate; ties go
+    to the other objective. None when no trial qualifies."""
+    ok = [r for r in records if r.complete and feasible(r, constraints)
+          and (max_latency_ms is None or float(r.metrics["latency_ms"]) <= max_latency_ms)
+          and (min_map is None or float(r.metrics["map50_95"]) >= min_map)]
+    if not ok:
+        return None
+    if min_map is not None:
+        return min(ok, key=lambda r: (float(r.metrics["latency_ms"]), -float(r.metrics["map50_95"])))
+    return max(ok, key=lambda r: (float(r.metrics["map50_95"]), -float(r.metrics["latency_ms"])))
+
+
 def kd_against_baseline(records: Sequence[TrialRecord], metric: str = "map50_95") -> list[dict]:
     """Per artifact format: the best complete KD trial against the best complete baseline trial
     (kd_method "none") by `metric`; formats that lack either side are left out. One trial per
@@ -92,13 +107,17 @@ def knob_columns() -> tuple[str, ...]:
     return tuple(knob_table())
 
 
-def rows(records: Sequence[TrialRecord]) -> list[dict]:
+def rows(records: Sequence[TrialRecord], runs: Mapping[str, str] | None = None) -> list[dict]:
+    """One row per trial: knobs, metrics, and where its model is (file in the sweep directory, hash, MLflow run)."""
+    runs = runs or {}
     return [{"trial": r.trial_id, "status": r.status, **{k: r.knobs.get(k) for k in knob_columns()},
-             **{k: r.metrics.get(k) for k in METRIC_COLUMNS}} for r in records]
+             **{k: r.metrics.get(k) for k in METRIC_COLUMNS}, "artifact": r.artifact,
+             "artifact_sha256": r.metrics.get("artifact_sha256"), "mlflow_run_id": runs.get(r.trial_id)}
+            for r in records]
 
 
-def write_csv(path: Path, records: Sequence[TrialRecord]) -> Path:
-    table = rows(records)
+def write_csv(path: Path, records: Sequence[TrialRecord], runs: Mapping[str, str] | None = None) -> Path:
+    table = rows(records, runs)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["trial"])
         writer.writeheader()

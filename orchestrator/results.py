@@ -3,23 +3,29 @@
 The driver appends a trial's line (flushed and fsync'd) before any other callback sees the trial
 end, so no finished result is lost whatever happens to MLflow, Ray or the driver afterwards.
 `report SWEEP`, the Pareto front and MLflow's backfill read it. A later line for the same trial (a
-resumed retry, a trial interrupted and then finished) replaces an earlier one.
+resumed retry, a trial interrupted and then finished) replaces an earlier one. A complete trial's
+exported artifact is copied to `models/<trial id>/` first (its sha256 checked), so the file the
+report names stays in the sweep directory after Tune prunes its checkpoints.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ray import tune
 
+from common.hashing import file_sha256
 from common.jsonlines import append_line
 
 log = logging.getLogger(__name__)
 
 RECORDS = "trials.jsonl"
+MODELS = "models"  # <sweep dir>/models/<trial id>/<artifact>: every complete trial's exported file
+ARTIFACT_SUFFIXES = (".onnx", ".tflite")
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class TrialRecord:
     knobs: dict
     metrics: dict
     error: str | None = None
+    artifact: str | None = None  # the exported file, relative to the sweep directory (complete trials)
 
     @property
     def complete(self) -> bool:
@@ -64,6 +71,24 @@ def record_of(trial, complete_knobs, status: str | None = None) -> TrialRecord:
         status = "complete" if result.get("trial_complete") else "incomplete"
     return TrialRecord(trial.trial_id, status, complete_knobs(trial.config), _plain(result),
                        trial_error(trial) if status == "failed" else None)
+
+
+def keep_artifact(sweep_dir: Path, trial, record: TrialRecord) -> TrialRecord:
+    """Copy a complete trial's artifact out of its Tune checkpoint into `models/<trial id>/` and
+    name it in the record. The copy must hash to the sha256 the trial measured, or it is refused."""
+    if not record.complete or trial.checkpoint is None:
+        return record
+    with trial.checkpoint.as_directory() as d:
+        found = [f for f in sorted(Path(d).iterdir()) if f.suffix in ARTIFACT_SUFFIXES]
+        if not found:
+            return record
+        target = Path(sweep_dir) / MODELS / record.trial_id / found[0].name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(found[0], target)
+    expected = record.metrics.get("artifact_sha256")
+    if expected and file_sha256(target) != expected:
+        raise RuntimeError(f"{target}: the copied artifact's sha256 differs from the trial's {expected}")
+    return replace(record, artifact=str(target.relative_to(sweep_dir)))
 
 
 def load_records(sweep_dir: Path) -> list[TrialRecord]:
@@ -106,7 +131,7 @@ class ResultsLog(tune.Callback):
         append_record(self.sweep_dir, record)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._append(record_of(trial, self.complete_knobs))
+        self._append(keep_artifact(self.sweep_dir, trial, record_of(trial, self.complete_knobs)))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._append(record_of(trial, self.complete_knobs, "failed"))

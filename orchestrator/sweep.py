@@ -141,12 +141,14 @@ def _teacher_for_trials(refs: dict) -> dict:
     return {f"{name}@{size}": ref for (name, size), ref in refs.items()}
 
 
-def write_report(cfg: SweepConfig, records: list[TrialRecord]) -> tuple[list[TrialRecord], list[Path]]:
+def write_report(cfg: SweepConfig, records: list[TrialRecord],
+                 runs: dict[str, str] | None = None) -> tuple[list[TrialRecord], list[Path]]:
+    """pareto.csv, trials.csv (with each trial's MLflow run id from `runs`) and the plots in report/."""
     out = cfg.sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     objectives = [(o.metric, o.mode) for o in cfg.objectives]
     on_front = pareto.front(records, objectives, cfg.constraints)
-    files = [pareto.write_csv(out / "pareto.csv", on_front), pareto.write_csv(out / "trials.csv", records)]
+    files = [pareto.write_csv(out / "pareto.csv", on_front, runs), pareto.write_csv(out / "trials.csv", records, runs)]
     if any(r.complete for r in records):
         files += pareto.write_plots(out, records, on_front)
     return on_front, files
@@ -185,7 +187,7 @@ class Sweep:
                                            artifact_dir=self.sweep_dir / ARTIFACTS)
         self.parent = self.tracking.parent_run(cfg.name, self.sweep_dir, resume=self.resume)
         if self.resume:
-            self.tracking.backfill(self.parent, load_records(self.sweep_dir))
+            self.tracking.backfill(self.parent, load_records(self.sweep_dir), self.sweep_dir)
         else:
             self.tracking.log_config(self.parent, cfg.to_dict(), cfg.search.to_dict())
         write_state(self.sweep_dir, cfg, tracking_uri=self.tracking_uri, experiment_id=self.tracking.experiment_id,
@@ -262,15 +264,24 @@ class Sweep:
             raise
         finally:
             records = load_records(self.sweep_dir)
-            on_front, files = write_report(self.cfg, records)
-            self._log_end(files, records, on_front, status)
+            runs = self._trial_runs()
+            on_front, files = write_report(self.cfg, records, runs)
+            self._log_end(files, records, on_front, status, runs)
             self.lock.release()
         return SweepResult(sweep_dir=self.sweep_dir, records=records, front=on_front,
                            tracking_uri=self.tracking_uri, experiment_id=self.tracking.experiment_id,
                            parent_run_id=self.parent, report_files=files, interrupted=stop.received)
 
+    def _trial_runs(self) -> dict[str, str]:
+        """Trial id -> MLflow run id for the report; empty while MLflow is unreachable."""
+        try:
+            return self.tracking.trial_runs(self.parent)
+        except Exception as e:  # noqa: BLE001 - MLflow is a mirror
+            log.warning("MLflow unreachable (%s): the report names no run ids; `report` adds them later", e)
+            return {}
+
     def _log_end(self, files: list[Path], records: list[TrialRecord], on_front: list[TrialRecord],
-                 status: str) -> None:
+                 status: str, runs: dict[str, str]) -> None:
         """The report, the teachers' metrics and the parent's end in MLflow (a failure is logged:
         the journal and the report files already hold everything, and `report` backfills MLflow)."""
         summary = {"trials_complete": sum(r.complete for r in records),
@@ -288,6 +299,8 @@ class Sweep:
                         continue
                     self.tracking.log_teacher(self.parent, f"{name}_{size}px", metrics)
             self.tracking.log_report(self.parent, files, summary)
+            self.tracking.register_front(self.cfg.name, on_front, [(o.metric, o.mode) for o in self.cfg.objectives],
+                                         runs)
             self.tracking.finish(self.parent, status)  # failed trials show as FAILED child runs
         except Exception as e:  # noqa: BLE001 - MLflow is a mirror
             log.warning("could not write the sweep's end to MLflow (%s); the report files are in %s, and "

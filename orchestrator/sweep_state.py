@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,11 +66,36 @@ class SweepLock:
             self._fd = None
 
 
+def project_commit() -> str:
+    """The EdgeSweep commit this process runs ("<sha>-dirty" with uncommitted changes), or the
+    installed version when it is not a git checkout: what a model card names as its code."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"edgesweep {version('edgesweep')} (not a git checkout)"
+        except PackageNotFoundError:
+            return "unknown (not a git checkout)"
+
+
 def write_state(sweep_dir: Path, cfg: SweepConfig, *, tracking_uri: str, experiment_id: str,
                 parent_run_id: str) -> None:
-    (sweep_dir / STATE).write_text(json.dumps(
+    """sweep.json; the commit stays the one that started the sweep (a resume adds its own if it differs)."""
+    path = sweep_dir / STATE
+    commits = json.loads(path.read_text()).get("commits", []) if path.exists() else []
+    commit = project_commit()
+    commits += [] if commit in commits else [commit]
+    path.write_text(json.dumps(
         {"name": cfg.name, "source": str(cfg.source), "tracking_uri": tracking_uri, "experiment_id": experiment_id,
-         "parent_run_id": parent_run_id, "config": cfg.to_dict()}, indent=2, default=str))
+         "parent_run_id": parent_run_id, "commit": commits[0], "commits": commits, "config": cfg.to_dict()},
+        indent=2, default=str))
 
 
 def read_state(sweep_dir: Path) -> dict:

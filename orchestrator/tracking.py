@@ -10,6 +10,11 @@ write that still fails after a few retries is logged and skipped, MLflow is left
 or `report` backfills every journal record MLflow lacks (per-epoch curves of that time are lost). On a local store (SQLite or a
 directory) the experiment keeps its artifacts in the sweep directory; a tracking server keeps its
 own artifact store.
+
+Each complete trial's artifact is an MLflow LoggedModel of its run (the ONNX flavour for `.onnx`, so
+`mlflow.onnx.load_model` takes it back; a plain LoggedModel holding the file for `.tflite`), and the
+Pareto front's models are versions of a registered model named after the sweep, tagged with the
+objectives they win; a version that left the front is tagged `edgesweep.pareto=false`.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray import tune
@@ -42,6 +48,9 @@ FINAL_METRICS = ("map50_95", "map50", "precision", "recall", "latency_ms", "late
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 OUTAGE_PAUSE_S = 30.0  # after writes gave up, MLflow is not tried again for this long
 REMOTE_SCHEMES = ("http://", "https://", "databricks")
+MODEL_SUFFIXES = (".onnx", ".tflite")
+PARETO_TAG = "edgesweep.pareto"
+WINS_TAG = "edgesweep.wins"
 T = TypeVar("T")
 
 
@@ -173,18 +182,95 @@ class SweepTracking:
                                     RunTag("board_emulation", str(m.get("board_emulation") or "")),
                                     RunTag("artifact_sha256", str(m.get("artifact_sha256")))])
         for f in files:
-            self.client.log_artifact(run_id, str(f), artifact_path="model" if f.suffix in {".onnx", ".tflite"} else None)
+            if f.suffix in MODEL_SUFFIXES:
+                self.log_model(run_id, f, record)
+            else:
+                self.client.log_artifact(run_id, str(f))
         self.client.set_terminated(run_id, status="FINISHED")
         self.client.set_tag(run_id, FINISHED_TAG, "true")  # last: a run with this tag holds the trial's end
 
-    def backfill(self, parent_run_id: str, records: Sequence[TrialRecord]) -> int:
-        """Give every journal record a child run that holds its end (what failed MLflow writes missed).
-        Returns how many runs it wrote."""
+    def log_model(self, run_id: str, path: Path, record: TrialRecord) -> str:
+        """The trial's artifact as a LoggedModel of its run; returns the model id."""
+        m = record.metrics
+        model = self.client.create_logged_model(
+            self.experiment_id, name=f"trial-{record.trial_id}", source_run_id=run_id,
+            model_type=path.suffix.lstrip("."), params={k: str(v) for k, v in sorted(record.knobs.items())},
+            tags={TRIAL_TAG: record.trial_id, "format": str(m.get("format")), "artifact_sha256": str(m.get("artifact_sha256"))})
+        with tempfile.TemporaryDirectory(prefix="edgesweep-model-") as d:
+            if path.suffix == ".onnx":
+                import onnx
+                import onnxruntime
+                import mlflow.onnx
+                from mlflow.models import Model
+
+                mlflow.onnx.save_model(onnx.load(str(path)), f"{d}/model", save_as_external_data=False,
+                                       pip_requirements=[f"onnxruntime=={onnxruntime.__version__}"],
+                                       mlflow_model=Model(model_id=model.model_id, run_id=run_id,
+                                                          artifact_path=model.artifact_location))
+                self.client.log_model_artifacts(model.model_id, f"{d}/model")
+            else:  # no MLflow flavour runs TFLite: the file itself, with its hash beside it
+                self.client.log_model_artifact(model.model_id, str(path))
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        return model.model_id
+
+    def trial_runs(self, parent_run_id: str) -> dict[str, str]:
+        """Trial id -> MLflow run id of the sweep's child runs."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
+                                       max_results=50000)
+        return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if TRIAL_TAG in r.data.tags}
+
+    def _model_of(self, run_id: str) -> str | None:
+        outputs = self.client.get_run(run_id).outputs
+        return outputs.model_outputs[0].model_id if outputs and outputs.model_outputs else None
+
+    def register_front(self, name: str, front: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]],
+                       runs: dict[str, str]) -> list[int]:
+        """Register the front's models as versions of the model `name` (once each), tagged with the
+        objectives each one wins among the front; earlier versions no longer on it get pareto=false.
+        Returns the front's version numbers."""
+        try:
+            self.client.create_registered_model(name, description=f"The Pareto front of the EdgeSweep sweep {name}")
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        versions = {v.run_id: v for v in self.client.search_model_versions(f"name = '{name}'")}
+        numbers, on_front = [], set()
+        for r in front:
+            run_id = runs.get(r.trial_id)
+            model_id = self._model_of(run_id) if run_id else None
+            if model_id is None:  # its run or model was never written (MLflow was down): the next report does it
+                continue
+            on_front.add(run_id)
+            wins = [metric for metric, mode in objectives
+                    if float(r.metrics[metric]) == (max if mode == "max" else min)(float(f.metrics[metric]) for f in front)]
+            tags = {PARETO_TAG: "true", WINS_TAG: ",".join(wins) or "trade-off", TRIAL_TAG: r.trial_id}
+            version = versions.get(run_id)
+            if version is None:
+                # the artifact location, not models:/<id>: MLflow's SQL registry resolves that through the
+                # process-wide tracking URI, not this client's
+                source = self.client.get_logged_model(model_id).artifact_location
+                version = self.client.create_model_version(name, source=source, run_id=run_id, model_id=model_id,
+                                                           tags=tags)
+            else:
+                for k, v in tags.items():
+                    self.client.set_model_version_tag(name, version.version, k, v)
+            numbers.append(int(version.version))
+        for run_id, version in versions.items():
+            if run_id not in on_front:
+                self.client.set_model_version_tag(name, version.version, PARETO_TAG, "false")
+                self.client.set_model_version_tag(name, version.version, WINS_TAG, "")
+        return numbers
+
+    def backfill(self, parent_run_id: str, records: Sequence[TrialRecord], sweep_dir: Path | None = None) -> int:
+        """Give every journal record a child run that holds its end (what failed MLflow writes missed),
+        with its artifact from `sweep_dir/models/` where the journal names one. Returns how many runs it wrote."""
         written = 0
         for record in records:
             run_id, finished = self.trial_run(parent_run_id, record.trial_id, record.knobs)
             if not finished and record.status != "interrupted":
-                self.record_trial(run_id, record)
+                kept = Path(sweep_dir) / record.artifact if sweep_dir is not None and record.artifact else None
+                self.record_trial(run_id, record, [kept] if kept is not None and kept.exists() else [])
                 written += 1
         if written:
             log.info("MLflow: wrote %d trial run(s) from the journal that earlier MLflow writes had missed", written)

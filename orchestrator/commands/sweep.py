@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_dir(path: Path) -> Path:
+def sweep_dir_of(path: Path) -> Path:
     if path.is_file():
         from orchestrator.config import load_config
 
@@ -63,24 +63,35 @@ def _sweep_dir(path: Path) -> Path:
     return path
 
 
-def _backfill_mlflow(sweep_dir: Path, state: dict, records, trials: int) -> None:
-    """Write journal records that MLflow missed, unless a driver runs the sweep right now."""
+def sync_mlflow(sweep_dir: Path, state: dict, cfg, records, *, backfill: bool) -> dict[str, str]:
+    """Trial id -> MLflow run id; with `backfill` (and no driver running the sweep) first write the
+    journal records MLflow missed and register the front's models. Empty while MLflow is down."""
+    from orchestrator.pareto import front
     from orchestrator.sweep_state import SweepLock, SweepLocked
     from orchestrator.tracking import SweepTracking
 
-    try:
-        lock = SweepLock.acquire(sweep_dir)
-    except SweepLocked:
-        return  # its driver writes MLflow itself
+    lock = None
     try:
         tracking = SweepTracking(state["tracking_uri"], state["experiment_id"])
-        tracking.backfill(state["parent_run_id"], records)
-        tracking.close_parent(state["parent_run_id"], records, trials)
+        if backfill:
+            try:
+                lock = SweepLock.acquire(sweep_dir)
+            except SweepLocked:
+                pass  # its driver writes MLflow itself
+        if lock is not None:
+            objectives = [(o.metric, o.mode) for o in cfg.objectives]
+            tracking.backfill(state["parent_run_id"], records, sweep_dir)
+            tracking.close_parent(state["parent_run_id"], records, cfg.searcher.trials)
+            tracking.register_front(cfg.name, front(records, objectives, cfg.constraints), objectives,
+                                    tracking.trial_runs(state["parent_run_id"]))
+        return tracking.trial_runs(state["parent_run_id"])
     except Exception as e:  # noqa: BLE001 - the report comes from the journal; MLflow can wait
         log.warning("MLflow at %s is not writable (%s); the report below comes from the journal, and the next "
                     "report writes MLflow what it lacks", state["tracking_uri"], e)
+        return {}
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
@@ -96,9 +107,8 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     state = read_state(sweep_dir)
     cfg = stored_config(sweep_dir)
     records = load_records(sweep_dir)
-    if backfill:
-        _backfill_mlflow(sweep_dir, state, records, cfg.searcher.trials)
-    on_front, files = write_report(cfg, records)
+    runs = sync_mlflow(sweep_dir, state, cfg, records, backfill=backfill)
+    on_front, files = write_report(cfg, records, runs)
     shown = [k for k in knob_columns() if len({str(r.knobs.get(k)) for r in records}) > 1] or ["kd_method"]
     on_board = any(r.metrics.get("board_map50_95") is not None for r in records)
     header = ["trial", *shown, "format", "mAP@.5:.95", *(["board mAP@.5:.95"] if on_board else []), "mAP@.5",
@@ -111,6 +121,10 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     failed = sum(r.status == "failed" for r in records)
     stdout.print(table(f"Pareto front of {cfg.name}: {len(on_front)} of {done} complete trials"
                        f"{f' ({failed} failed)' if failed else ''}", header, body))
+    stdout.print(table(f"Where the front's models are (in {sweep_dir}; `best` copies one out with a model card)",
+                       ["trial", "artifact", "sha256", "MLflow run"],
+                       [[r.trial_id, r.artifact or "-", (r.metrics.get("artifact_sha256") or "-")[:16],
+                         runs.get(r.trial_id, "-")] for r in on_front]))
     duels = kd_against_baseline(records)
     if duels:
         stdout.print(table("Best KD trial against the best baseline trial, per format (one trial each: see "
@@ -134,5 +148,5 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    print_report(_sweep_dir(args.sweep))
+    print_report(sweep_dir_of(args.sweep))
     return 0

@@ -79,8 +79,10 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial_with_params_metrics_and_a
         history = client.get_metric_history(child.info.run_id, "val_map50_95")
         assert sorted(m.step for m in history) == [1, 2]  # one point per epoch
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
-        models = [a.path for a in client.list_artifacts(child.info.run_id, "model")]
-        assert "latency.json" in files and len(models) == 1 and models[0].endswith(".onnx")
+        assert "latency.json" in files
+        outputs = child.outputs.model_outputs  # the artifact is the run's logged model, in the ONNX flavour
+        assert len(outputs) == 1 and client.get_logged_model(outputs[0].model_id).tags["artifact_sha256"] == \
+            child.data.tags["artifact_sha256"]
         latency = json.loads(open(mlflow.artifacts.download_artifacts(
             run_id=child.info.run_id, artifact_path="latency.json", tracking_uri=result.tracking_uri)).read())
         assert latency["emulated"] is True and latency["median_ms"] == pytest.approx(child.data.metrics["latency_ms"])
@@ -110,3 +112,64 @@ def test_report_command_prints_the_front_and_the_mlflow_ui_command(swept, capsys
     out = capsys.readouterr().out
     assert "Pareto front of tiny" in out and "mlflow ui --backend-store-uri" in out and "--host 127.0.0.1" in out
     assert all(r.trial_id in out for r in result.front)
+
+
+def test_every_trials_artifact_stays_in_the_sweep_dir_and_the_csv_names_file_hash_and_mlflow_run(swept):
+    import csv
+
+    from common.hashing import file_sha256
+
+    cfg, result = swept
+    runs = {r.data.tags["edgesweep.trial_id"]: r.info.run_id
+            for r in MlflowClient(result.tracking_uri).search_runs([result.experiment_id])
+            if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == result.parent_run_id}
+    with (cfg.sweep_dir / "report" / "trials.csv").open() as f:
+        rows = {row["trial"]: row for row in csv.DictReader(f)}
+    for r in result.records:
+        path = cfg.sweep_dir / r.artifact
+        assert r.artifact.startswith(f"models/{r.trial_id}/") and path.suffix == ".onnx"
+        assert file_sha256(path) == r.metrics["artifact_sha256"] == rows[r.trial_id]["artifact_sha256"]
+        assert rows[r.trial_id]["artifact"] == r.artifact and rows[r.trial_id]["mlflow_run_id"] == runs[r.trial_id]
+
+
+def test_the_fronts_models_are_registered_under_the_sweeps_name(swept):
+    cfg, result = swept
+    client = MlflowClient(result.tracking_uri)
+    versions = client.search_model_versions(f"name = '{cfg.name}'")
+    front = {r.trial_id for r in result.front}
+    assert {v.tags["edgesweep.trial_id"] for v in versions} == front
+    assert all(v.tags["edgesweep.pareto"] == "true" for v in versions)
+    best_map = max(result.front, key=lambda r: r.metrics["map50_95"]).trial_id
+    assert "map50_95" in {v.tags["edgesweep.trial_id"]: v.tags["edgesweep.wins"] for v in versions}[best_map]
+
+
+def _expected_best(records, max_latency_ms=None, min_map=None):
+    ok = [r for r in records if r.complete and (max_latency_ms is None or r.metrics["latency_ms"] <= max_latency_ms)
+          and (min_map is None or r.metrics["map50_95"] >= min_map)]
+    if min_map is not None:
+        return sorted(ok, key=lambda r: (r.metrics["latency_ms"], -r.metrics["map50_95"]))[0]
+    return sorted(ok, key=lambda r: (-r.metrics["map50_95"], r.metrics["latency_ms"]))[0]
+
+
+def test_best_copies_the_chosen_trials_artifact_with_a_model_card_under_each_filter(swept, tmp_path, capsys):
+    from common.hashing import file_sha256
+
+    cfg, result = swept
+    latencies = sorted(r.metrics["latency_ms"] for r in result.records)
+    maps = sorted(r.metrics["map50_95"] for r in result.records)
+    for flags, limits in (([], {}), (["--max-latency-ms", str(latencies[1])], {"max_latency_ms": latencies[1]}),
+                          (["--min-map", str(maps[1])], {"min_map": maps[1]})):
+        out = tmp_path / "-".join(flags or ["none"])
+        assert main(["best", str(cfg.sweep_dir), "--out", str(out), *flags]) == 0
+        expected = _expected_best(result.records, **limits)
+        card = json.loads((out / "model_card.json").read_text())
+        copied = out / card["artifact"]["file"]
+        assert card["trial"] == expected.trial_id and file_sha256(copied) == expected.metrics["artifact_sha256"]
+        assert card["board"]["emulated"] is True and card["knobs"] == expected.knobs and card["mlflow"]["run_id"]
+        assert len(card["commit"]) >= 40 and card["data"]["source"] == "default"
+        assert expected.trial_id in (out / "MODEL_CARD.md").read_text()
+    capsys.readouterr()
+    assert main(["best", str(cfg.sweep_dir), "--out", str(tmp_path / "none-fits"), "--max-latency-ms", "1e-6"]) == 2
+    err = capsys.readouterr().err
+    assert "no trial is the most accurate complete, feasible trial with latency <= 1e-06 ms" in err
+    assert not (tmp_path / "none-fits").exists()

@@ -1,13 +1,11 @@
 """What an export produces: a file the board can run, with the facts a sweep reports about it."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import UserError
-
-_HASH_CHUNK = 1 << 20
+from common.hashing import file_sha256
 
 
 class ExportError(UserError, ValueError):
@@ -34,9 +32,5 @@ class Artifact:
 def describe(path: Path, *, format: str, runtime: str, img_size: int, settings: dict) -> Artifact:
     """The Artifact for a finished file: size and content hash read from disk."""
     path = Path(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
     return Artifact(format=format, path=path, runtime=runtime, img_size=img_size,
-                    size_mb=path.stat().st_size / 1e6, sha256=digest.hexdigest(), settings=dict(settings))
+                    size_mb=path.stat().st_size / 1e6, sha256=file_sha256(path), settings=dict(settings))
