@@ -90,23 +90,31 @@ def check_checkpoints(cfg: SweepConfig, num_classes: int) -> None:
     from trainables.models.yolo import ModelSpec
 
     students = [ModelSpec(size, num_classes) for size in cfg.search.possible_values("student")]
+    specs = {}
     for key, path, role in wanted:
         try:
-            spec = checkpoint_spec(load_checkpoint(path))
+            specs[path] = checkpoint_spec(load_checkpoint(path))
         except CheckpointError as e:
             raise CheckpointError(f"{cfg.source}: {key}: {e}") from None
+    # the students' anchors: the defaults, or those of their pretrained init (an imported YOLOv5's may differ)
+    anchors = next((specs[p].anchors for _, p, role in wanted if role == "student"), students[0].anchors)
+    for key, path, role in wanted:
+        spec = specs[path]
         got = f"a YOLO-{spec.size} with {spec.num_classes} classes"
         if role == "student":
             for student in students:
-                if spec != student:
+                if (spec.size, spec.num_classes) != (student.size, student.num_classes):
                     raise CheckpointError(
                         f"{cfg.source}: {key}: {path} holds {got}, but trials train a YOLO-{student.size} with "
                         f"{student.num_classes} classes (the data's); give a checkpoint of that architecture or "
                         f"set student.model to {spec.size!r}")
-        elif spec.num_classes != num_classes or spec.anchors != students[0].anchors:
-            anchors = " and other anchors" if spec.anchors != students[0].anchors else ""
+            if spec.anchors != anchors:
+                raise CheckpointError(f"{cfg.source}: {key}: {path} has other anchors than the sweep's first "
+                                      f"student_init; students searched together must share anchors")
+        elif spec.num_classes != num_classes or spec.anchors != anchors:
+            other = " and other anchors" if spec.anchors != anchors else ""
             raise CheckpointError(
-                f"{cfg.source}: {key}: {path} holds {got}{anchors}, but the students detect the data's "
+                f"{cfg.source}: {key}: {path} holds {got}{other}, but the students detect the data's "
                 f"{num_classes} classes; a teacher must share classes and anchors with its students")
         log.info("%s: %s is %s, as the sweep needs", key, path, got)
 

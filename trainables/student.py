@@ -1,10 +1,11 @@
 """The one training entry point of a trial: a student trained as its `TrainKnobs` say, distilled or not."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from detection.coco import CocoDataset
-from trainables.checkpoint import load_model
+from trainables.checkpoint import checkpoint_spec, load_checkpoint, load_model
 from trainables.hyper import TeacherSpec, TrainConfig, TrainKnobs
 from trainables.kd import KDConfigError, build_distiller
 from trainables.kd.teachers import ensure_teacher, teacher_config
@@ -29,6 +30,8 @@ def train_student(knobs: TrainKnobs, train_data: CocoDataset, val_data: CocoData
     """Train one student under `base` (settings, device, threads); a distilling method needs the teacher's checkpoint."""
     spec = ModelSpec(knobs.student, train_data.num_classes)
     cfg = base.with_knobs(knobs)
+    if cfg.init:  # a pretrained student keeps its anchors (an imported YOLOv5's may be evolved ones)
+        spec = replace(spec, anchors=checkpoint_spec(load_checkpoint(Path(cfg.init))).anchors)
     teacher = None
     if knobs.distills:
         if teacher_checkpoint is None:

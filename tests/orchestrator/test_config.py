@@ -364,3 +364,22 @@ def test_validation_imports_neither_torch_nor_ray():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == ""
+
+
+def test_byo_example_reads_a_yolo_data_yaml_and_imported_checkpoints_once_they_exist(tmp_path):
+    raw = yaml.safe_load((EXAMPLES / "byo.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"data\.root: .*/datasets/parts/data\.yaml"):
+        load_config(EXAMPLES / "byo.yaml")  # the paths are checked, not assumed
+    for split in ("train", "val"):
+        (tmp_path / "parts" / "images" / split).mkdir(parents=True)
+    (tmp_path / "parts" / "data.yaml").write_text(yaml.safe_dump(
+        {"path": ".", "train": "images/train", "val": "images/val", "names": {0: "bolt", 1: "nut"}}))
+    raw["data"]["root"] = str(tmp_path / "parts" / "data.yaml")
+    for name in ("yolov5n-parts.pt", "yolov5s-parts.pt"):
+        (tmp_path / name).write_bytes(b"checkpoint")
+    raw["student"]["init"] = str(tmp_path / "yolov5n-parts.pt")
+    raw["teachers"]["s"]["checkpoint"] = str(tmp_path / "yolov5s-parts.pt")
+    cfg = parse_config(raw)
+    assert cfg.data.source == "yolo" and cfg.teachers["s"].checkpoint == tmp_path / "yolov5s-parts.pt"
+    assert cfg.search.base_value("student_init") == str(tmp_path / "yolov5n-parts.pt")
+    assert cfg.constraints.map50_95_min == 0.25 and cfg.board.name == "imx8mp"

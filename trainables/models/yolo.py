@@ -44,7 +44,9 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
-        anchors = tuple(tuple(tuple(int(v) for v in a) for a in level) for level in d["anchors"])
+        # whole pixels as ints (the defaults); imported anchors (an evolved autoanchor) may be fractional
+        anchors = tuple(tuple(tuple(int(v) if float(v).is_integer() else float(v) for v in a) for a in level)
+                        for level in d["anchors"])
         return cls(size=d["size"], num_classes=int(d["num_classes"]), anchors=anchors)
 
 
