@@ -237,6 +237,7 @@ def _parse(data: object, base: Path, source: str) -> SweepConfig:
     searcher = _searcher(searcher_raw, algorithm, space, seed)
     _warn_frozen_scratch(space)
     _check_untrained(space)
+    _check_user_onnx(space)
     board = _board(top.get("board"))
     objectives = _objectives(top.get("objectives"))
     for i, objective in enumerate(objectives):
@@ -525,6 +526,19 @@ def _check_untrained(space: SearchSpace) -> None:
     if distilling:
         raise ConfigError(f"fixed.epochs: 0 trains nothing, so kd_method can only be none (the space has "
                           f"{', '.join(map(str, distilling))})")
+
+
+def _check_user_onnx(space: SearchSpace) -> None:
+    """A user's .onnx detector as student_init cannot be trained, nor converted to TFLite here."""
+    if not any(str(v).endswith(".onnx") for v in space.possible_values("student_init")):
+        return
+    if tuple(space.possible_values("epochs")) != (0,):
+        raise ConfigError("student.init: an .onnx model cannot be trained; set fixed.epochs: 0 (quantize, time and "
+                          "score it as it is)")
+    others = [r for r in space.possible_values("runtime") if r != "onnxruntime"]
+    if others:
+        raise ConfigError(f"runtime: an .onnx student_init becomes ONNX Runtime formats only; the space also has "
+                          f"{', '.join(map(str, others))}")
 
 
 def _warn_frozen_scratch(space: SearchSpace) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from detection.coco import CocoDataset, DatasetError
 from orchestrator.config import SweepConfig
 from orchestrator.datasets import data_splits
+from orchestrator.errors import ConfigError
 from trainables.export.registry import format_for
 from trainables.hyper import SCRATCH
 from trainables.kd.registry import distilling_methods
@@ -69,7 +70,7 @@ def _checkpoints_to_check(cfg: SweepConfig) -> list[tuple[str, Path, str]]:
     out = []
     where = "search.student_init" if "student_init" in cfg.search.params else "student.init"
     for init in cfg.search.possible_values("student_init"):
-        if init != SCRATCH:
+        if init != SCRATCH and not str(init).endswith(".onnx"):  # a user's ONNX: check_user_onnx
             out.append((where, Path(init), "student"))
     if set(cfg.search.possible_values("kd_method")) & set(distilling_methods()):
         for name in cfg.search.possible_values("teacher"):
@@ -119,8 +120,30 @@ def check_checkpoints(cfg: SweepConfig, num_classes: int) -> None:
         log.info("%s: %s is %s, as the sweep needs", key, path, got)
 
 
+def check_user_onnx(cfg: SweepConfig, num_classes: int) -> None:
+    """A user's .onnx student_init must fit its declared `onnx_layout` for the data's classes, and
+    every img_size of the space must be the file's input side."""
+    from trainables.export.artifact import ExportError
+    from trainables.export.onnx_model import check_onnx_model
+
+    where = "search.student_init" if "student_init" in cfg.search.params else "student.init"
+    for init in cfg.search.possible_values("student_init"):
+        if not str(init).endswith(".onnx"):
+            continue
+        for layout in cfg.search.possible_values("onnx_layout"):
+            try:
+                side = check_onnx_model(Path(init), layout=layout, num_classes=num_classes)
+            except ExportError as e:
+                raise ExportError(f"{cfg.source}: {where}: {e}") from None
+            sizes = sorted({int(v) for v in cfg.search.possible_values("img_size")})
+            if sizes != [side]:
+                raise ConfigError(f"{cfg.source}: img_size: {init} takes {side} px images, so img_size must be "
+                                  f"fixed at {side} (the space has {', '.join(map(str, sizes))})")
+
+
 def check_inputs(cfg: SweepConfig) -> DataSummary:
-    """Data, then checkpoints (their class count comes from the data)."""
+    """Data, then checkpoints and ONNX models (their class count comes from the data)."""
     summary = check_data(cfg)
     check_checkpoints(cfg, summary.num_classes)
+    check_user_onnx(cfg, summary.num_classes)
     return summary

@@ -172,16 +172,21 @@ def export_artifact(student: bytes, knobs: dict, spec: TrainSpec, calibration_im
     file itself through its runtime on the val split: a trial's accuracy is the deployed artifact's."""
     from device_actors.accuracy import evaluate_artifact
     from device_actors.runtimes import RuntimeOptions
-    from trainables.export import export_formats
+    from trainables.export import export_formats, export_onnx_model
 
     export = pick(ExportKnobs, knobs)
     fmt = export.format.name
     train, val = spec.datasets()
+    user_onnx = knobs["epochs"] == 0 and str(knobs["student_init"]).endswith(".onnx")  # a user's own detector
     with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
-        checkpoint = Path(tmp) / "student.pt"
-        checkpoint.write_bytes(student)
-        (artifact,) = export_formats(checkpoint, [fmt], Path(tmp) / "out", img_size=export.img_size,
-                                     calibration=train, calib_images=calibration_images, calib_seed=spec.seed)
+        source = Path(tmp) / ("student.onnx" if user_onnx else "student.pt")
+        source.write_bytes(student)
+        calibrated = dict(calibration=train, calib_images=calibration_images, calib_seed=spec.seed)
+        if user_onnx:
+            (artifact,) = export_onnx_model(source, [fmt], Path(tmp) / "out", layout=export.onnx_layout,
+                                            num_classes=train.num_classes, img_size=export.img_size, **calibrated)
+        else:
+            (artifact,) = export_formats(source, [fmt], Path(tmp) / "out", img_size=export.img_size, **calibrated)
         content = artifact.read_bytes()
     scored = evaluate_artifact(content, artifact.runtime, val, options=RuntimeOptions(threads=1))
     m = scored.metrics

@@ -14,11 +14,13 @@ from trainables.export.registry import (FORMATS, ArtifactFormat, ExportKnobs, fo
                                         register_format, runtimes)
 
 __all__ = ["FORMATS", "Artifact", "ArtifactFormat", "ExportError", "ExportGraph", "ExportKnobs", "GridDecode",
-           "artifact_filename", "calibration_images", "describe", "export_formats", "export_onnx", "format_for",
+           "artifact_filename", "calibration_images", "describe", "export_formats", "export_onnx", "export_onnx_model",
+           "format_for",
            "get_format", "quantizations", "register_format", "runtimes"]
 
 _TORCH_SIDE = {"ExportGraph": "graph", "GridDecode": "graph", "export_onnx": "onnx_export",
-               "calibration_images": "calibration", "artifact_filename": "pipeline", "export_formats": "pipeline"}
+               "calibration_images": "calibration", "artifact_filename": "pipeline", "export_formats": "pipeline",
+               "export_onnx_model": "pipeline"}
 
 
 def __getattr__(name: str):

@@ -25,15 +25,19 @@ if TYPE_CHECKING:
 class Intermediates:
     """Float models and calibration images shared by the formats of one export run, made on first use."""
 
-    def __init__(self, graph: ExportGraph, work_dir: Path, *, calibration: "CocoDataset | None",
-                 calib_images: int, calib_method: str, calib_seed: int = 0):
+    def __init__(self, graph: ExportGraph | None, work_dir: Path, *, calibration: "CocoDataset | None",
+                 calib_images: int, calib_method: str, calib_seed: int = 0, img_size: int | None = None,
+                 given_onnx: tuple[Path, dict] | None = None):
+        """From our model's `graph`, or (graph None) from a user's float ONNX file `given_onnx`
+        (path, settings) of input side `img_size`, which only ONNX Runtime formats can start from."""
         self.graph = graph
+        self.img_size = graph.img_size if graph is not None else img_size
         self.work_dir = Path(work_dir)
         self.calib_method = calib_method
         self._calibration_data = calibration
         self._calib_images = calib_images
         self._calib_seed = calib_seed
-        self._onnx: tuple[Path, dict] | None = None
+        self._onnx: tuple[Path, dict] | None = given_onnx
         self._tflite: tuple[Path, dict] | None = None
         self._images: list[np.ndarray] | None = None
 
@@ -44,6 +48,8 @@ class Intermediates:
         return self._onnx
 
     def float_tflite(self) -> tuple[Path, dict]:
+        if self.graph is None:
+            raise ExportError("a user's ONNX model can only become ONNX Runtime formats (runtime: onnxruntime)")
         if self._tflite is None:
             path = self.work_dir / "float32.tflite"
             self._tflite = (path, convert_tflite(self.graph, path))
@@ -54,7 +60,7 @@ class Intermediates:
             raise ExportError("this format needs calibration images: pass a training split as `calibration`")
         if self._images is None:
             self._images = calibration_images(self._calibration_data, count=self._calib_images,
-                                              img_size=self.graph.img_size, seed=self._calib_seed)
+                                              img_size=self.img_size, seed=self._calib_seed)
         return self._images
 
     def calibration_provenance(self) -> dict:
@@ -72,7 +78,7 @@ def onnx_fp32(ctx: Intermediates, path: Path) -> dict:
 
 def onnx_fp16(ctx: Intermediates, path: Path) -> dict:
     src, base = ctx.float_onnx()
-    return {**base, **convert_onnx_fp16(src, path)}
+    return {**base, **convert_onnx_fp16(src, path, float_tail=ctx.graph is None)}
 
 
 def onnx_dynamic(ctx: Intermediates, path: Path) -> dict:
@@ -82,7 +88,8 @@ def onnx_dynamic(ctx: Intermediates, path: Path) -> dict:
 
 def onnx_int8(ctx: Intermediates, path: Path) -> dict:
     src, base = ctx.float_onnx()
-    made = quantize_onnx_static(src, path, ctx.calibration_images(), calib_method=ctx.calib_method)
+    made = quantize_onnx_static(src, path, ctx.calibration_images(), calib_method=ctx.calib_method,
+                                float_tail=ctx.graph is None)  # a user's model: its tail after the last Convs
     return {**base, **made, **ctx.calibration_provenance()}
 
 

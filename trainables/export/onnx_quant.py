@@ -48,8 +48,31 @@ def _decode_nodes(model) -> list[str]:
     names = [node.name for node in model.graph.node if node.name.startswith(DECODE_NODE_PREFIX)]
     if not names:
         raise ExportError(f"no nodes named {DECODE_NODE_PREFIX}* in the ONNX model; was it made by "
-                          f"trainables.export.export_onnx?")
+                          f"trainables.export.export_onnx? (a user's model: float_tail=True)")
     return names
+
+
+def _float_nodes(model, float_tail: bool) -> list[str]:
+    """What stays float besides the stem: our decode submodule, or with `float_tail` (a user's
+    model, whose box arithmetic we did not name) everything after its last Convs."""
+    return _after_last_convs(model) if float_tail else _decode_nodes(model)
+
+
+def _after_last_convs(model) -> list[str]:
+    """Every node with no Conv downstream of it: a foreign detector's head reshapes, sigmoids and box
+    arithmetic (YOLOv5's and YOLOv8's exports end so). ONNX lists nodes in topological order."""
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    feeds_conv: dict[int, bool] = {}
+    for node in reversed(model.graph.node):
+        feeds_conv[id(node)] = any(r.op_type == "Conv" or feeds_conv.get(id(r), False)
+                                   for out in node.output for r in readers.get(out, ()))
+    tail = [node.name for node in model.graph.node if node.op_type != "Conv" and not feeds_conv[id(node)]]
+    if not tail or not all(tail):
+        raise ExportError("cannot tell the ONNX model's decode tail (no Conv, or unnamed nodes after the last one)")
+    return tail
 
 
 def _stem_nodes(model) -> list[str]:
@@ -96,7 +119,7 @@ def _entropy_ranges(prepared: Path, calibration: Sequence[np.ndarray], input_nam
 
 def quantize_onnx_static(fp32_model: Path, path: Path, calibration: Sequence[np.ndarray], *,
                          calib_method: str = "minmax", activation_type: str = "uint8",
-                         per_channel: bool = True) -> dict:
+                         per_channel: bool = True, float_tail: bool = False) -> dict:
     """Static QDQ quantization calibrated on `calibration` images; stem and decode stay float."""
     if calib_method not in CALIB_METHODS:
         raise ExportError(f"unknown calib_method {calib_method!r}; known: {', '.join(CALIB_METHODS)}")
@@ -111,7 +134,7 @@ def quantize_onnx_static(fp32_model: Path, path: Path, calibration: Sequence[np.
     with tempfile.TemporaryDirectory(prefix="edgesweep-quant-") as tmp:
         prepared = _preprocessed(Path(fp32_model), Path(tmp))
         model = onnx.load(str(prepared))
-        excluded = _decode_nodes(model) + _stem_nodes(model)
+        excluded = _float_nodes(model, float_tail) + _stem_nodes(model)
         input_name = model.graph.input[0].name
         if method == CalibrationMethod.Entropy:
             reader, cache = None, _entropy_ranges(prepared, calibration, input_name, Path(tmp))
@@ -137,10 +160,10 @@ def quantize_onnx_dynamic(fp32_model: Path, path: Path) -> dict:
             "activations": "uint8, quantized at run time"}
 
 
-def convert_onnx_fp16(fp32_model: Path, path: Path) -> dict:
+def convert_onnx_fp16(fp32_model: Path, path: Path, *, float_tail: bool = False) -> dict:
     """float16 weights and compute, float32 input/output; the decode stays float32."""
     model = onnx.load(str(fp32_model))
-    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=_decode_nodes(model))
+    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=_float_nodes(model, float_tail))
     onnx.save(half, str(path), save_as_external_data=False)
     return {"converter": "onnxruntime.transformers.float16", "weights": "float16", "activations": "float16",
             "io": "float32", "float_ops": "decode tail"}

@@ -68,22 +68,51 @@ def export_formats(checkpoint: Path, formats: Sequence[str], out_dir: Path, *, i
     if problem:
         raise ExportError(f"img_size {problem}")
     graph = ExportGraph(load_model(Path(checkpoint), expect=expect), img_size)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    artifacts: list[Artifact] = []
     with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
         ctx = Intermediates(graph, Path(tmp), calibration=calibration, calib_images=calib_images,
                             calib_method=calib_method, calib_seed=calib_seed)
-        for done, fmt in enumerate(resolved, start=1):
-            started = time.perf_counter()
-            staged = Path(tmp) / artifact_filename(fmt, img_size)
-            settings = fmt.build(ctx, staged)
-            final = out_dir / staged.name
-            shutil.move(staged, final)  # only complete files reach out_dir
-            artifact = describe(final, format=fmt.name, runtime=fmt.runtime, img_size=img_size,
-                                settings={"checkpoint": str(checkpoint), **settings})
-            artifacts.append(artifact)
-            log.info("%s: %s (%.2f MB) in %.1f s", fmt.name, final, artifact.size_mb, time.perf_counter() - started)
-            if progress is not None:
-                progress(fmt.name, done, len(resolved))
+        return _build(ctx, resolved, Path(out_dir), str(checkpoint), progress)
+
+
+def export_onnx_model(model: Path, formats: Sequence[str], out_dir: Path, *, layout: str, num_classes: int,
+                      img_size: int | None = None, calibration: "CocoDataset | None" = None, calib_images: int = 64,
+                      calib_method: str = "minmax", calib_seed: int = 0,
+                      progress: ExportProgress | None = None) -> list[Artifact]:
+    """A user's ONNX detector (`layout` yolov5 or yolov8, see `trainables.export.onnx_model`) in each
+    ONNX Runtime format of `formats`. Its input side is the file's; `img_size`, when given, must be it."""
+    from trainables.export.onnx_model import normalised_onnx
+
+    resolved = _resolve(formats, calibration, calib_images, calib_method)
+    others = [f.name for f in resolved if f.runtime != "onnxruntime"]
+    if others:
+        raise ExportError(f"{model}: a user's ONNX model becomes ONNX Runtime formats only, not {', '.join(others)}")
+    with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
+        float_onnx = Path(tmp) / "float32.onnx"
+        side, settings = normalised_onnx(Path(model), float_onnx, layout=layout, num_classes=num_classes)
+        if img_size is not None and img_size != side:
+            raise ExportError(f"{model}: its input is {side} px, so img_size must be {side}, not {img_size}")
+        ctx = Intermediates(None, Path(tmp), calibration=calibration, calib_images=calib_images,
+                            calib_method=calib_method, calib_seed=calib_seed, img_size=side,
+                            given_onnx=(float_onnx, {**settings, "img_size": side}))
+        return _build(ctx, resolved, Path(out_dir), str(model), progress)
+
+
+def _build(ctx: Intermediates, resolved: list[ArtifactFormat], out_dir: Path, source: str,
+           progress: ExportProgress | None) -> list[Artifact]:
+    """Each format's file from the shared intermediates, moved to `out_dir` once complete."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    img_size = ctx.img_size
+    artifacts: list[Artifact] = []
+    for done, fmt in enumerate(resolved, start=1):
+        started = time.perf_counter()
+        staged = ctx.work_dir / artifact_filename(fmt, img_size)
+        settings = fmt.build(ctx, staged)
+        final = out_dir / staged.name
+        shutil.move(staged, final)  # only complete files reach out_dir
+        artifact = describe(final, format=fmt.name, runtime=fmt.runtime, img_size=img_size,
+                            settings={"checkpoint": source, **settings})
+        artifacts.append(artifact)
+        log.info("%s: %s (%.2f MB) in %.1f s", fmt.name, final, artifact.size_mb, time.perf_counter() - started)
+        if progress is not None:
+            progress(fmt.name, done, len(resolved))
     return artifacts

@@ -80,6 +80,9 @@ class ExportKnobs:
     runtime: str = knob("onnxruntime", "runtime that loads and runs the artifact", noun="a runtime",
                         choices=runtimes)
     quantization: str = knob("fp32", "precision of the artifact", noun="a quantization", choices=quantizations)
+    onnx_layout: str = knob("yolov5", "output layout of a student_init that is a user's .onnx file: yolov5 "
+                            "(1, N, 5+C) with objectness, or yolov8 (1, 4+C, N) without", noun="an ONNX layout",
+                            choices=("yolov5", "yolov8"))
 
     @property
     def format(self) -> ArtifactFormat:
