@@ -19,11 +19,13 @@ from device_actors.runtimes import RuntimeOptions
 from orchestrator import _schema as s
 from orchestrator.errors import ConfigError
 from search_spaces import ActiveWhen, Choice, Grid, IntRange, LogUniform, Param, SearchSpace, Uniform
-from trainables.export.registry import ExportError, ExportKnobs, format_for
+from trainables.export.registry import TFLITE_CALIB_METHODS, ExportError, ExportKnobs, format_for
 from trainables.hyper import DISTILLATION_KNOBS, SCRATCH, TrainKnobs
 from trainables.kd.registry import KD_METHODS, distilling_methods, kd_method
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "int")
+CALIBRATION_KNOBS = ("calib_method", "calib_images")  # read only by the calibrated (static int8) formats
+CALIBRATED = ("int8",)
 FINITE = ("choice", "grid")
 
 
@@ -40,6 +42,7 @@ def knob_table() -> dict[str, Knob]:
 def knob_conditions() -> dict[str, ActiveWhen]:
     """Knobs that only some KD methods read; a define-by-run space does not sample them otherwise."""
     conditions = {k: ActiveWhen("kd_method", distilling_methods()) for k in DISTILLATION_KNOBS}
+    conditions.update({k: ActiveWhen("quantization", CALIBRATED) for k in CALIBRATION_KNOBS})
     for method in KD_METHODS.values():
         for knob in method.knobs:
             readers = tuple(m.name for m in KD_METHODS.values() if knob in m.knobs)
@@ -230,10 +233,16 @@ def _check_consistency(space: SearchSpace, ctx: KnobContext) -> None:
     methods = space.possible_values("kd_method")
     for knob in space.params:
         cond = space.conditions.get(knob)
-        if cond is not None and not any(space.is_active(knob, {cond.parent: m}) for m in methods):
-            raise ConfigError(f"search.{knob}: only used when kd_method is one of {', '.join(cond.values)}, but "
-                              f"kd_method is always {' or '.join(map(repr, methods))}; search kd_method "
+        parents = space.possible_values(cond.parent) if cond is not None else ()
+        if cond is not None and not any(space.is_active(knob, {cond.parent: v}) for v in parents):
+            raise ConfigError(f"search.{knob}: only used when {cond.parent} is one of {', '.join(cond.values)}, but "
+                              f"{cond.parent} is always {' or '.join(map(repr, parents))}; search {cond.parent} "
                               f"or drop search.{knob}")
+    uncalibrated = [m for m in space.possible_values("calib_method") if m not in TFLITE_CALIB_METHODS]
+    if uncalibrated and "tflite" in space.possible_values("runtime") and "int8" in space.possible_values("quantization"):
+        raise ConfigError(f"{where(space, 'calib_method')}: tflite-int8 calibrates by {', '.join(TFLITE_CALIB_METHODS)} "
+                          f"only, but calib_method can be {uncalibrated[0]!r} while runtime can be tflite; search "
+                          f"calib_method with runtime: onnxruntime")
     for runtime in space.possible_values("runtime"):
         for quantization in space.possible_values("quantization"):
             try:

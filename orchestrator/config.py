@@ -230,7 +230,7 @@ def _parse(data: object, base: Path, source: str) -> SweepConfig:
     algorithm = s.one_of(searcher_raw.get("algorithm", SearcherConfig.algorithm), "searcher.algorithm",
                          ALGORITHMS.names(), "a search algorithm")
     defaults = {k: knob.default for k, knob in ctx.knobs.items()}
-    defaults.update(student=student.model, student_init=student.init, seed=seed,
+    defaults.update(student=student.model, student_init=student.init, seed=seed, calib_images=data_cfg.calibration_images,
                     teacher=next(iter(teachers)) if len(teachers) == 1 else None)
     space = parse_space(top.get("search"), top.get("fixed"), defaults, ctx,
                         grid=ALGORITHMS.get(algorithm).enumerates)

@@ -51,10 +51,12 @@ def check_data(cfg: SweepConfig) -> DataSummary:
                            f"{val.category_ids}) differ from those of {splits.train.annotations} (ids "
                            f"{train.category_ids}); both splits must share one category list")
     calibrated = [f.name for f in _possible_formats(cfg) if f.needs_calibration]
-    if calibrated and cfg.data.calibration_images > len(train):
-        raise DatasetError(f"{cfg.source}: data.calibration_images: {cfg.data.calibration_images} images calibrate "
-                           f"the {', '.join(calibrated)} artifacts, but the train split has only {len(train)}; "
-                           f"lower data.calibration_images to at most {len(train)}")
+    most = max(int(v) for v in cfg.search.possible_values("calib_images"))
+    if calibrated and most > len(train):
+        key = "calib_images" if "calib_images" in cfg.search.params or "calib_images" in cfg.search.fixed \
+            else "data.calibration_images"
+        raise DatasetError(f"{cfg.source}: {key}: {most} images calibrate the {', '.join(calibrated)} artifacts, but "
+                           f"the train split has only {len(train)}; lower {key} to at most {len(train)}")
     return DataSummary(train_images=len(train), val_images=len(val),
                        skipped_images=len(train.skipped) + len(val.skipped), num_classes=train.num_classes)
 

@@ -167,7 +167,7 @@ class ExportedArtifact:
                 "size_mb": self.size_mb, "metrics": self.metrics, "eval_ms": self.eval_ms, "settings": self.settings}
 
 
-def export_artifact(student: bytes, knobs: dict, spec: TrainSpec, calibration_images: int) -> ExportedArtifact:
+def export_artifact(student: bytes, knobs: dict, spec: TrainSpec) -> ExportedArtifact:
     """Export the student as its `ExportKnobs` say (calibrating on training images) and score the
     file itself through its runtime on the val split: a trial's accuracy is the deployed artifact's."""
     from device_actors.accuracy import evaluate_artifact
@@ -181,7 +181,8 @@ def export_artifact(student: bytes, knobs: dict, spec: TrainSpec, calibration_im
     with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
         source = Path(tmp) / ("student.onnx" if user_onnx else "student.pt")
         source.write_bytes(student)
-        calibrated = dict(calibration=train, calib_images=calibration_images, calib_seed=spec.seed)
+        calibrated = dict(calibration=train, calib_images=export.calib_images, calib_method=export.calib_method,
+                          calib_seed=spec.seed)
         if user_onnx:
             (artifact,) = export_onnx_model(source, [fmt], Path(tmp) / "out", layout=export.onnx_layout,
                                             num_classes=train.num_classes, img_size=export.img_size, **calibrated)
@@ -228,7 +229,7 @@ class RealStages:
     @staticmethod
     def export_and_score(student: bytes, knobs: dict, ctx) -> ExportedArtifact:
         """A Ray task on the export resources: the trial process itself needs no CPU, nor torch."""
-        ref = export_task.options(**ctx.export_options).remote(student, knobs, ctx.train_spec, ctx.calibration_images)
+        ref = export_task.options(**ctx.export_options).remote(student, knobs, ctx.train_spec)
         return ray.get(ref)
 
     @staticmethod

@@ -220,7 +220,7 @@ class Sweep:
                            export_options=_task_options(cfg.resources.export),
                            teachers=_teacher_for_trials(self.teachers), board=self.board,
                            board_timeout_s=cfg.board.timeout_s, timing=cfg.board.timing,
-                           runtime_options=cfg.board.runtime_options, calibration_images=cfg.data.calibration_images,
+                           runtime_options=cfg.board.runtime_options,
                            board_val=self._board_val(), stages=self.stages or RealStages())
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_RESOURCES)
         if self.resume:  # callbacks, searcher and run config come back from the sweep's saved state

@@ -43,7 +43,6 @@ class TrialContext:
     board_timeout_s: float = 3600.0
     timing: Any = None  # device_actors.timing.TimingProtocol
     runtime_options: Any = None  # callable threads -> RuntimeOptions
-    calibration_images: int = 64
     board_val: Any = None  # ObjectRef of the packed val split when the board scores artifacts too
     stages: Stages | None = None  # RealStages; tests swap in the stand-ins of orchestrator.stand_in_stages
 

@@ -14,7 +14,7 @@ def _config(root, checkpoint, data_dir, **fixed) -> dict:
         "name": "quantize", "output_dir": str(root / "runs"),
         "data": {"source": "coco", "root": str(data_dir), "val_subset": 12, "calibration_images": 4},
         "student": {"model": "n", "init": str(checkpoint)},
-        "search": {"quantization": {"grid": ["fp32", "int8"]}},
+        "search": {"quantization": {"grid": ["fp32", "int8"]}, "calib_method": {"grid": ["minmax", "percentile"]}},
         "fixed": {"epochs": 0, "img_size": 128, "runtime": "onnxruntime", "threads": 1, **fixed},
         "searcher": {"algorithm": "grid", "concurrency": 2, "max_failures": 0},
         "resources": {"train": {"cpu": 0.5}, "export": {"cpu": 0.5}},
@@ -30,7 +30,11 @@ def test_a_quantization_only_sweep_trains_nothing_and_completes_every_trial(trai
         result = run_sweep(cfg, show_progress=False)
     finally:
         ray.shutdown()
-    assert sorted(r.metrics["format"] for r in result.records) == ["onnx", "onnx-int8"]
+    # calib_method matters only for int8: fp32 once, int8 once per calibration method
+    assert sorted((r.metrics["format"], r.knobs["calib_method"]) for r in result.records) == [
+        ("onnx", "minmax"), ("onnx-int8", "minmax"), ("onnx-int8", "percentile")]
+    int8 = [r.metrics["artifact_sha256"] for r in result.records if r.metrics["format"] == "onnx-int8"]
+    assert len(set(int8)) == 2  # the calibration method reached the quantizer
     assert all(r.complete and r.metrics["latency_ms"] > 0 for r in result.records)
     assert all(r.metrics["map50_95"] > 0.05 for r in result.records)  # the trained checkpoint, not a fresh init
     assert not any(k.startswith(("loss_", "val_", "float_")) for r in result.records for k in r.metrics)  # no epoch

@@ -17,7 +17,8 @@ from orchestrator.sweep import run_sweep
 from orchestrator.tracking import SWEEP_TAG
 
 KNOBS = {"student", "student_init", "freeze_backbone", "epochs", "img_size", "kd_method", "teacher", "kd_factor",
-         "kd_off_last_epochs", "fm_nms", "cwd_tau", "runtime", "quantization", "onnx_layout", "threads", "seed"}
+         "kd_off_last_epochs", "fm_nms", "cwd_tau", "runtime", "quantization", "calib_method", "calib_images", "onnx_layout",
+         "threads", "seed"}
 
 
 def tiny_config(root, **overrides):

@@ -80,6 +80,10 @@ class ExportKnobs:
     runtime: str = knob("onnxruntime", "runtime that loads and runs the artifact", noun="a runtime",
                         choices=runtimes)
     quantization: str = knob("fp32", "precision of the artifact", noun="a quantization", choices=quantizations)
+    calib_method: str = knob("minmax", "how the int8 formats calibrate activations (percentile and entropy: ONNX "
+                             "Runtime only)", noun="a calibration method", choices=ONNX_CALIB_METHODS)
+    calib_images: int = knob(64, "training images that calibrate the int8 formats (default: data.calibration_images)",
+                             minimum=1)
     onnx_layout: str = knob("yolov5", "output layout of a student_init that is a user's .onnx file: yolov5 "
                             "(1, N, 5+C) with objectness, or yolov8 (1, 4+C, N) without", noun="an ONNX layout",
                             choices=("yolov5", "yolov8"))
