@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="--checkpoint only: auto, cpu, cuda ...")
     p.add_argument("--threads", type=int, default=RuntimeOptions.threads, help="--model only: the runtime's threads")
+    p.add_argument("--onnx-layout", choices=("yolov5", "yolov8"), default="yolov5",
+                   help="--model FILE.onnx only: its output layout, yolov5 (1, N, 5+C; ours too) or yolov8 (1, 4+C, N)")
     p.set_defaults(run=run)
 
 
@@ -58,9 +60,19 @@ def _run_artifact(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"model file not found: {args.model}")
     runtime = runtime_for(args.model.name)
     _, val_data = load_data(args)
+    model = args.model.read_bytes()
+    if args.onnx_layout != "yolov5":  # brought to the (1, N, 5+C) layout the scorer reads, as a sweep does
+        import tempfile
+
+        from trainables.export.onnx_model import normalised_onnx
+
+        with tempfile.TemporaryDirectory(prefix="edgesweep-eval-") as tmp:
+            normalised_onnx(args.model, Path(tmp) / "model.onnx", layout=args.onnx_layout,
+                            num_classes=val_data.num_classes)
+            model = (Path(tmp) / "model.onnx").read_bytes()
     with progress() as bar:
         task = bar.add_task("evaluating", total=len(val_data), info=runtime.name)
-        res = evaluate_artifact(args.model.read_bytes(), runtime.name, val_data,
+        res = evaluate_artifact(model, runtime.name, val_data,
                                 options=RuntimeOptions(threads=args.threads),
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     _print(f"{args.model} ({runtime.name}) on {res.metrics.images} images", res)

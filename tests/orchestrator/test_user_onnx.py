@@ -55,6 +55,13 @@ def test_a_yolov8_layout_file_scores_as_the_same_detector_in_our_layout(user_mod
     assert converted.settings["onnx_layout"] == "yolov8" and converted.img_size == IMG
 
 
+def test_eval_scores_a_yolov8_layout_file_as_the_sweep_does(user_models, trained_student, capsys):
+    ours, v8, val = user_models
+    want = evaluate_artifact(ours.read_bytes(), "onnxruntime", val).metrics.map50_95
+    assert main(["eval", "--model", str(v8), "--onnx-layout", "yolov8", "--data", str(trained_student.data_dir)]) == 0
+    assert f"{want:.4f}" in capsys.readouterr().out  # the table prints mAP to 4 places
+
+
 def _config(root, model, data_dir, layout: str) -> dict:
     return {
         "name": "user-onnx", "output_dir": str(root / "runs"),
