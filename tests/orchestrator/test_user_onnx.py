@@ -75,6 +75,7 @@ def _config(root, model, data_dir, layout: str) -> dict:
     }
 
 
+@pytest.mark.slow  # a real two-trial sweep (about a minute on 2 cores); the export path above is the default suite's
 def test_a_sweep_quantizes_times_and_scores_a_users_yolov8_onnx(user_models, trained_student, tmp_path, monkeypatch):
     ours, v8, val = user_models
     monkeypatch.setenv("EDGESWEEP_CACHE", str(tmp_path / "cache"))
