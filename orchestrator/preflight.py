@@ -9,6 +9,7 @@ after Ray, MLflow and the Tune state already exist. Errors are `UserError`s (exi
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class DataSummary:
     val_images: int
     skipped_images: int  # unreadable images left out under `data.bad_images: skip`
     num_classes: int
+    digest: str = ""  # of both splits' annotations (the MLflow dataset input's digest)
 
 
 def _open_split(cfg: SweepConfig, split: str, spec) -> CocoDataset:
@@ -57,7 +59,8 @@ def check_data(cfg: SweepConfig) -> DataSummary:
             else "data.calibration_images"
         raise DatasetError(f"{cfg.source}: {key}: {most} images calibrate the {', '.join(calibrated)} artifacts, but "
                            f"the train split has only {len(train)}; lower {key} to at most {len(train)}")
-    return DataSummary(train_images=len(train), val_images=len(val),
+    digest = hashlib.sha256(f"{train.annotations_digest}:{val.annotations_digest}".encode()).hexdigest()[:16]
+    return DataSummary(train_images=len(train), val_images=len(val), digest=digest,
                        skipped_images=len(train.skipped) + len(val.skipped), num_classes=train.num_classes)
 
 

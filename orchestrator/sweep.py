@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+from mlflow.entities import RunTag
 from ray import tune
 
 from orchestrator import pareto
@@ -28,11 +29,13 @@ from orchestrator.datasets import data_splits
 from orchestrator.errors import ConfigError
 from orchestrator.interrupts import StopSignals
 from orchestrator.live import LiveProgress
+from orchestrator.plots import write_plots
 from orchestrator.preflight import check_inputs
 from orchestrator.results import ResultsLog, TrialRecord, load_records
 from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_interrupted_trials, repeated_proposals
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, teacher_task
 from orchestrator.sweep_state import SweepLock, read_state, resume_config, write_state
+from orchestrator.sweep_state import flat_keys, project_commit
 from orchestrator.tracking import MlflowTrialCallback, SweepTracking, ui_command, ui_url
 from orchestrator.trial import TrialContext, run_trial
 from trainables.kd.registry import distilling_methods
@@ -141,6 +144,31 @@ def _teacher_for_trials(refs: dict) -> dict:
     return {f"{name}@{size}": ref for (name, size), ref in refs.items()}
 
 
+def source_tags(cfg: SweepConfig) -> dict[str, str]:
+    """MLflow's source tags (the UI's Source column: the git commit) for the sweep's runs."""
+    commit = project_commit()
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": f"python -m orchestrator sweep {cfg.source}",
+            "edgesweep.commit": commit}
+    if len(commit.removesuffix("-dirty")) == 40:
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    return tags
+
+
+def trial_settings(cfg: SweepConfig) -> dict[str, object]:
+    """Every setting besides the knobs that shaped a trial (training, data, board, resources), as
+    params of its run: a child run can be compared with another without opening the parent."""
+    config = cfg.to_dict()
+    return {k: v for k, v in flat_keys({key: config[key] for key in ("training", "data", "board", "resources")
+                                        if key in config}).items()}
+
+
+def dataset_input(cfg: SweepConfig, summary) -> dict:
+    """The sweep's data set as an MLflow dataset input: named by source, digest of its annotations."""
+    root = cfg.data.root if cfg.data.root is not None else data_splits(cfg.data, seed=cfg.seed).train.annotations.parent
+    name = f"{cfg.data.source} ({summary.train_images} train / {summary.val_images} val images)"
+    return {"name": name, "source": str(root), "digest": summary.digest}
+
+
 def write_report(cfg: SweepConfig, records: list[TrialRecord],
                  runs: dict[str, str] | None = None) -> tuple[list[TrialRecord], list[Path]]:
     """pareto.csv, trials.csv (with each trial's MLflow run id from `runs`) and the plots in report/."""
@@ -150,7 +178,7 @@ def write_report(cfg: SweepConfig, records: list[TrialRecord],
     on_front = pareto.front(records, objectives, cfg.constraints)
     files = [pareto.write_csv(out / "pareto.csv", on_front, runs), pareto.write_csv(out / "trials.csv", records, runs)]
     if any(r.complete for r in records):
-        files += pareto.write_plots(out, records, on_front)
+        files += write_plots(out, records, on_front, objectives, cfg.constraints)
     return on_front, files
 
 
@@ -186,10 +214,14 @@ class Sweep:
         self.tracking = SweepTracking.open(self.tracking_uri, cfg.mlflow.experiment,
                                            artifact_dir=self.sweep_dir / ARTIFACTS)
         self.parent = self.tracking.parent_run(cfg.name, self.sweep_dir, resume=self.resume)
+        self.run_tags = source_tags(cfg)
+        self.dataset = dataset_input(cfg, self.data)
         if self.resume:
             self.tracking.backfill(self.parent, load_records(self.sweep_dir), self.sweep_dir)
         else:
             self.tracking.log_config(self.parent, cfg.to_dict(), cfg.search.to_dict())
+            self.tracking.client.log_batch(self.parent, tags=[RunTag(k, v) for k, v in self.run_tags.items()])
+            self.tracking.log_dataset(self.parent, self.dataset)
         write_state(self.sweep_dir, cfg, tracking_uri=self.tracking_uri, experiment_id=self.tracking.experiment_id,
                     parent_run_id=self.parent)
         init_ray(address)
@@ -198,6 +230,7 @@ class Sweep:
         self.board = connect_board(cfg.board.name, emulate_if_missing=cfg.board.emulate_if_missing)
         self.spec = _train_spec(cfg)
         self.teachers: dict = {}
+        self.teacher_runs: dict[str, str] = {}  # "name@img_size" -> its MLflow run
 
     def _board_val(self):
         """The val split packed for the board, put in the object store once (None unless it scores)."""
@@ -212,6 +245,14 @@ class Sweep:
         """Start every teacher the trials may need; returns their names ("s@128px")."""
         if self.stages is None:
             self.teachers = start_teachers(self.cfg, self.spec)
+        for name, size in self.teachers:
+            teacher = self.cfg.teachers[name]
+            what = f"YOLO-{teacher.model}, {teacher.epochs} epochs" if teacher.model else f"checkpoint {teacher.checkpoint}"
+            try:
+                self.teacher_runs[f"{name}@{size}"] = self.tracking.teacher_run(self.parent, f"{name}@{size}", what,
+                                                                               self.run_tags)
+            except Exception as e:  # noqa: BLE001 - MLflow is a mirror; trials then carry no teacher link
+                log.warning("MLflow: no run for teacher %s@%s (%s)", name, size, e)
         return [f"{name}@{size}px" for name, size in self.teachers]
 
     def _tuner(self, show_progress: bool) -> tune.Tuner:
@@ -229,7 +270,8 @@ class Sweep:
         # The journal first: a trial's end is on disk before MLflow or the live view hear of it.
         callbacks = [ResultsLog(self.sweep_dir, cfg.search.complete),
                      MlflowTrialCallback(self.tracking_uri, self.tracking.experiment_id, self.parent,
-                                         cfg.search.complete)]
+                                         cfg.search.complete, settings=trial_settings(cfg), tags=self.run_tags,
+                                         dataset=self.dataset, teacher_runs=self.teacher_runs)]
         if show_progress:
             callbacks.append(LiveProgress(cfg.searcher.trials, cfg.search.complete, f"sweep {cfg.name}"))
         searcher, param_space, num_samples = make_searcher(cfg, self.sweep_dir)
@@ -290,17 +332,19 @@ class Sweep:
         reason = ("interrupted: it runs again on --resume" if status == "KILLED"
                   else "interrupted: its driver stopped first")  # a run a crashed driver had started
         try:
-            self.tracking.close_orphans(self.parent, reason)
-            for (name, size), ref in self.teachers.items():
+            for (name, size), ref in self.teachers.items():  # before close_orphans: a trained teacher's run FINISHED
                 if ray.wait([ref], timeout=0)[0]:
                     try:
                         metrics = ray.get(ref).metrics
                     except ray.exceptions.RayError:  # its trials failed with the teacher's error
                         continue
-                    self.tracking.log_teacher(self.parent, f"{name}_{size}px", metrics)
+                    if f"{name}@{size}" in self.teacher_runs:
+                        self.tracking.log_teacher(self.teacher_runs[f"{name}@{size}"], metrics)
+            self.tracking.close_orphans(self.parent, reason)
             self.tracking.log_report(self.parent, files, summary)
             self.tracking.register_front(self.cfg.name, on_front, [(o.metric, o.mode) for o in self.cfg.objectives],
                                          runs)
+            self.tracking.mark_front(runs, on_front)
             self.tracking.finish(self.parent, status)  # failed trials show as FAILED child runs
         except Exception as e:  # noqa: BLE001 - MLflow is a mirror
             log.warning("could not write the sweep's end to MLflow (%s); the report files are in %s, and "

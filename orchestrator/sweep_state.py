@@ -110,18 +110,19 @@ def stored_config(sweep_dir: Path) -> SweepConfig:
     return parse_config(read_state(sweep_dir)["config"], source=str(Path(sweep_dir) / STATE), base_dir=sweep_dir)
 
 
-def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+def flat_keys(tree: object, prefix: str = "") -> dict[str, object]:
+    """A nested mapping as dotted key paths: {"board": {"name": x}} -> {"board.name": x}."""
     if isinstance(tree, dict):
         out: dict[str, object] = {}
         for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+            out.update(flat_keys(value, f"{prefix}.{key}" if prefix else str(key)))
         return out
     return {prefix: tree}
 
 
 def changed_keys(stored: SweepConfig, given: SweepConfig) -> list[str]:
     """Key paths whose values differ between two configs, in the file's order."""
-    before, after = _flat(stored.to_dict()), _flat(given.to_dict())
+    before, after = flat_keys(stored.to_dict()), flat_keys(given.to_dict())
     return [k for k in dict.fromkeys([*before, *after]) if before.get(k, ...) != after.get(k, ...)]
 
 

@@ -42,9 +42,11 @@ log = logging.getLogger(__name__)
 SWEEP_TAG = "edgesweep.sweep_dir"
 TRIAL_TAG = "edgesweep.trial_id"
 FINISHED_TAG = "edgesweep.finished"
-EPOCH_KEYS = ("epoch", "lr", "images_per_second")  # per-epoch metrics besides loss_* and val_*
-FINAL_METRICS = ("map50_95", "map50", "precision", "recall", "latency_ms", "latency_p90_ms", "latency_cv", "fps",
-                 "size_mb", "board_map50_95", "board_map50")  # of the artifact on the board; the float model's val metrics come as float_*
+TEACHER_TAG = "edgesweep.teacher"  # on a teacher's run: "name@img_size"
+TEACHER_RUN_TAG = "edgesweep.teacher_run_id"  # on a distilled trial's run: its teacher's run
+EPOCH_KEYS = ("lr", "images_per_second")  # per-epoch metrics besides loss_* and val_* (the epoch is the step)
+ARTIFACT_METRICS = ("map50_95", "map50", "precision", "recall", "size_mb")  # the exported file, scored in its runtime
+BOARD_METRICS = ("latency_ms", "latency_p90_ms", "latency_cv", "fps", "board_map50_95", "board_map50")
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 OUTAGE_PAUSE_S = 30.0  # after writes gave up, MLflow is not tried again for this long
 REMOTE_SCHEMES = ("http://", "https://", "databricks")
@@ -79,6 +81,38 @@ def retried(call: Callable[[], T], what: str) -> T:
             log.debug("MLflow %s failed (%s); retrying in %.1f s", what, e, delay)
             time.sleep(delay)
     return call()
+
+
+def metric_name(key: str) -> str | None:
+    """A trial result's key as its grouped MLflow metric (None: not a metric): the UI then shows
+    artifact/, board/, float/ (the PyTorch model's val mAP), train/ and val/ sections."""
+    if key in ARTIFACT_METRICS:
+        return f"artifact/{key}"
+    if key in BOARD_METRICS:
+        return f"board/{key.removeprefix('board_')}"
+    if key.startswith("float_"):
+        return f"float/{key.removeprefix('float_')}"
+    if key == "loss_kd_to_detection":
+        return "train/kd_to_detection"
+    if key.startswith("loss_"):
+        return f"train/{key.removeprefix('loss_')}_loss"
+    if key.startswith("val_"):
+        return f"val/{key.removeprefix('val_')}"
+    return f"train/{key}" if key in EPOCH_KEYS else None
+
+
+def run_name(knobs: dict) -> str:
+    """What a trial is, in a few words: "cwd x0.8 · onnx-int8 · 320px", "no KD · tflite · 128px"."""
+    from trainables.export.registry import format_for
+
+    kd = knobs.get("kd_method", "none")
+    label = "no KD" if kd == "none" else f"{kd} x{float(knobs.get('kd_factor', 1)):.2g}"
+    return f"{label} · {format_for(knobs['runtime'], knobs['quantization']).name} · {knobs['img_size']}px"
+
+
+def _metrics(values: dict, timestamp_ms: int, step: int) -> list[Metric]:
+    return [Metric(name, v, timestamp_ms, step) for k, v in _finite(values).items()
+            if (name := metric_name(k)) is not None]
 
 
 def _finite(metrics: dict) -> dict[str, float]:
@@ -132,9 +166,27 @@ class SweepTracking:
         self.client.log_dict(run_id, config, "config.json")
         self.client.log_dict(run_id, space, "search_space.json")
 
-    def log_teacher(self, run_id: str, name: str, metrics: dict) -> None:
-        self.client.log_batch(run_id, metrics=[Metric(f"teacher_{name}_{k}", v, 0, 0)
-                                               for k, v in _finite(metrics).items()])
+    def teacher_run(self, parent_run_id: str, key: str, description: str, tags: dict) -> str:
+        """The run of a teacher ("s@128" -> "teacher s · YOLO-s, 10 epochs · 128px"), nested under the
+        sweep's run; found again on resume. Trials that distil from it carry its id as a tag."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{TEACHER_TAG}` = '{key}' and "
+                                                             f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
+                                       max_results=1)
+        if runs:
+            return runs[0].info.run_id
+        name, size = key.split("@")
+        run = self.client.create_run(self.experiment_id, tags={
+            **tags, MLFLOW_PARENT_RUN_ID: parent_run_id, TEACHER_TAG: key,
+            MLFLOW_RUN_NAME: f"teacher {name} · {description} · {size}px"})
+        return run.info.run_id
+
+    def log_teacher(self, run_id: str, metrics: dict) -> None:
+        """A trained teacher's val metrics (of the PyTorch model) on its run, which then ends."""
+        if self.client.get_run(run_id).info.status == "FINISHED":
+            return
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(f"val/{k}", v, now, 0) for k, v in _finite(metrics).items()])
+        self.client.set_terminated(run_id, status="FINISHED")
 
     def log_report(self, run_id: str, files: list[Path], summary: dict) -> None:
         for f in files:
@@ -143,9 +195,11 @@ class SweepTracking:
 
     # ---- trial runs --------------------------------------------------------------------------
 
-    def trial_run(self, parent_run_id: str, trial_id: str, knobs: dict) -> tuple[str, bool]:
-        """(run id, whether it already holds the trial's end) of a trial's child run, created with
-        the knobs as params the first time."""
+    def trial_run(self, parent_run_id: str, trial_id: str, knobs: dict, settings: dict | None = None,
+                  tags: dict | None = None, dataset: dict | None = None) -> tuple[str, bool]:
+        """(run id, whether it already holds the trial's end) of a trial's child run, created the
+        first time with its name, the knobs and the sweep's `settings` as params, `tags` and the
+        `dataset` input (see `log_dataset`)."""
         runs = self.client.search_runs([self.experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
                                                              f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
                                        max_results=1)
@@ -153,9 +207,33 @@ class SweepTracking:
             run = runs[0]
             return run.info.run_id, run.data.tags.get(FINISHED_TAG) == "true" and run.info.status in ("FINISHED", "FAILED")
         run = self.client.create_run(self.experiment_id, tags={
-            MLFLOW_PARENT_RUN_ID: parent_run_id, TRIAL_TAG: trial_id, MLFLOW_RUN_NAME: f"trial-{trial_id}"})
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sorted(knobs.items())])
+            **(tags or {}), MLFLOW_PARENT_RUN_ID: parent_run_id, TRIAL_TAG: trial_id, MLFLOW_RUN_NAME: run_name(knobs)})
+        params = [Param(k, str(v)[:6000]) for k, v in sorted({**(settings or {}), **knobs}.items())]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run.info.run_id, params=params[i:i + 100])
+        if dataset:
+            self.log_dataset(run.info.run_id, dataset)
         return run.info.run_id, False
+
+    def log_dataset(self, run_id: str, dataset: dict) -> None:
+        """The data set as the run's MLflow dataset input: {"name", "source" (a path or URI), "digest"}."""
+        import warnings
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        with warnings.catch_warnings():  # a local path matches two equal local-artifact sources
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(dataset["source"]))
+        entity = MetaDataset(source, name=dataset["name"], digest=dataset["digest"])._to_mlflow_entity()
+        self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "train+val")])])
+
+    def mark_front(self, runs: dict[str, str], front: Sequence[TrialRecord]) -> None:
+        """Tag every trial run edgesweep.pareto=true or false, as the report's front says now."""
+        on = {r.trial_id for r in front}
+        for trial_id, run_id in runs.items():
+            self.client.set_tag(run_id, PARETO_TAG, str(trial_id in on).lower())
 
     def record_trial(self, run_id: str, record: TrialRecord, files: Sequence[Path] = ()) -> None:
         """Write a trial's end as the journal holds it (plus its artifact files) and close its run."""
@@ -173,19 +251,19 @@ class SweepTracking:
             self.client.set_terminated(run_id, status="KILLED")
             return
         m = record.metrics
-        final = {k: v for k, v in m.items() if k in FINAL_METRICS or k.startswith("float_")}
-        self.client.log_batch(run_id, metrics=[Metric(k, v, 0, int(m.get("epoch") or 0))
-                                               for k, v in _finite(final).items()],
-                              tags=[RunTag("format", str(m.get("format"))),
-                                    RunTag("stand_in_stages", str(m.get("stand_in"))),
-                                    RunTag("board_emulated", str(m.get("board_emulated"))),
-                                    RunTag("board_emulation", str(m.get("board_emulation") or "")),
-                                    RunTag("artifact_sha256", str(m.get("artifact_sha256")))])
+        final = {k: v for k, v in m.items() if not k.startswith(("loss_", "val_")) and k not in EPOCH_KEYS}
+        self.client.log_batch(run_id, metrics=_metrics(final, int(time.time() * 1000), int(m.get("epoch") or 0)),
+                              tags=[RunTag(k, v) for k, v in _result_tags(m).items()])
         for f in files:
             if f.suffix in MODEL_SUFFIXES:
                 self.log_model(run_id, f, record)
-            else:
-                self.client.log_artifact(run_id, str(f))
+                continue
+            if f.name == "latency.json":  # the runtime versions the board timed with
+                report = json.loads(f.read_text())
+                versions = {f"board.{k}_version": str(v) for k, v in (report.get("runtime_versions") or {}).items()}
+                versions[f"board.{report.get('runtime')}_version"] = str(report.get("runtime_version"))
+                self.client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(versions.items())])
+            self.client.log_artifact(run_id, str(f))
         self.client.set_terminated(run_id, status="FINISHED")
         self.client.set_tag(run_id, FINISHED_TAG, "true")  # last: a run with this tag holds the trial's end
 
@@ -195,7 +273,8 @@ class SweepTracking:
         model = self.client.create_logged_model(
             self.experiment_id, name=f"trial-{record.trial_id}", source_run_id=run_id,
             model_type=path.suffix.lstrip("."), params={k: str(v) for k, v in sorted(record.knobs.items())},
-            tags={TRIAL_TAG: record.trial_id, "format": str(m.get("format")), "artifact_sha256": str(m.get("artifact_sha256"))})
+            tags={TRIAL_TAG: record.trial_id, "edgesweep.format": str(m.get("format")),
+                  "edgesweep.artifact_sha256": str(m.get("artifact_sha256"))})
         with tempfile.TemporaryDirectory(prefix="edgesweep-model-") as d:
             if path.suffix == ".onnx":
                 import onnx
@@ -296,6 +375,15 @@ class SweepTracking:
         self.client.set_terminated(run_id, status=status)
 
 
+def _result_tags(m: dict) -> dict[str, str]:
+    """The edgesweep.* tags of a complete trial (filterable in the UI: tags.`edgesweep.format` = 'onnx-int8')."""
+    return {"edgesweep.format": str(m.get("format")), "edgesweep.artifact_sha256": str(m.get("artifact_sha256")),
+            "edgesweep.board_emulated": str(bool(m.get("board_emulated"))).lower(),
+            "edgesweep.board_emulation": str(m.get("board_emulation") or ""),
+            "edgesweep.board_node": str(m.get("board_node") or ""),
+            "edgesweep.stand_in_stages": str(bool(m.get("stand_in"))).lower()}
+
+
 def _guarded(hook):
     """A callback hook whose MLflow failures are logged, never raised into Tune's loop; after one
     gave up, the hooks skip MLflow for OUTAGE_PAUSE_S (the journal holds what they would write)."""
@@ -320,9 +408,13 @@ class MlflowTrialCallback(tune.Callback):
     """Mirrors every trial into a child run: knobs as params, per-epoch metrics, final metrics,
     the exported artifact and the board's latency report; errors end the run as FAILED."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, complete_knobs):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, complete_knobs,
+                 settings: dict | None = None, tags: dict | None = None, dataset: dict | None = None,
+                 teacher_runs: dict | None = None):
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.complete_knobs = complete_knobs
+        self.settings, self.tags, self.dataset = settings or {}, tags or {}, dataset  # of every trial run
+        self.teacher_runs = teacher_runs or {}  # "name@img_size" -> the teacher's run id
         self.missed = 0  # MLflow writes given up on (backfilled later from the journal)
         self.down_until = 0.0  # time.monotonic() until which MLflow is left alone
         self._tracking: SweepTracking | None = None
@@ -339,8 +431,11 @@ class MlflowTrialCallback(tune.Callback):
 
     def run_id(self, trial) -> tuple[str, bool]:
         if trial.trial_id not in self._runs:
+            knobs = self.complete_knobs(trial.config)
+            teacher = self.teacher_runs.get(f"{knobs.get('teacher')}@{knobs.get('img_size')}")
+            tags = {**self.tags, TEACHER_RUN_TAG: teacher} if teacher and knobs.get("kd_method") != "none" else self.tags
             run_id, finished = retried(lambda: self.tracking.trial_run(
-                self.parent_run_id, trial.trial_id, self.complete_knobs(trial.config)), "finding a trial's run")
+                self.parent_run_id, trial.trial_id, knobs, self.settings, tags, self.dataset), "finding a trial's run")
             if not finished:
                 retried(lambda: self.tracking.client.update_run(run_id, status="RUNNING"), "reopening a run")
             self._runs[trial.trial_id] = (run_id, finished)
@@ -356,10 +451,9 @@ class MlflowTrialCallback(tune.Callback):
             return
         step = int(result["epoch"])
         metrics = {k: v for k, v in result.items() if k in EPOCH_KEYS or k.startswith(("loss_", "val_"))}
-        now = int(result.get("timestamp", 0) * 1000)
+        now = int(result.get("timestamp") or time.time()) * 1000
         run_id, _ = self.run_id(trial)
-        retried(lambda: self.tracking.client.log_batch(run_id, metrics=[Metric(k, v, now, step)
-                                                                         for k, v in _finite(metrics).items()]),
+        retried(lambda: self.tracking.client.log_batch(run_id, metrics=_metrics(metrics, now, step)),
                 "logging epoch metrics")
 
     def _end(self, trial, record: TrialRecord, files: Sequence[Path] = ()) -> None:

@@ -82,8 +82,9 @@ def sync_mlflow(sweep_dir: Path, state: dict, cfg, records, *, backfill: bool) -
             objectives = [(o.metric, o.mode) for o in cfg.objectives]
             tracking.backfill(state["parent_run_id"], records, sweep_dir)
             tracking.close_parent(state["parent_run_id"], records, cfg.searcher.trials)
-            tracking.register_front(cfg.name, front(records, objectives, cfg.constraints), objectives,
-                                    tracking.trial_runs(state["parent_run_id"]))
+            on_front, runs = front(records, objectives, cfg.constraints), tracking.trial_runs(state["parent_run_id"])
+            tracking.register_front(cfg.name, on_front, objectives, runs)
+            tracking.mark_front(runs, on_front)
         return tracking.trial_runs(state["parent_run_id"])
     except Exception as e:  # noqa: BLE001 - the report comes from the journal; MLflow can wait
         log.warning("MLflow at %s is not writable (%s); the report below comes from the journal, and the next "

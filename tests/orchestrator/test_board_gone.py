@@ -156,7 +156,7 @@ def test_completed_trials_stay_complete_in_records_mlflow_and_the_pareto_report(
     assert {t for t, r in status.items() if r.info.status == "FINISHED"} == complete
     assert {t for t, r in status.items() if r.info.status == "FAILED"} == failed
     assert all("left the cluster" in status[t].data.tags["edgesweep.error"] for t in failed)
-    assert all("latency_ms" in status[t].data.metrics for t in complete)
+    assert all("board/latency_ms" in status[t].data.metrics for t in complete)
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"
 
     with (board_gone.cfg.sweep_dir / "report" / "trials.csv").open() as f:

@@ -89,7 +89,7 @@ def test_a_sweep_outlives_its_tracking_server_and_report_backfills_mlflow(tmp_pa
         assert report.returncode == 0, report.stderr[-3000:]
         finished = client.search_runs([state["experiment_id"]], query)
         assert sorted(r.data.tags["edgesweep.trial_id"] for r in finished) == sorted(r.trial_id for r in records)
-        assert all(r.data.metrics["latency_ms"] > 0 for r in finished)
+        assert all(r.data.metrics["board/latency_ms"] > 0 for r in finished)
         assert client.get_run(state["parent_run_id"]).info.status == "FINISHED"
     finally:
         _stop(server)

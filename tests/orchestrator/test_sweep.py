@@ -68,7 +68,15 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial_with_params_metrics_and_a
     children = [r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == result.parent_run_id]
     assert [p.info.run_id for p in parents] == [result.parent_run_id]
     assert parents[0].data.tags[SWEEP_TAG] == str(cfg.sweep_dir)
-    assert len(children) == 3 and len(runs) == 4
+    trials = [r for r in children if "edgesweep.trial_id" in r.data.tags]
+    teachers = [r for r in children if "edgesweep.teacher" in r.data.tags]
+    assert len(trials) == 3 and len(teachers) == 1 and len(runs) == 5  # the parent, 3 trials, the teacher
+    assert teachers[0].info.run_name == "teacher t · YOLO-n, 1 epochs · 64px" and teachers[0].info.status == "FINISHED"
+    assert "val/map50_95" in teachers[0].data.metrics
+    for child in trials:  # a distilled trial links to its teacher's run
+        kd = child.data.params["kd_method"] != "none"
+        assert child.data.tags.get("edgesweep.teacher_run_id") == (teachers[0].info.run_id if kd else None)
+    children = trials
     parent_files = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"config.json", "search_space.json", "report"} <= parent_files
     report = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
@@ -76,17 +84,43 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial_with_params_metrics_and_a
     for child in children:
         assert child.info.status == "FINISHED"
         assert KNOBS <= set(child.data.params)
-        assert {"map50_95", "map50", "latency_ms", "size_mb", "float_map50_95"} <= set(child.data.metrics)
-        history = client.get_metric_history(child.info.run_id, "val_map50_95")
+        assert {"artifact/map50_95", "artifact/map50", "artifact/size_mb", "board/latency_ms", "board/fps",
+                "float/map50_95"} <= set(child.data.metrics)
+        history = client.get_metric_history(child.info.run_id, "val/map50_95")
         assert sorted(m.step for m in history) == [1, 2]  # one point per epoch
+        for name in ("train/box_loss", "val/map50_95", "artifact/map50_95"):  # real times, not 0
+            assert all(m.timestamp > 1.7e12 for m in client.get_metric_history(child.info.run_id, name))
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert "latency.json" in files
         outputs = child.outputs.model_outputs  # the artifact is the run's logged model, in the ONNX flavour
-        assert len(outputs) == 1 and client.get_logged_model(outputs[0].model_id).tags["artifact_sha256"] == \
-            child.data.tags["artifact_sha256"]
+        assert len(outputs) == 1 and client.get_logged_model(outputs[0].model_id).tags["edgesweep.artifact_sha256"] == \
+            child.data.tags["edgesweep.artifact_sha256"]
         latency = json.loads(open(mlflow.artifacts.download_artifacts(
             run_id=child.info.run_id, artifact_path="latency.json", tracking_uri=result.tracking_uri)).read())
-        assert latency["emulated"] is True and latency["median_ms"] == pytest.approx(child.data.metrics["latency_ms"])
+        assert latency["emulated"] is True and latency["median_ms"] == pytest.approx(child.data.metrics["board/latency_ms"])
+
+
+def test_child_runs_tell_what_they_are_with_every_setting_the_front_and_the_data(swept):
+    cfg, result = swept
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    children = {r.data.tags["edgesweep.trial_id"]: r for r in client.search_runs(
+        [result.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.parent_run_id}'")
+        if "edgesweep.trial_id" in r.data.tags}
+    for record in result.records:
+        child = children[record.trial_id]
+        kd = "no KD" if record.knobs["kd_method"] == "none" else f"output x{record.knobs['kd_factor']:.2g}"
+        assert child.info.run_name == f"{kd} · {record.metrics['format']} · 64px"
+        params = child.data.params
+        assert params["training.batch_size"] == "8" and params["data.source"] == "default"
+        assert params["board.name"] == "local" and params["board.onnxruntime_version"]
+        tags = child.data.tags
+        assert tags["edgesweep.board_emulated"] == "true" and tags["edgesweep.format"] == record.metrics["format"]
+        assert len(tags["mlflow.source.git.commit"]) == 40
+        inputs = child.inputs.dataset_inputs
+        assert len(inputs) == 1 and inputs[0].dataset.digest and "default" in inputs[0].dataset.name
+    front = {r.trial_id for r in result.front}
+    assert {t for t, r in children.items() if r.data.tags["edgesweep.pareto"] == "true"} == front
+    assert all(r.data.tags["edgesweep.pareto"] == "false" for t, r in children.items() if t not in front)
 
 
 def test_reported_pareto_set_equals_a_bruteforce_non_dominated_filter(swept):
@@ -123,7 +157,7 @@ def test_every_trials_artifact_stays_in_the_sweep_dir_and_the_csv_names_file_has
     cfg, result = swept
     runs = {r.data.tags["edgesweep.trial_id"]: r.info.run_id
             for r in MlflowClient(result.tracking_uri).search_runs([result.experiment_id])
-            if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == result.parent_run_id}
+            if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == result.parent_run_id and "edgesweep.trial_id" in r.data.tags}
     with (cfg.sweep_dir / "report" / "trials.csv").open() as f:
         rows = {row["trial"]: row for row in csv.DictReader(f)}
     for r in result.records:

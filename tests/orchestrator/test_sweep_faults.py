@@ -106,7 +106,7 @@ def test_a_crashed_trial_resumes_from_its_last_epoch_checkpoint_instead_of_resta
     assert len(result.records) == 4 and all(r.complete for r in result.records)
     client = MlflowClient(tracking_uri=result.tracking_uri)
     for child in client.search_runs([result.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.parent_run_id}'"):
-        epochs = sorted(m.step for m in client.get_metric_history(child.info.run_id, "epoch"))
+        epochs = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train/lr"))
         # epochs 1-2 ran once; the second attempt started at epoch 3 from the checkpoint of epoch 2
         assert epochs == [1, 2, 3, 4], epochs
 

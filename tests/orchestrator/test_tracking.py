@@ -5,7 +5,8 @@ from __future__ import annotations
 from orchestrator.results import TrialRecord
 from orchestrator.tracking import FINISHED_TAG, SweepTracking
 
-RECORD = TrialRecord("t_00000", "complete", {"epochs": 2}, {"map50_95": 0.25, "latency_ms": 3.0, "epoch": 2})
+KNOBS = {"epochs": 2, "runtime": "onnxruntime", "quantization": "fp32", "img_size": 64, "kd_method": "none"}
+RECORD = TrialRecord("t_00000", "complete", KNOBS, {"map50_95": 0.25, "latency_ms": 3.0, "epoch": 2})
 
 
 def _tracking(tmp_path) -> tuple[SweepTracking, str]:
@@ -21,14 +22,14 @@ def test_backfill_finishes_a_run_whose_status_write_was_lost(tmp_path):
 
     assert tracking.backfill(parent, [RECORD]) == 1
     run = tracking.client.get_run(run_id)
-    assert run.info.status == "FINISHED" and run.data.metrics["map50_95"] == 0.25
+    assert run.info.status == "FINISHED" and run.data.metrics["artifact/map50_95"] == 0.25
     assert tracking.trial_run(parent, RECORD.trial_id, RECORD.knobs) == (run_id, True)
     assert tracking.backfill(parent, [RECORD]) == 0  # nothing twice
 
 
 def test_backfill_gives_a_failed_trial_a_failed_run(tmp_path):
     tracking, parent = _tracking(tmp_path)
-    failed = TrialRecord("t_00001", "failed", {"epochs": 2}, {}, error="ValueError: bad")
+    failed = TrialRecord("t_00001", "failed", KNOBS, {}, error="ValueError: bad")
     assert tracking.backfill(parent, [failed]) == 1
     run_id, finished = tracking.trial_run(parent, failed.trial_id, failed.knobs)
     run = tracking.client.get_run(run_id)
@@ -36,7 +37,7 @@ def test_backfill_gives_a_failed_trial_a_failed_run(tmp_path):
 
 
 def _trial(trial_id: str, map50_95: float, latency_ms: float, sha: str = "") -> TrialRecord:
-    return TrialRecord(trial_id, "complete", {"epochs": 2, "runtime": "onnxruntime"},
+    return TrialRecord(trial_id, "complete", KNOBS,
                        {"map50_95": map50_95, "latency_ms": latency_ms, "epoch": 2, "format": "onnx",
                         "artifact_sha256": sha})
 
@@ -67,7 +68,7 @@ def test_a_trials_onnx_artifact_is_an_onnx_flavoured_logged_model_and_a_tflite_o
     logged = tracking.client.get_logged_model(tflite_model)
     got = mlflow.artifacts.download_artifacts(artifact_uri=f"{logged.artifact_location}/m.tflite",
                                               dst_path=str(tmp_path / "dl"))
-    assert file_sha256(got) == file_sha256(tflite_file) == logged.tags["artifact_sha256"]
+    assert file_sha256(got) == file_sha256(tflite_file) == logged.tags["edgesweep.artifact_sha256"]
 
 
 def test_the_fronts_models_are_registered_once_tagged_with_what_they_win_and_untagged_when_they_leave(tmp_path):
