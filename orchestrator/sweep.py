@@ -30,6 +30,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.interrupts import StopSignals
 from orchestrator.live import LiveProgress
 from orchestrator.plots import write_plots
+from orchestrator.thesis_tables import write_sessions
 from orchestrator.preflight import check_inputs
 from orchestrator.results import ResultsLog, TrialRecord, load_records
 from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_interrupted_trials, repeated_proposals
@@ -169,6 +170,18 @@ def dataset_input(cfg: SweepConfig, summary) -> dict:
     return {"name": name, "source": str(root), "digest": summary.digest}
 
 
+def data_label(cfg: SweepConfig) -> str:
+    """The data of the sessions table: its source and where it lies."""
+    where = cfg.data.root or (cfg.data.train.annotations.parent if cfg.data.train else "the embedded default")
+    return f"{cfg.data.source}: {where}"
+
+
+def devices(cfg: SweepConfig) -> dict[str, str]:
+    """What ran each runtime's artifacts on the board: ONNX Runtime's first provider; TFLite's delegate or CPU."""
+    return {"onnxruntime": cfg.board.providers[0],
+            "tflite": f"delegate {cfg.board.delegate}" if cfg.board.delegate else "CPU (LiteRT kernels)"}
+
+
 def write_report(cfg: SweepConfig, records: list[TrialRecord],
                  runs: dict[str, str] | None = None) -> tuple[list[TrialRecord], list[Path]]:
     """pareto.csv, trials.csv (with each trial's MLflow run id from `runs`) and the plots in report/."""
@@ -176,7 +189,9 @@ def write_report(cfg: SweepConfig, records: list[TrialRecord],
     out.mkdir(parents=True, exist_ok=True)
     objectives = [(o.metric, o.mode) for o in cfg.objectives]
     on_front = pareto.front(records, objectives, cfg.constraints)
-    files = [pareto.write_csv(out / "pareto.csv", on_front, runs), pareto.write_csv(out / "trials.csv", records, runs)]
+    files = [pareto.write_csv(out / "pareto.csv", on_front, runs), pareto.write_csv(out / "trials.csv", records, runs),
+             write_sessions(out / "sessions.csv", records, board=cfg.board.name, data=data_label(cfg),
+                            devices=devices(cfg))]
     if any(r.complete for r in records):
         files += write_plots(out, records, on_front, objectives, cfg.constraints)
     return on_front, files

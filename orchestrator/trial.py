@@ -84,6 +84,12 @@ def _report_stage(stage: str, knobs: dict, epoch: int | None = None) -> None:
                  "trial_complete": False, **_nan_objectives()})
 
 
+def _system(facts: dict) -> str:
+    """The board's system, in one line for the sessions table: CPU, cores, OS, kernel."""
+    return ", ".join(str(facts[k]) for k in ("soc", "cpu_model", "machine", "os", "kernel") if facts.get(k)) + \
+        (f", {facts['cores']} cores" if facts.get("cores") else "")
+
+
 def run_trial(config: dict, ctx: TrialContext) -> None:
     """The Tune trainable (bound to its context with `tune.with_parameters`)."""
     stages = ctx.stages
@@ -122,7 +128,9 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         "map50_95": exported.metrics["map50_95"], "map50": exported.metrics["map50"],
         "precision": exported.metrics["precision"], "recall": exported.metrics["recall"],
         "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency_cv": latency["cv"],
-        "fps": latency["fps"], "size_mb": exported.size_mb, "format": exported.format, "board_emulated": latency["emulated"],
+        "fps": latency["fps"], "latency_mean_ms": latency["mean_ms"], "preprocess_ms": latency["preprocess_ms"],
+        "postprocess_ms": latency["postprocess_ms"], "board_system": _system(latency.get("facts") or {}),
+        "size_mb": exported.size_mb, "format": exported.format, "board_emulated": latency["emulated"],
         "board_emulation": latency.get("emulation"), "board_node": latency["node_id"],
         "board_map50_95": on_board.get("map50_95", math.nan), "board_map50": on_board.get("map50", math.nan),
         "artifact_sha256": exported.sha256, "stand_in": bool(exported.settings.get("stand_in", False)),

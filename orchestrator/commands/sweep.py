@@ -103,6 +103,7 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     from orchestrator.searcher import repeated_proposals
     from orchestrator.sweep import write_report
     from orchestrator.sweep_state import read_state, stored_config
+    from orchestrator.thesis_tables import quantization_table
     from orchestrator.tracking import ui_command, ui_url
 
     state = read_state(sweep_dir)
@@ -126,6 +127,13 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
                        ["trial", "artifact", "sha256", "MLflow run"],
                        [[r.trial_id, r.artifact or "-", (r.metrics.get("artifact_sha256") or "-")[:16],
                          runs.get(r.trial_id, "-")] for r in on_front]))
+    variants = quantization_table(records)
+    if variants:
+        stdout.print(table("Each quantization against its float artifact (Table 5.1: same model, runtime and size)",
+                           ["trial", "format", "vs float trial", "latency ratio", "Δ mAP@.5:.95 (points)", "size ratio"],
+                           [[v["trial"], v["format"], f"{v['float_trial']} ({v['float_format']})",
+                             f"{v['latency_ratio']:.2f}x", f"{v['map_change_points']:+.2f}", f"{v['size_ratio']:.2f}x"]
+                            for v in variants]))
     duels = kd_against_baseline(records)
     if duels:
         stdout.print(table("Best KD trial against the best baseline trial, per format (one trial each: see "

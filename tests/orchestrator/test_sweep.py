@@ -80,7 +80,8 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial_with_params_metrics_and_a
     parent_files = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"config.json", "search_space.json", "report"} <= parent_files
     report = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
-    assert {"report/pareto.csv", "report/pareto.png", "report/pareto.html", "report/bubble.png"} <= report
+    assert {"report/pareto.csv", "report/pareto.png", "report/pareto.html", "report/bubble.png",
+            "report/sessions.csv"} <= report
     for child in children:
         assert child.info.status == "FINISHED"
         assert KNOBS <= set(child.data.params)
@@ -145,6 +146,9 @@ def test_report_command_prints_the_front_and_the_mlflow_ui_command(swept, capsys
     cfg, result = swept
     assert main(["report", str(cfg.sweep_dir)]) == 0
     out = capsys.readouterr().out
+    from orchestrator.thesis_tables import quantization_table
+
+    assert ("Each quantization against its float artifact" in out) == bool(quantization_table(result.records))
     assert "Pareto front of tiny" in out and "mlflow ui --backend-store-uri" in out and "--host 127.0.0.1" in out
     assert all(r.trial_id in out for r in result.front)
 
