@@ -161,6 +161,7 @@ class ExportedArtifact:
     eval_ms: dict[str, float]  # per-image preprocess/inference/postprocess on the trial's node
     settings: dict
     content: bytes = field(repr=False)
+    previews: dict[str, bytes] = field(default_factory=dict, repr=False)  # val images with its detections drawn
 
     def describe(self) -> dict:
         return {"format": self.format, "runtime": self.runtime, "filename": self.filename, "sha256": self.sha256,
@@ -190,6 +191,7 @@ def export_artifact(student: bytes, knobs: dict, spec: TrainSpec) -> ExportedArt
             (artifact,) = export_formats(source, [fmt], Path(tmp) / "out", img_size=export.img_size, **calibrated)
         content = artifact.read_bytes()
     scored = evaluate_artifact(content, artifact.runtime, val, options=RuntimeOptions(threads=1))
+    previews = _previews(content, artifact.runtime, val)
     m = scored.metrics
     return ExportedArtifact(
         format=fmt, runtime=artifact.runtime, filename=artifact.path.name, sha256=artifact.sha256,
@@ -197,7 +199,24 @@ def export_artifact(student: bytes, knobs: dict, spec: TrainSpec) -> ExportedArt
         metrics={"map50_95": m.map50_95, "map50": m.map50, "precision": m.precision, "recall": m.recall},
         eval_ms={"preprocess": scored.preprocess_ms, "inference": scored.inference_ms,
                  "postprocess": scored.postprocess_ms},
-        settings={k: v for k, v in artifact.settings.items() if k != "checkpoint"})
+        settings={k: v for k, v in artifact.settings.items() if k != "checkpoint"}, previews=previews)
+
+
+PREVIEW_IMAGES = 3  # val images per trial drawn with what its artifact detects
+
+
+def _previews(content: bytes, runtime: str, val) -> dict[str, bytes]:
+    """The first val images with the artifact's detections drawn, as PNG files for the trial's run."""
+    from detection.draw import draw_detections, png_bytes
+    from device_actors.detect import detect
+    from device_actors.runtimes import RuntimeOptions, get_runtime
+
+    session = get_runtime(runtime).load(content, RuntimeOptions(threads=1))
+    out = {}
+    for i in range(min(PREVIEW_IMAGES, len(val))):
+        image = val.load_image(i)
+        out[f"detections-{i}.png"] = png_bytes(draw_detections(image, detect(session, image).dets, val.class_names))
+    return out
 
 
 export_task = ray.remote(max_retries=1)(export_artifact)

@@ -263,7 +263,7 @@ class SweepTracking:
                 versions = {f"board.{k}_version": str(v) for k, v in (report.get("runtime_versions") or {}).items()}
                 versions[f"board.{report.get('runtime')}_version"] = str(report.get("runtime_version"))
                 self.client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(versions.items())])
-            self.client.log_artifact(run_id, str(f))
+            self.client.log_artifact(run_id, str(f), artifact_path="detections" if f.suffix == ".png" else None)
         self.client.set_terminated(run_id, status="FINISHED")
         self.client.set_tag(run_id, FINISHED_TAG, "true")  # last: a run with this tag holds the trial's end
 
@@ -471,7 +471,7 @@ class MlflowTrialCallback(tune.Callback):
             return
         with trial.checkpoint.as_directory() as d:
             files = [f for f in sorted(Path(d).iterdir())
-                     if f.suffix in {".onnx", ".tflite"} or f.name in {"latency.json", "export.json"}]
+                     if f.suffix in {".onnx", ".tflite", ".png"} or f.name in {"latency.json", "export.json"}]
             self._end(trial, record, files)
 
     @_guarded

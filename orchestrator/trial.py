@@ -136,7 +136,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         "artifact_sha256": exported.sha256, "stand_in": bool(exported.settings.get("stand_in", False)),
         **{f"float_{k}": v for k, v in float_metrics.items()},
     }
-    _report(final, {STUDENT_FILE: student, exported.filename: exported.content,
+    _report(final, {STUDENT_FILE: student, exported.filename: exported.content, **exported.previews,
                     "latency.json": json.dumps(latency, indent=2, default=str),
                     "export.json": json.dumps(exported.describe(), indent=2, default=str)},
             {"stage": "done", "epoch": knobs["epochs"], "float_metrics": float_metrics, "final": final})

@@ -6,6 +6,7 @@ import mlflow
 import optuna
 import pytest
 import ray
+from PIL import Image
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -93,6 +94,11 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial_with_params_metrics_and_a
             assert all(m.timestamp > 1.7e12 for m in client.get_metric_history(child.info.run_id, name))
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert "latency.json" in files
+        pictures = [a.path for a in client.list_artifacts(child.info.run_id, "detections")]
+        assert len(pictures) == 3  # val images with the artifact's detections drawn
+        picture = mlflow.artifacts.download_artifacts(run_id=child.info.run_id, artifact_path=pictures[0],
+                                                      tracking_uri=result.tracking_uri)
+        assert Image.open(picture).size == (64, 64)
         outputs = child.outputs.model_outputs  # the artifact is the run's logged model, in the ONNX flavour
         assert len(outputs) == 1 and client.get_logged_model(outputs[0].model_id).tags["edgesweep.artifact_sha256"] == \
             child.data.tags["edgesweep.artifact_sha256"]
