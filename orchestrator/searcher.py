@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from pathlib import Path
 
 from ray.tune.search import BasicVariantGenerator, Searcher
@@ -130,6 +131,12 @@ class ParetoOptunaSearch(OptunaSearch):
 
 def study_url(sweep_dir: Path) -> str:
     return f"sqlite:///{(Path(sweep_dir) / STUDY_DB).resolve()}"
+
+
+def dashboard_command(sweep_dir: Path) -> str:
+    """optuna-dashboard on the sweep's study, on loopback only (it has no login)."""
+    program = Path(sys.prefix) / "bin" / "optuna-dashboard"
+    return f"{program if program.exists() else 'optuna-dashboard'} {study_url(sweep_dir)} --host 127.0.0.1 --port 8080"
 
 
 def baseline_first(space: SearchSpace) -> list[dict] | None:

@@ -100,7 +100,7 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     from orchestrator.console import stdout, table
     from orchestrator.pareto import kd_against_baseline, kd_label, knob_columns
     from orchestrator.results import load_records
-    from orchestrator.searcher import repeated_proposals
+    from orchestrator.searcher import dashboard_command, repeated_proposals
     from orchestrator.sweep import write_report
     from orchestrator.sweep_state import read_state, stored_config
     from orchestrator.thesis_tables import quantization_table
@@ -154,6 +154,8 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     # soft_wrap: a long store path must not break the command over two lines (it is meant to be pasted)
     stdout.print(f"MLflow UI: {ui_command(state['tracking_uri'])}\n  then open "
                  f"{ui_url(state['tracking_uri'], state['experiment_id'])}", soft_wrap=True, markup=False)
+    stdout.print(f"Optuna dashboard (the searcher's study): {dashboard_command(sweep_dir)}\n  then open "
+                 f"http://127.0.0.1:8080", soft_wrap=True, markup=False)
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -155,6 +155,7 @@ def test_report_command_prints_the_front_and_the_mlflow_ui_command(swept, capsys
     from orchestrator.thesis_tables import quantization_table
 
     assert ("Each quantization against its float artifact" in out) == bool(quantization_table(result.records))
+    assert "optuna-dashboard sqlite:///" in out and "optuna.db --host 127.0.0.1" in out
     assert "Pareto front of tiny" in out and "mlflow ui --backend-store-uri" in out and "--host 127.0.0.1" in out
     assert all(r.trial_id in out for r in result.front)
 
