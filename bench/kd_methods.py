@@ -90,6 +90,9 @@ def _run_child(args: argparse.Namespace, job: Job, teacher: str) -> dict:
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "label": job.label}
 
 
+MATCHED = "none, compute-matched"  # the baseline given the seconds of the slowest KD method
+
+
 def paired_difference(kd: dict[int, float], base: dict[int, float]) -> tuple[int, float, float, float]:
     """(seeds, mean, 95 % interval low, high) of kd - base in points, paired by seed (Student's t)."""
     from scipy import stats  # MLflow's dependency: present wherever the orchestrator is installed
@@ -112,20 +115,24 @@ def summarise(rows: list[dict]) -> list[list]:
         return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
     base = {r["seed"]: r["map50_95"] for r in by_label.get("none", [])}
+    matched = {r["seed"]: r["map50_95"] for r in by_label.get(MATCHED, [])}
+
+    def versus(rs: list[dict], reference: dict) -> tuple[str, str]:
+        n, mean, low, high = paired_difference({r["seed"]: r["map50_95"] for r in rs}, reference)
+        if n < 2:
+            return f"{mean:+.2f}", "-"
+        verdict = "significant" if low > 0 or high < 0 else "not significant"
+        return f"{mean:+.2f}", f"[{low:+.2f}, {high:+.2f}] {verdict}"
+
     table = []
     for label, rs in by_label.items():
         m, sd = stats([r["map50_95"] for r in rs])
         m50, sd50 = stats([r["map50"] for r in rs])
-        delta, interval = "-", "-"
-        if base and label != "none":
-            n, mean, low, high = paired_difference({r["seed"]: r["map50_95"] for r in rs}, base)
-            delta = f"{mean:+.2f}"
-            if n >= 2:
-                verdict = "significant" if low > 0 or high < 0 else "not significant"
-                interval = f"[{low:+.2f}, {high:+.2f}] {verdict}"
+        delta, interval = versus(rs, base) if base and label != "none" else ("-", "-")
+        against = versus(rs, matched) if matched and label not in ("none", MATCHED) else ("-", "-")
         ratio = [r["kd_to_detection"][0] for r in rs if r["kd_to_detection"] and r["kd_to_detection"][0] is not None]
         table.append([label, len(rs), rs[0]["epochs"], f"{m:.4f} ± {sd:.4f}", f"{m50:.4f} ± {sd50:.4f}", delta,
-                      interval, f"{statistics.mean(ratio):.2f}" if ratio else "-",
+                      interval, "-" if against[0] == "-" else f"{against[0]} {against[1]}", f"{statistics.mean(ratio):.2f}" if ratio else "-",
                       f"{statistics.mean(r['s_per_epoch'] for r in rs):.1f}"])
     return table
 
@@ -209,13 +216,13 @@ def main() -> int:
                 per_epoch.setdefault(r["label"], []).append(r["s_per_epoch"])
             slowest = max(statistics.mean(v) for k, v in per_epoch.items() if k != "none")
             epochs = round(args.epochs * slowest / statistics.mean(per_epoch["none"]))
-            matched = [Job("none, compute-matched", "none", s, epochs) for s in sorted({r["seed"] for r in rows})]
+            matched = [Job(MATCHED, "none", s, epochs) for s in sorted({r["seed"] for r in rows})]
             rows += list(pool.map(run, matched))
     console.print(f"runs in {args.rows}")
     stdout.print(table(f"KD on the embedded default: YOLO-n student, YOLO-{args.teacher} teacher, "
                        f"{args.epochs} epochs, seeds {args.seeds}",
                        ["method", "seeds", "epochs", "mAP@.5:.95", "mAP@.5", "Δ vs none (points, paired)",
-                        "95 % interval", "kd/det epoch 1", "s/epoch"],
+                        "95 % interval", "Δ vs compute-matched none, 95 %", "kd/det epoch 1", "s/epoch"],
                        summarise(rows)))
     return 0
 
