@@ -30,13 +30,12 @@ from orchestrator.errors import ConfigError
 from orchestrator.interrupts import StopSignals
 from orchestrator.live import LiveProgress
 from orchestrator.plots import write_plots
-from orchestrator.thesis_tables import write_sessions
 from orchestrator.preflight import check_inputs
 from orchestrator.results import ResultsLog, TrialRecord, load_records
 from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_interrupted_trials, repeated_proposals
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, teacher_task
-from orchestrator.sweep_state import SweepLock, read_state, resume_config, write_state
-from orchestrator.sweep_state import flat_keys, project_commit
+from orchestrator.sweep_state import SweepLock, flat_keys, project_commit, read_state, resume_config, write_state
+from orchestrator.thesis_tables import write_sessions
 from orchestrator.tracking import MlflowTrialCallback, SweepTracking, ui_command, ui_url
 from orchestrator.trial import TrialContext, run_trial
 from trainables.kd.registry import distilling_methods
@@ -159,21 +158,23 @@ def trial_settings(cfg: SweepConfig) -> dict[str, object]:
     """Every setting besides the knobs that shaped a trial (training, data, board, resources), as
     params of its run: a child run can be compared with another without opening the parent."""
     config = cfg.to_dict()
-    return {k: v for k, v in flat_keys({key: config[key] for key in ("training", "data", "board", "resources")
-                                        if key in config}).items()}
+    return flat_keys({key: config[key] for key in ("training", "data", "board", "resources") if key in config})
+
+
+def data_location(cfg: SweepConfig) -> Path:
+    """Where the sweep's data lies: its root, else the directory of its train annotations."""
+    return cfg.data.root if cfg.data.root is not None else data_splits(cfg.data, seed=cfg.seed).train.annotations.parent
 
 
 def dataset_input(cfg: SweepConfig, summary) -> dict:
     """The sweep's data set as an MLflow dataset input: named by source, digest of its annotations."""
-    root = cfg.data.root if cfg.data.root is not None else data_splits(cfg.data, seed=cfg.seed).train.annotations.parent
     name = f"{cfg.data.source} ({summary.train_images} train / {summary.val_images} val images)"
-    return {"name": name, "source": str(root), "digest": summary.digest}
+    return {"name": name, "source": str(data_location(cfg)), "digest": summary.digest}
 
 
 def data_label(cfg: SweepConfig) -> str:
     """The data of the sessions table: its source and where it lies."""
-    where = cfg.data.root or (cfg.data.train.annotations.parent if cfg.data.train else "the embedded default")
-    return f"{cfg.data.source}: {where}"
+    return f"{cfg.data.source}: {data_location(cfg)}"
 
 
 def devices(cfg: SweepConfig) -> dict[str, str]:
