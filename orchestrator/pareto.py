@@ -125,7 +125,14 @@ def write_csv(path: Path, records: Sequence[TrialRecord], runs: Mapping[str, str
     return path
 
 
+def kd_name(knobs: Mapping, *, teacher: bool = False) -> str:
+    """How a trial distilled, in a few characters: "output x2.5" ("output/s x2.5" with its teacher), or "no KD"."""
+    kd = knobs.get("kd_method", "none")
+    if kd == "none":
+        return "no KD"
+    return f"{kd}{'/' + str(knobs.get('teacher')) if teacher else ''} x{float(knobs.get('kd_factor', 1)):.2g}"
+
+
 def kd_label(r: TrialRecord) -> str:
-    """How a trial distilled, in a few characters: "output/s x2.5", or "no KD"."""
-    kd = r.knobs.get("kd_method", "none")
-    return f"{kd}/{r.knobs.get('teacher')} x{float(r.knobs.get('kd_factor', 1)):.2g}" if kd != "none" else "no KD"
+    """A trial's distillation with its teacher: "output/s x2.5", or "no KD"."""
+    return kd_name(r.knobs, teacher=True)

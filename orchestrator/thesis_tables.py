@@ -11,6 +11,7 @@ import csv
 from pathlib import Path
 from typing import Sequence
 
+from orchestrator.pareto import kd_name
 from orchestrator.results import TrialRecord
 
 SESSION_COLUMNS = ("trial", "model", "kd", "node", "device", "resolution", "runtime", "format", "threads", "fps",
@@ -25,8 +26,7 @@ def session_rows(records: Sequence[TrialRecord], *, board: str, data: str, devic
         if not r.complete:
             continue
         m, k = r.metrics, r.knobs
-        kd = "none" if k.get("kd_method", "none") == "none" else f"{k['kd_method']} x{float(k.get('kd_factor', 1)):.2g}"
-        out.append({"trial": r.trial_id, "model": f"YOLO-{k.get('student')}", "kd": kd, "node": m.get("board_node"),
+        out.append({"trial": r.trial_id, "model": f"YOLO-{k.get('student')}", "kd": kd_name(k), "node": m.get("board_node"),
                     "device": devices.get(str(k.get("runtime")), ""), "resolution": k.get("img_size"), "runtime": k.get("runtime"),
                     "format": m.get("format"), "threads": k.get("threads"), "fps": m.get("fps"),
                     "mean_inference_ms": m.get("latency_mean_ms"), "median_inference_ms": m.get("latency_ms"),

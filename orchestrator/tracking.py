@@ -103,11 +103,10 @@ def metric_name(key: str) -> str | None:
 
 def run_name(knobs: dict) -> str:
     """What a trial is, in a few words: "cwd x0.8 · onnx-int8 · 320px", "no KD · tflite · 128px"."""
+    from orchestrator.pareto import kd_name
     from trainables.export.registry import format_for
 
-    kd = knobs.get("kd_method", "none")
-    label = "no KD" if kd == "none" else f"{kd} x{float(knobs.get('kd_factor', 1)):.2g}"
-    return f"{label} · {format_for(knobs['runtime'], knobs['quantization']).name} · {knobs['img_size']}px"
+    return f"{kd_name(knobs)} · {format_for(knobs['runtime'], knobs['quantization']).name} · {knobs['img_size']}px"
 
 
 def _metrics(values: dict, timestamp_ms: int, step: int) -> list[Metric]:
