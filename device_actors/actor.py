@@ -22,12 +22,13 @@ import ray
 from detection.packed import PackedSplit
 from device_actors.accuracy import evaluate_artifact
 from device_actors.cache import SCORE_FILE, JsonLinesCache, LatencyCache
+from device_actors.detect import Detected, detect
 from device_actors.journal import InFlightJournal
 from device_actors.ledger import QueueLedger, QueueSnapshot, Ticket
 from device_actors.measure import emulation_of, measure_artifact, verify_artifact
 from device_actors.naming import check_board_name
 from device_actors.report import LatencyReport, MeasureRequest
-from device_actors.runtimes import check_runtimes
+from device_actors.runtimes import Session, check_runtimes, get_runtime
 from device_actors.sysinfo import board_facts
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class BoardLatencyActor:
         self._measured = 0
         self._cache_hits = 0
         self._node_id = current_node_id()
+        self._detector: tuple[str, Session] | None = None  # the last artifact `detect` loaded, by request key
         self._journal = InFlightJournal(directory, max_attempts=max_attempts, node_id=self._node_id)
         self._up_since = time.time()
         # Read once: status queries run beside measurements and should cost them nothing.
@@ -155,6 +157,20 @@ class BoardLatencyActor:
                 self._scores.put(key, scores)
                 log.info("%s on %d val images: mAP@.5:.95 %.4f", request.describe(), len(data), m.map50_95)
             return scores
+        finally:
+            self._ledger.finish()
+
+    def detect(self, request: MeasureRequest, model: bytes, frames: list, conf: float) -> list[Detected]:
+        """Run `model` on this board over `frames` ((H, W, 3) uint8 RGB) and return what it finds, as
+        `orchestrator detect --board` shows it. Serial with measurements (default group), so it never
+        disturbs a timing; the session stays loaded for the next batch of the same artifact."""
+        self._ledger.start(None, f"detecting with {request.describe()} on {len(frames)} frame(s)")
+        try:
+            key = self._key(request)
+            if self._detector is None or self._detector[0] != key:
+                verify_artifact(model, request.artifact_sha256)
+                self._detector = (key, get_runtime(request.runtime).load(model, request.options))
+            return [detect(self._detector[1], frame, conf=conf) for frame in frames]
         finally:
             self._ledger.finish()
 

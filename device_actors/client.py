@@ -153,6 +153,14 @@ class Board:
         ref = self.actor.score.remote(request, ray.put(data), split)
         return self.result(ref, timeout_s=timeout_s, what=f"scoring {request.describe()}")
 
+    def detect(self, request: MeasureRequest, model: "bytes | ray.ObjectRef", frames: list, *, conf: float,
+               timeout_s: float = DEFAULT_TIMEOUT_S) -> list:
+        """`device_actors.detect.Detected` for each frame, run on the board; pass the artifact as an
+        ObjectRef (`ray.put`) to send it once for many batches, and keep batches small (a video's frames
+        travel as pixels)."""
+        ref = self.actor.detect.remote(request, model, frames, conf)
+        return self.result(ref, timeout_s=timeout_s, what=f"detecting with {request.describe()}")
+
     def result(self, ref: ray.ObjectRef, *, timeout_s: float = DEFAULT_TIMEOUT_S, what: str = "a measurement"):
         """Wait for a submitted measurement; one still queued at the deadline is cancelled (a running one
         cannot be interrupted and finishes into the cache)."""

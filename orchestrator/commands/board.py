@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
     j.set_defaults(run=run_join)
 
     s = bsub.add_parser("status", help="list boards (alive or not), their queue and last results")
-    _add_cluster_args(s, default_address="auto")
+    add_cluster_args(s, default_address="auto")
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
     s.set_defaults(run=run_status)
 
@@ -57,12 +57,12 @@ def add_parser(sub) -> None:
                    help="also compute the model's COCO mAP on the board, on the val split of DATA ('default' "
                         "or a COCO-format directory), through the same runtime, threads and delegate")
     b.add_argument("--val-subset", type=int, default=None, help="with --score: a seeded subset of val images")
-    _add_cluster_args(b, default_address=None)
+    add_cluster_args(b, default_address=None)
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(run=run_bench)
 
 
-def _add_cluster_args(p: argparse.ArgumentParser, default_address: str | None) -> None:
+def add_cluster_args(p: argparse.ArgumentParser, default_address: str | None) -> None:
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", default_address),
                    help="the cluster's HEAD:PORT (default: $RAY_ADDRESS, "
                         + ("else a running local cluster)" if default_address else "else a new local Ray)"))
@@ -78,7 +78,7 @@ def run_join(args: argparse.Namespace) -> int:
                                   temp_dir=args.temp_dir, block=args.block, extra_ray_args=tuple(args.ray_arg)))
 
 
-def _connect(args: argparse.Namespace) -> None:
+def connect_cluster(args: argparse.Namespace) -> None:
     """ray.init as a driver; the token goes into this process's environment, where Ray reads it."""
     from common.errors import UserError
     from device_actors.join import resolve_auth_token
@@ -127,7 +127,7 @@ def run_bench(args: argparse.Namespace) -> int:
     protocol = TimingProtocol(warmup_runs=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds,
                               cooldown_seconds=args.cooldown)
     split = _packed_val(args) if args.score else None  # a bad data path fails before Ray starts
-    _connect(args)
+    connect_cluster(args)
     try:
         board = connect_board(args.board, emulate_if_missing=args.emulate)
         report = board.measure(args.model, runtime=args.runtime, options=options, protocol=protocol,
@@ -187,7 +187,7 @@ def run_status(args: argparse.Namespace) -> int:
 
     from device_actors.overview import board_overviews
 
-    _connect(args)
+    connect_cluster(args)
     try:
         overviews = board_overviews()
     finally:

@@ -144,6 +144,32 @@ def test_status_and_bench_commands_against_the_cluster(board_cluster, board, tmp
     assert name in table.stdout and "last results" in table.stdout and report["artifact_sha256"][:12] in table.stdout
 
 
+def test_detect_on_the_board_draws_what_the_same_file_finds_here(board_cluster, board, trained_student, tmp_path):
+    """`detect --board`: the frames run through the board node's runtime (same CPU kind here, so the
+    annotated images must equal those of a local run byte for byte)."""
+    from trainables.export import export_formats
+
+    source = tmp_path / "images"
+    source.mkdir()
+    for f in sorted((Path(trained_student.data_dir) / "val").iterdir())[:3]:
+        (source / f.name).write_bytes(f.read_bytes())
+    (artifact,) = export_formats(trained_student.checkpoint, ["onnx"], tmp_path, img_size=128)
+    common = [sys.executable, "-m", "orchestrator", "detect", "--model", str(artifact.path), "--source", str(source)]
+    remote = subprocess.run([*common, "--save", str(tmp_path / "board"), "--board", board_cluster.board_name,
+                             "--address", board_cluster.address], env=board_cluster.env, cwd=REPO,
+                            capture_output=True, text=True, timeout=180)
+    assert remote.returncode == 0, remote.stderr
+    assert f"on board {board_cluster.board_name} (onnxruntime)" in remote.stdout and "EMULATED" not in remote.stdout
+    local = subprocess.run([*common, "--save", str(tmp_path / "here")], env=board_cluster.env, cwd=REPO,
+                           capture_output=True, text=True, timeout=180)
+    assert local.returncode == 0, local.stderr
+    for f in sorted(source.iterdir()):
+        assert (tmp_path / "board" / f.name).read_bytes() == (tmp_path / "here" / f.name).read_bytes()
+    absent = subprocess.run([*common, "--board", "absent", "--address", board_cluster.address], env=board_cluster.env,
+                            cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert absent.returncode == 2 and "board join --address HEAD:PORT --name absent" in absent.stderr
+
+
 # Keep this test last: it stops the board node that the tests above use.
 def test_an_artifact_scored_on_the_board_equals_the_same_file_scored_here(board_cluster, board, trained_student,
                                                                           tmp_path):
