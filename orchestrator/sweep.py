@@ -36,7 +36,7 @@ from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_inte
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, teacher_task
 from orchestrator.sweep_state import SweepLock, flat_keys, project_commit, read_state, resume_config, write_state
 from orchestrator.thesis_tables import write_sessions
-from orchestrator.tracking import MlflowTrialCallback, SweepTracking, ui_command, ui_url
+from orchestrator.tracking import MlflowTrialCallback, SweepTracking
 from orchestrator.trial import TrialContext, run_trial
 from trainables.kd.registry import distilling_methods
 
@@ -374,7 +374,3 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, tracking_uri: str | Non
     sweep = Sweep(cfg, resume=resume, tracking_uri=tracking_uri, address=address, stages=stages)
     sweep.prepare_teachers()
     return sweep.run(show_progress=show_progress)
-
-
-def mlflow_hint(result: SweepResult) -> str:
-    return f"{ui_command(result.tracking_uri)}\n  then open {ui_url(result.tracking_uri, result.experiment_id)}"

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote, urlencode
 
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -56,9 +57,14 @@ WINS_TAG = "edgesweep.wins"
 T = TypeVar("T")
 
 
-def ui_url(tracking_uri: str, experiment_id: str) -> str:
-    """Where to look: the MLflow 3 UI opens experiments on a GenAI page; /runs is the training table."""
-    return f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
+def ui_url(experiment_id: str, *, port: int = 5000, front_only: bool = False) -> str:
+    """The trials table of the MLflow 3 UI (its experiment page opens on a GenAI view), ranked by the
+    artifact's mAP: sorted by a metric, the UI lists child runs flat instead of folded under the
+    sweep's run. `front_only` filters it to the Pareto front."""
+    query = {"orderByKey": "metrics.`artifact/map50_95`", "orderByAsc": "false"}
+    if front_only:
+        query["searchFilter"] = f"tags.`{PARETO_TAG}` = 'true'"
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
 
 
 def ui_command(tracking_uri: str) -> str:
@@ -66,6 +72,12 @@ def ui_command(tracking_uri: str) -> str:
     mlflow_bin = Path(sys.prefix) / "bin" / "mlflow"  # the environment's own mlflow, activated or not
     program = str(mlflow_bin) if mlflow_bin.exists() else "mlflow"
     return f"{program} ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+def ui_hint(tracking_uri: str, experiment_id: str) -> str:
+    """What `report` prints: the command on its own line (meant to be pasted), then the two views."""
+    return (f"MLflow UI: {ui_command(tracking_uri)}\n  then open {ui_url(experiment_id)} (every trial, by mAP)\n"
+            f"  the Pareto front only: {ui_url(experiment_id, front_only=True)}")
 
 
 def is_remote(tracking_uri: str) -> bool:

@@ -104,7 +104,7 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     from orchestrator.sweep import write_report
     from orchestrator.sweep_state import read_state, stored_config
     from orchestrator.thesis_tables import quantization_table
-    from orchestrator.tracking import ui_command, ui_url
+    from orchestrator.tracking import ui_hint
 
     state = read_state(sweep_dir)
     cfg = stored_config(sweep_dir)
@@ -152,8 +152,7 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
                      f"{cfg.searcher.trials} trials")
     stdout.print(f"report files: {', '.join(str(f) for f in files)}")
     # soft_wrap: a long store path must not break the command over two lines (it is meant to be pasted)
-    stdout.print(f"MLflow UI: {ui_command(state['tracking_uri'])}\n  then open "
-                 f"{ui_url(state['tracking_uri'], state['experiment_id'])}", soft_wrap=True, markup=False)
+    stdout.print(ui_hint(state["tracking_uri"], state["experiment_id"]), soft_wrap=True, markup=False)
     stdout.print(f"Optuna dashboard (the searcher's study): {dashboard_command(sweep_dir)}\n  then open "
                  f"http://127.0.0.1:8080", soft_wrap=True, markup=False)
 

@@ -158,6 +158,9 @@ def test_report_command_prints_the_front_and_the_mlflow_ui_command(swept, capsys
     assert "optuna-dashboard sqlite:///" in out and "optuna.db --host 127.0.0.1" in out
     assert "Pareto front of tiny" in out and "mlflow ui --backend-store-uri" in out and "--host 127.0.0.1" in out
     assert all(r.trial_id in out for r in result.front)
+    from orchestrator.tracking import ui_url
+
+    assert ui_url(result.experiment_id) in out and ui_url(result.experiment_id, front_only=True) in out
 
 
 def test_every_trials_artifact_stays_in_the_sweep_dir_and_the_csv_names_file_hash_and_mlflow_run(swept):
