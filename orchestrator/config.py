@@ -29,7 +29,7 @@ from orchestrator.errors import ConfigError
 from search_spaces import SearchSpace
 from trainables.augment import AugmentConfig
 from trainables.hyper import SCRATCH, LossWeights, TeacherSpec, TrainKnobs, TrainSettings
-from trainables.models.family import SIZES
+from trainables.models.family import DEFAULT_ACTIVATION, SIZES
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +373,8 @@ _TRAINING_CHECKS = {
     "val_every": lambda v, p: s.integer(v, p, minimum=1),
 }
 _KNOB_HINTS = {k: f"{k} is a trial knob: set it under fixed: or search:" for k in
-               ("epochs", "img_size", "freeze_backbone", "init", "seed", "teacher", "kd_method", "kd_factor")}
+               ("epochs", "img_size", "freeze_backbone", "activation", "init", "seed", "teacher", "kd_method",
+                "kd_factor")}
 _KNOB_HINTS.update(device="the device follows resources.train.gpu", threads="threads follow resources.train.cpu")
 
 
@@ -526,6 +527,9 @@ def _check_untrained(space: SearchSpace) -> None:
     if distilling:
         raise ConfigError(f"fixed.epochs: 0 trains nothing, so kd_method can only be none (the space has "
                           f"{', '.join(map(str, distilling))})")
+    if set(space.possible_values("activation")) != {DEFAULT_ACTIVATION}:
+        raise ConfigError(f"activation: fixed.epochs: 0 exports the checkpoint as it is, with its own activation; "
+                          f"leave activation out (the space has {', '.join(map(str, space.possible_values('activation')))})")
 
 
 def _check_user_onnx(space: SearchSpace) -> None:

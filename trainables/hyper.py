@@ -18,7 +18,7 @@ from common.knobs import knob, pick
 from detection.anchors import MAX_STRIDE
 from trainables.augment import AugmentConfig
 from trainables.kd.registry import KD_METHODS, kd_method
-from trainables.models.family import SIZES
+from trainables.models.family import ACTIVATIONS, DEFAULT_ACTIVATION, SIZES
 
 SCRATCH = "scratch"  # student_init: random weights
 DISTILLATION_KNOBS = ("teacher", "kd_factor", "kd_off_last_epochs")  # read only by methods with a teacher
@@ -48,6 +48,9 @@ class TrainKnobs:
     student: str = knob("n", "model size of the student", noun="a model size", choices=SIZES)
     student_init: str = knob(SCRATCH, "'scratch' or a checkpoint path (a pretrained student)")
     freeze_backbone: bool = knob(False, "train only the neck and head")
+    activation: str = knob(DEFAULT_ACTIVATION, "the student's activation after every conv (YOLOv5: silu; int8 kernels "
+                           "and NPUs often run relu, relu6 or hardswish faster)", noun="an activation",
+                           choices=ACTIVATIONS)
     epochs: int = knob(10, "training epochs; 0 (sweeps): no training, the student_init checkpoint is exported as it is",
                        minimum=0)
     img_size: int = knob(128, "input side in pixels (training and export)", minimum=MAX_STRIDE,

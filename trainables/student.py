@@ -28,7 +28,7 @@ def train_student(knobs: TrainKnobs, train_data: CocoDataset, val_data: CocoData
                   base: TrainConfig = TrainConfig(), teacher_checkpoint: Path | None = None,
                   on_batch: BatchCallback | None = None, on_epoch: EpochCallback | None = None) -> TrainResult:
     """Train one student under `base` (settings, device, threads); a distilling method needs the teacher's checkpoint."""
-    spec = ModelSpec(knobs.student, train_data.num_classes)
+    spec = ModelSpec(knobs.student, train_data.num_classes, activation=knobs.activation)
     cfg = base.with_knobs(knobs)
     if cfg.init:  # a pretrained student keeps its anchors (an imported YOLOv5's may be evolved ones)
         spec = replace(spec, anchors=checkpoint_spec(load_checkpoint(Path(cfg.init))).anchors)

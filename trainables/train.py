@@ -174,7 +174,7 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
     model = build_model(spec)
     if cfg.init:
         init = load_checkpoint(Path(cfg.init))
-        if checkpoint_spec(init) != spec:
+        if not checkpoint_spec(init).same_weights(spec):
             got = checkpoint_spec(init)
             raise CheckpointError(f"init checkpoint {cfg.init} is a YOLO-{got.size} with {got.num_classes} classes; "
                                   f"this run trains a YOLO-{spec.size} with {spec.num_classes} classes")

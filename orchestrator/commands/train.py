@@ -22,6 +22,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub) -> None:
     from trainables.kd.registry import KD_METHODS
+    from trainables.models.family import ACTIVATIONS
 
     p = sub.add_parser("train", help="train a detector on a COCO-format data set")
     add_data_args(p)
@@ -32,6 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--lr-schedule", choices=["linear", "cosine"], default=TrainConfig.lr_schedule)
     p.add_argument("--init", default=TrainKnobs.student_init, help="'scratch' or a checkpoint to start from")
     p.add_argument("--freeze-backbone", action="store_true")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=TrainKnobs.activation,
+                   help="the student's activation after every conv")
     p.add_argument("--seed", type=int, default=TrainKnobs.seed)
     p.add_argument("--device", default=TrainConfig.device, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from trainables.student import resolve_teacher, train_student
 
     knobs = TrainKnobs(student=args.model, student_init=args.init, freeze_backbone=args.freeze_backbone,
-                       epochs=args.epochs, img_size=args.img_size, seed=args.seed, kd_method=args.kd,
+                       activation=args.activation, epochs=args.epochs, img_size=args.img_size, seed=args.seed, kd_method=args.kd,
                        teacher=args.teacher, kd_factor=args.kd_factor, kd_off_last_epochs=args.kd_off_last,
                        kd_params=parse_kd_params(args.kd, args.kd_param))
     if args.epochs < 1:

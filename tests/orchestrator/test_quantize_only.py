@@ -43,11 +43,13 @@ def test_a_quantization_only_sweep_trains_nothing_and_completes_every_trial(trai
 @pytest.mark.parametrize("change, message", [
     ({"student": {"model": "n"}}, "exports the student_init checkpoint without training; set student.init"),
     ({"search": {"epochs": {"grid": [0, 2]}}}, "search.epochs: 0 \\(no training\\) cannot be searched"),
+    ({"search": {"activation": {"grid": ["silu", "relu"]}}},
+     "activation: fixed.epochs: 0 exports the checkpoint as it is, with its own activation"),
 ])
 def test_epochs_0_needs_a_checkpoint_and_a_fixed_zero(change, message, tmp_path):
     (tmp_path / "given.pt").write_bytes(b"a checkpoint")  # the config check only needs the file to exist
     raw = {**_config(tmp_path, tmp_path / "given.pt", tmp_path), "data": {"source": "default"}, **change}
-    if "search" in change:
+    if "epochs" in change.get("search", {}):
         raw["fixed"] = {k: v for k, v in raw["fixed"].items() if k != "epochs"}
     with pytest.raises(ConfigError, match=message):
         parse_config(raw, base_dir=tmp_path)

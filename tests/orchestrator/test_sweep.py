@@ -17,7 +17,7 @@ from orchestrator.searcher import study_url
 from orchestrator.sweep import run_sweep
 from orchestrator.tracking import SWEEP_TAG
 
-KNOBS = {"student", "student_init", "freeze_backbone", "epochs", "img_size", "kd_method", "teacher", "kd_factor",
+KNOBS = {"student", "student_init", "freeze_backbone", "activation", "epochs", "img_size", "kd_method", "teacher", "kd_factor",
          "kd_off_last_epochs", "fm_nms", "cwd_tau", "runtime", "quantization", "calib_method", "calib_images", "onnx_layout",
          "threads", "seed"}
 

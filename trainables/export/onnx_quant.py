@@ -42,6 +42,9 @@ ENTROPY_HISTOGRAM_BINS = 512
 ENTROPY_QUANTIZED_BINS = 128
 ACTIVATION_TYPES = ("uint8", "int8")
 DECODE_NODE_PREFIX = f"/{DECODE_MODULE}/"  # TorchScript export names nodes by module path
+# The stem's activation as exported: SiLU (Sigmoid, Mul), ReLU, ReLU6 (Clip), Hardswish (one op, or
+# HardSigmoid and Mul in older opsets).
+STEM_ACTIVATION_OPS = ("Sigmoid", "Mul", "Relu", "Clip", "HardSwish", "HardSigmoid")
 
 
 def _decode_nodes(model) -> list[str]:
@@ -82,7 +85,7 @@ def _stem_nodes(model) -> list[str]:
     if len(stem) != 1:
         raise ExportError(f"expected one Conv reading the model input {input_name!r}, found {len(stem)}")
     activation = [node.name for node in model.graph.node
-                  if stem[0].output[0] in node.input and node.op_type in ("Sigmoid", "Mul")]
+                  if stem[0].output[0] in node.input and node.op_type in STEM_ACTIVATION_OPS]
     return [stem[0].name, *activation]
 
 

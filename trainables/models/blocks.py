@@ -5,6 +5,10 @@ import torch
 from torch import nn
 
 
+ACTIVATION_MODULES: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU, "relu6": nn.ReLU6,
+                                                  "hardswish": nn.Hardswish}
+
+
 class Conv(nn.Module):
     """Conv2d without bias, BatchNorm, SiLU: the unit every YOLOv5 layer is made of."""
 

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from detection.anchors import DEFAULT_ANCHORS, STRIDES
-from trainables.models.blocks import C3, SPPF, Conv
-from trainables.models.family import SIZES
+from trainables.models.blocks import ACTIVATION_MODULES, C3, SPPF, Conv
+from trainables.models.family import ACTIVATIONS, DEFAULT_ACTIVATION, SIZES
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,13 @@ class ModelSpec:
     size: str
     num_classes: int
     anchors: tuple = field(default=DEFAULT_ANCHORS)
+    activation: str = DEFAULT_ACTIVATION
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise ValueError(f"unknown model size {self.size!r}; known sizes: {', '.join(SIZES)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
 
@@ -38,16 +41,22 @@ class ModelSpec:
         width = SIZES[self.size][1]
         return _ch(256, width), _ch(512, width), _ch(1024, width)
 
+    def same_weights(self, other: "ModelSpec") -> bool:
+        """Whether `other`'s weights load into this model: the activation has none, so a SiLU
+        checkpoint can start a ReLU student."""
+        return (self.size, self.num_classes, self.anchors) == (other.size, other.num_classes, other.anchors)
+
     def to_dict(self) -> dict:
         return {"size": self.size, "num_classes": self.num_classes,
-                "anchors": [[list(a) for a in level] for level in self.anchors]}
+                "anchors": [[list(a) for a in level] for level in self.anchors], "activation": self.activation}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
         # whole pixels as ints (the defaults); imported anchors (an evolved autoanchor) may be fractional
         anchors = tuple(tuple(tuple(int(v) if float(v).is_integer() else float(v) for v in a) for a in level)
                         for level in d["anchors"])
-        return cls(size=d["size"], num_classes=int(d["num_classes"]), anchors=anchors)
+        return cls(size=d["size"], num_classes=int(d["num_classes"]), anchors=anchors,
+                   activation=d.get("activation", DEFAULT_ACTIVATION))  # checkpoints before the knob: SiLU
 
 
 def _ch(c: int, width: float) -> int:
@@ -152,7 +161,12 @@ class YOLO(nn.Module):
 
 
 def build_model(spec: ModelSpec) -> YOLO:
-    return YOLO(spec)
+    model = YOLO(spec)
+    if spec.activation != DEFAULT_ACTIVATION:
+        for module in model.modules():
+            if isinstance(module, Conv):
+                module.act = ACTIVATION_MODULES[spec.activation]()
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
