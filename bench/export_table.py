@@ -57,9 +57,11 @@ def train_default_student(data_root: Path, epochs: int) -> Path:
 
 
 def measure(artifacts: list[Artifact], val: CocoDataset, *, threads: int, protocol: TimingProtocol,
-            rounds: int) -> list[Measured]:
-    options = RuntimeOptions(threads=threads)
-    sessions = [get_runtime(a.runtime).load(a.read_bytes(), options) for a in artifacts]
+            rounds: int, options: list[RuntimeOptions] | None = None) -> list[Measured]:
+    """Time (interleaved rounds) and score each artifact; `options` gives each its own runtime options
+    (the same file with and without a delegate), else all run with `threads`."""
+    per_artifact = options or [RuntimeOptions(threads=threads)] * len(artifacts)
+    sessions = [get_runtime(a.runtime).load(a.read_bytes(), o) for a, o in zip(artifacts, per_artifact)]
     frame = val.load_image(0)
     inputs = [to_input(letterbox(frame, s.input_hw[0])[0]) for s in sessions]
     medians: list[list[float]] = [[] for _ in artifacts]
@@ -73,9 +75,9 @@ def measure(artifacts: list[Artifact], val: CocoDataset, *, threads: int, protoc
                 bar.advance(timing)
         scoring = bar.add_task("mAP", total=len(artifacts), info="")
         measured = []
-        for artifact, times in zip(artifacts, medians):
+        for artifact, times, artifact_options in zip(artifacts, medians, per_artifact):
             bar.update(scoring, info=f"{artifact.format} {artifact.img_size}px")
-            metrics = evaluate_artifact(artifact.read_bytes(), artifact.runtime, val, options=options).metrics
+            metrics = evaluate_artifact(artifact.read_bytes(), artifact.runtime, val, options=artifact_options).metrics
             measured.append(Measured(artifact, statistics.median(times), metrics.map50_95, metrics.map50))
             bar.advance(scoring)
     return measured

@@ -57,6 +57,7 @@ class BoardFacts:
     numpy: str
     memory_total_mb: float | None
     emulation: str | None = None  # how this machine emulates the board, e.g. "qemu-aarch64 (cortex-a53)"
+    simd: str = ""  # the int8-relevant vector extensions (see INT8_SIMD): whether int8 can pay here
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +92,22 @@ def cpu_model(roots: SystemRoots = SystemRoots()) -> str:
     if part:
         return ARM_CPU_PARTS.get(part, f"ARM CPU part {part}")
     return fields.get("Hardware") or platform.processor() or platform.machine()
+
+
+# Vector extensions that decide whether int8 kernels beat float ones: VNNI / dot-product instructions
+# multiply-accumulate int8 in one step; without them (AVX2 alone) int8 convolutions gain little.
+INT8_SIMD = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm", "sve")
+
+
+def simd_features(roots: SystemRoots = SystemRoots()) -> str:
+    """The INT8_SIMD extensions /proc/cpuinfo lists ("flags" on x86, "Features" on ARM), in that order."""
+    info = _read(roots.proc / "cpuinfo") or ""
+    present: set[str] = set()
+    for line in info.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            present.update(value.split())
+    return ",".join(f for f in INT8_SIMD if f in present)
 
 
 def _cpu_dirs(roots: SystemRoots) -> list[Path]:
@@ -155,4 +172,4 @@ def board_facts(roots: SystemRoots = SystemRoots()) -> BoardFacts:
                       governor=governor(roots), soc=_soc(roots), os=_os_name(roots), kernel=platform.release(),
                       python=".".join(map(str, sys.version_info[:3])), ray=_version("ray"),
                       numpy=_version("numpy") or "unknown", memory_total_mb=_memory_total_mb(roots),
-                      emulation=os.environ.get(EMULATION_ENV) or None)
+                      emulation=os.environ.get(EMULATION_ENV) or None, simd=simd_features(roots))

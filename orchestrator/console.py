@@ -22,7 +22,8 @@ def progress() -> Progress:
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
     t = Table(title=title, title_justify="left")
     for c in columns:
-        t.add_column(c, justify="left" if c in {"name", "model", "engine", "runtime", "format", "method"} else "right")
+        t.add_column(c, justify="left" if c in {"name", "model", "engine", "runtime", "format", "method", "variant",
+                                                      "activation", "source"} else "right")
     for row in rows:
         t.add_row(*(fmt(v) for v in row))
     return t

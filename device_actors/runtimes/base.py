@@ -28,10 +28,13 @@ class RuntimeOptions:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)  # onnxruntime execution providers, in order
     delegate: str | None = None  # TFLite external delegate library, e.g. /usr/lib/libvx_delegate.so
     delegate_options: dict[str, str] = field(default_factory=dict)
+    xnnpack: bool = True  # TFLite's default CPU delegate; False runs the builtin kernels alone
 
     def key(self) -> tuple:
-        """Hashable identity, part of the latency cache key."""
-        return (self.threads, self.providers, self.delegate, tuple(sorted(self.delegate_options.items())))
+        """Hashable identity, part of the latency cache key (the XNNPACK default adds nothing, so keys
+        cached before the option existed still match)."""
+        key = (self.threads, self.providers, self.delegate, tuple(sorted(self.delegate_options.items())))
+        return key if self.xnnpack else (*key, "no-xnnpack")
 
 
 class Session(Protocol):

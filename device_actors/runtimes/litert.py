@@ -31,9 +31,11 @@ class LiteRtSession:
                 delegates = [mod.load_delegate(options.delegate, dict(options.delegate_options))]
             except (ValueError, OSError) as e:
                 raise RuntimeLoadError(f"cannot load TFLite delegate {options.delegate}: {e}") from e
+        resolver = {} if options.xnnpack else {
+            "experimental_op_resolver_type": mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
         try:
             self._it = mod.Interpreter(model_content=model, num_threads=options.threads,
-                                       experimental_delegates=delegates or None)
+                                       experimental_delegates=delegates or None, **resolver)
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise RuntimeLoadError(f"TFLite cannot load this model: {e}") from e

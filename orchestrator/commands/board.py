@@ -153,6 +153,7 @@ def run_bench(args: argparse.Namespace) -> int:
             ["post-process ms", report.postprocess_ms],
             ["peak RSS increase MB", "-" if report.peak_rss_increase_mb is None else report.peak_rss_increase_mb],
             ["CPU", f"{report.facts.get('cpu_model')} x{report.facts.get('cores')}"],
+            ["int8-relevant SIMD", report.facts.get("simd") or "-"],
             ["governor", report.facts.get("governor") or "-"],
             ["temperature degC", _span(report.temperature_start_c, report.temperature_end_c)],
             ["frequency MHz", _span(report.frequency_start_mhz, report.frequency_end_mhz)]]

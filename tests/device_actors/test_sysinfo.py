@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from device_actors.sysinfo import SystemRoots, board_facts, cpu_model, governor, thermal_snapshot
+from device_actors.sysinfo import SystemRoots, board_facts, cpu_model, governor, simd_features, thermal_snapshot
 
 
 def _write(path: Path, text: str) -> None:
@@ -14,8 +14,8 @@ def _write(path: Path, text: str) -> None:
 def _imx8mp_tree(root: Path, *, cur_khz: int = 1600000, max_khz: int = 1800000, temps=(45000, 52000),
                  governors=("performance",) * 4) -> SystemRoots:
     """The files an i.MX8M Plus (4x Cortex-A53) exposes, with the values given."""
-    cpuinfo = "".join(f"processor\t: {i}\nBogoMIPS\t: 16.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd03\n\n"
-                      for i in range(4))
+    cpuinfo = "".join(f"processor\t: {i}\nBogoMIPS\t: 16.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 "
+                      f"cpuid\nCPU implementer\t: 0x41\nCPU part\t: 0xd03\n\n" for i in range(4))
     _write(root / "proc/cpuinfo", cpuinfo)
     _write(root / "proc/meminfo", "MemTotal:        3874476 kB\nMemFree:  100 kB\n")
     for i, gov in enumerate(governors):
@@ -40,6 +40,14 @@ def test_board_facts_of_an_imx8mp_name_the_core_soc_and_governor(tmp_path):
     assert facts.os == "NXP i.MX Release Distro 6.6-scarthgap"
     assert facts.memory_total_mb == round(3874476 / 1024, 1)
     assert facts.ray is not None and facts.python.count(".") == 2
+    assert facts.simd == "asimd"  # the A53 has NEON but no int8 dot product (asimddp): int8 gains less there
+
+
+def test_int8_relevant_x86_extensions_are_named_in_a_fixed_order(tmp_path):
+    _write(tmp_path / "proc/cpuinfo", "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu sse2 avx512_vnni avx2 "
+                                      "avx512f fma\n\n")
+    roots = SystemRoots(proc=tmp_path / "proc", sys=tmp_path / "sys", etc=tmp_path / "etc")
+    assert simd_features(roots) == "avx2,avx512f,avx512_vnni"
 
 
 def test_thermal_snapshot_reads_hottest_zone_mean_frequency_and_frequency_cap(tmp_path):

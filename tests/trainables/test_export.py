@@ -258,3 +258,38 @@ def test_a_runtime_and_quantization_pair_without_a_format_is_refused_naming_what
     with pytest.raises(ExportError, match="no export format for runtime 'tflite' with quantization 'int4'; "
                                           "tflite offers fp32, fp16, dynamic, int8"):
         format_for("tflite", "int4")
+
+
+def test_int8_variants_the_bench_measures_change_the_graph_as_named(artifacts, splits, tmp_path):
+    """bench/int8_variants.py's options: QOperator writes QLinearConv itself; a quantized stem leaves no
+    float Conv; per-tensor weights have one scale per weight tensor."""
+    from trainables.export.calibration import calibration_images
+    from trainables.export.onnx_quant import quantize_onnx_static
+
+    images = calibration_images(splits.train, count=8, img_size=IMG_SIZE)
+    fp32 = artifacts["onnx"].path
+    convs = sum(node.op_type == "Conv" for node in onnx.load(str(fp32)).graph.node)
+
+    def ops(**options) -> list[str]:
+        path = tmp_path / f"{len(list(tmp_path.iterdir()))}.onnx"
+        quantize_onnx_static(fp32, path, images, **options)
+        return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+    assert ops(quant_format="QOperator").count("QLinearConv") == convs - 1  # the stem stays float
+    quantized_stem = ops(float_stem=False)
+    assert quantized_stem.count("Conv") == convs and quantized_stem.count("DequantizeLinear") > convs
+    path = tmp_path / "per-tensor.onnx"
+    quantize_onnx_static(fp32, path, images, per_channel=False)
+    scales = [t for t in onnx.load(str(path)).graph.initializer if t.name.endswith("_scale") and "weight" in t.name]
+    assert scales and all(len(t.dims) == 0 for t in scales)
+    with pytest.raises(ExportError, match="unknown quant_format 'QDQX'; known: QDQ, QOperator"):
+        quantize_onnx_static(fp32, tmp_path / "x.onnx", images, quant_format="QDQX")
+
+
+@pytest.mark.skipif(not HAS_TFLITE_TOOLS, reason="TFLite converters (the `tflite` extra) are not installed")
+def test_tflite_without_xnnpack_runs_the_builtin_kernels_to_the_same_output(artifacts, splits):
+    image = to_input(letterbox(splits.val.load_image(0), IMG_SIZE)[0])
+    with_xnnpack, without = (RuntimeOptions(), RuntimeOptions(xnnpack=False))
+    a, b = (get_runtime("tflite").load(artifacts["tflite"].read_bytes(), o).run(image) for o in (with_xnnpack, without))
+    assert_float32_close(b[..., 4:], a[..., 4:], ulps=4096)
+    assert with_xnnpack.key() != without.key() and with_xnnpack.key() == RuntimeOptions().key()

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 ENTROPY_HISTOGRAM_BINS = 512
 ENTROPY_QUANTIZED_BINS = 128
 ACTIVATION_TYPES = ("uint8", "int8")
+QUANT_FORMATS = {"QDQ": QuantFormat.QDQ, "QOperator": QuantFormat.QOperator}
 DECODE_NODE_PREFIX = f"/{DECODE_MODULE}/"  # TorchScript export names nodes by module path
 # The stem's activation as exported: SiLU (Sigmoid, Mul), ReLU, ReLU6 (Clip), Hardswish (one op, or
 # HardSigmoid and Mul in older opsets).
@@ -122,14 +123,21 @@ def _entropy_ranges(prepared: Path, calibration: Sequence[np.ndarray], input_nam
 
 def quantize_onnx_static(fp32_model: Path, path: Path, calibration: Sequence[np.ndarray], *,
                          calib_method: str = "minmax", activation_type: str = "uint8",
-                         per_channel: bool = True, float_tail: bool = False) -> dict:
-    """Static QDQ quantization calibrated on `calibration` images; stem and decode stay float."""
+                         per_channel: bool = True, float_tail: bool = False, quant_format: str = "QDQ",
+                         reduce_range: bool = False, float_stem: bool = True) -> dict:
+    """Static quantization calibrated on `calibration` images; stem and decode stay float.
+
+    The defaults are what the sweep exports; the others are the variants `bench/int8_variants.py`
+    measures: `quant_format` QOperator (QLinearConv written out instead of QDQ pairs), per-tensor
+    weights, `reduce_range` (7-bit weights, for CPUs without VNNI) and a quantized stem."""
     if calib_method not in CALIB_METHODS:
         raise ExportError(f"unknown calib_method {calib_method!r}; known: {', '.join(CALIB_METHODS)}")
     if activation_type not in ACTIVATION_TYPES:
         raise ExportError(f"unknown activation_type {activation_type!r}; known: {', '.join(ACTIVATION_TYPES)}")
     if not calibration:
         raise ExportError("ONNX static quantization needs calibration images; got none")
+    if quant_format not in QUANT_FORMATS:
+        raise ExportError(f"unknown quant_format {quant_format!r}; known: {', '.join(QUANT_FORMATS)}")
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[calib_method]
     activations = QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8
@@ -137,21 +145,23 @@ def quantize_onnx_static(fp32_model: Path, path: Path, calibration: Sequence[np.
     with tempfile.TemporaryDirectory(prefix="edgesweep-quant-") as tmp:
         prepared = _preprocessed(Path(fp32_model), Path(tmp))
         model = onnx.load(str(prepared))
-        excluded = _float_nodes(model, float_tail) + _stem_nodes(model)
+        excluded = _float_nodes(model, float_tail) + (_stem_nodes(model) if float_stem else [])
         input_name = model.graph.input[0].name
         if method == CalibrationMethod.Entropy:
             reader, cache = None, _entropy_ranges(prepared, calibration, input_name, Path(tmp))
         else:
             reader, cache = _ImageReader(input_name, calibration), None
-        quantize_static(str(prepared), str(path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        quantize_static(str(prepared), str(path), reader, quant_format=QUANT_FORMATS[quant_format],
+                        per_channel=per_channel, reduce_range=reduce_range,
                         activation_type=activations, weight_type=QuantType.QInt8, calibrate_method=method,
                         nodes_to_exclude=excluded, calibration_providers=["CPUExecutionProvider"],
                         calibration_cache_path=cache)
-    log.info("quantized %s: static QDQ, %s activations, %d calibration images, %d stem/decode nodes kept float",
-             path, activation_type, len(calibration), len(excluded))
-    return {"quantizer": "onnxruntime quantize_static", "format": "QDQ", "activations": activation_type,
-            "weights": "int8 per-channel" if per_channel else "int8 per-tensor", "calib_method": calib_method,
-            "calib_images": len(calibration), "float_ops": "stem conv, decode tail"}
+    log.info("quantized %s: static %s, %s activations, %d calibration images, %d nodes kept float",
+             path, quant_format, activation_type, len(calibration), len(excluded))
+    weights = f"int8 per-{'channel' if per_channel else 'tensor'}{', 7-bit range' if reduce_range else ''}"
+    return {"quantizer": "onnxruntime quantize_static", "format": quant_format, "activations": activation_type,
+            "weights": weights, "calib_method": calib_method, "calib_images": len(calibration),
+            "float_ops": "stem conv, decode tail" if float_stem else "decode tail"}
 
 
 def quantize_onnx_dynamic(fp32_model: Path, path: Path) -> dict:
