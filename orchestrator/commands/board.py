@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from device_actors.runtimes import RUNTIMES, RuntimeOptions  # numpy only: the board has it
+    from device_actors.runtimes import RUNTIMES  # numpy only: the board has it
     from device_actors.timing import TimingProtocol
 
     protocol = TimingProtocol()
@@ -42,11 +42,7 @@ def add_parser(sub) -> None:
     b.add_argument("model", type=Path)
     b.add_argument("--board", required=True, help="board name")
     b.add_argument("--runtime", choices=RUNTIMES.names(), default=None, help="default: by file suffix")
-    b.add_argument("--threads", type=int, default=RuntimeOptions.threads)
-    b.add_argument("--providers", default="CPUExecutionProvider",
-                   help="onnxruntime execution providers, comma-separated")
-    b.add_argument("--delegate", default=None, help="TFLite external delegate, e.g. /usr/lib/libvx_delegate.so")
-    b.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE")
+    add_runtime_args(b)
     b.add_argument("--warmup", type=int, default=protocol.warmup_runs)
     b.add_argument("--min-runs", type=int, default=protocol.min_runs)
     b.add_argument("--min-seconds", type=float, default=protocol.min_seconds)
@@ -60,6 +56,19 @@ def add_parser(sub) -> None:
     add_cluster_args(b, default_address=None)
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(run=run_bench)
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """How the runtime runs an artifact (`runtime_options` reads them back)."""
+    from device_actors.runtimes import RuntimeOptions
+
+    p.add_argument("--threads", type=int, default=RuntimeOptions.threads, help="the runtime's threads")
+    p.add_argument("--providers", default="CPUExecutionProvider",
+                   help="onnxruntime execution providers, comma-separated")
+    p.add_argument("--delegate", default=None, help="TFLite external delegate, e.g. /usr/lib/libvx_delegate.so")
+    p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
+                   help="TFLite: run the builtin kernels without the default XNNPACK delegate")
 
 
 def add_cluster_args(p: argparse.ArgumentParser, default_address: str | None) -> None:
@@ -99,7 +108,7 @@ def connect_cluster(args: argparse.Namespace) -> None:
         raise UserError(f"no Ray cluster at {args.address or 'this machine'} ({e}); pass --address HEAD:PORT") from None
 
 
-def _options(args: argparse.Namespace):
+def runtime_options(args: argparse.Namespace):
     from device_actors.runtimes import RuntimeOptions
     from orchestrator.errors import ConfigError
 
@@ -112,7 +121,7 @@ def _options(args: argparse.Namespace):
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     return RuntimeOptions(threads=args.threads, providers=tuple(p for p in args.providers.split(",") if p),
-                          delegate=args.delegate, delegate_options=delegate_options)
+                          delegate=args.delegate, delegate_options=delegate_options, xnnpack=args.xnnpack)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -123,7 +132,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if not args.model.is_file():
         raise FileNotFoundError(f"model {args.model} does not exist")
-    options = _options(args)
+    options = runtime_options(args)
     protocol = TimingProtocol(warmup_runs=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds,
                               cooldown_seconds=args.cooldown)
     split = _packed_val(args) if args.score else None  # a bad data path fails before Ray starts

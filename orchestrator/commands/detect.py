@@ -17,14 +17,13 @@ from pathlib import Path
 
 from common.errors import UserError
 from detection.video import VIDEO_SUFFIXES
-from device_actors.runtimes.base import RuntimeOptions
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BOARD_BATCH = 8  # frames per call to the board: few enough that a video never sits in memory whole
 
 
 def add_parser(sub) -> None:
-    from orchestrator.commands.board import add_cluster_args
+    from orchestrator.commands.board import add_cluster_args, add_runtime_args
 
     p = sub.add_parser("detect", help="run an exported .onnx/.tflite detector over images or videos and draw "
                                       "what it finds, here or on a board")
@@ -36,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--names", default=None,
                    help="class names: a data.yaml, a COCO annotations .json, or a comma-separated list")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold of a drawn detection")
-    p.add_argument("--threads", type=int, default=RuntimeOptions.threads, help="the runtime's threads")
+    add_runtime_args(p)
     p.add_argument("--board", default=None, help="run the model on this board of the cluster instead of here")
     p.add_argument("--emulate", action="store_true", help="with --board: an emulated board here if NAME is missing")
     p.add_argument("--timeout", type=float, default=3600.0, help="with --board: seconds to wait per batch of frames")
@@ -100,9 +99,10 @@ Detector = Callable[[list], list]  # frames -> one device_actors.detect.Detected
 def _here(args: argparse.Namespace) -> tuple[Detector, str]:
     from device_actors.detect import detect
     from device_actors.runtimes import get_runtime, runtime_for
+    from orchestrator.commands.board import runtime_options
 
     runtime = runtime_for(args.model.name)
-    session = get_runtime(runtime.name).load(args.model.read_bytes(), RuntimeOptions(threads=args.threads))
+    session = get_runtime(runtime.name).load(args.model.read_bytes(), runtime_options(args))
     return (lambda frames: [detect(session, f, conf=args.conf) for f in frames]), f"this machine ({runtime.name})"
 
 
@@ -110,11 +110,12 @@ def _on_board(args: argparse.Namespace) -> tuple[Detector, str]:
     import ray
 
     from device_actors.client import connect_board
-    from orchestrator.commands.board import connect_cluster
+    from orchestrator.commands.board import connect_cluster, runtime_options
 
+    options = runtime_options(args)  # a bad option fails before Ray starts
     connect_cluster(args)
     board = connect_board(args.board, emulate_if_missing=args.emulate)
-    request, data = board.request_for(args.model, options=RuntimeOptions(threads=args.threads))
+    request, data = board.request_for(args.model, options=options)
     model = ray.put(data)  # sent to the board once, not once per batch
     where = f"board {board.name} ({request.runtime}{', EMULATED on this machine' if board.emulated else ''})"
     return (lambda frames: board.detect(request, model, frames, conf=args.conf, timeout_s=args.timeout)), where
