@@ -151,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--conf must be in [0, 1), got {args.conf}")
     sources, names = _sources(args.source), _names(args.names)
     if args.save is not None:
+        if args.save.resolve() in {s.parent.resolve() for s in sources}:
+            raise UserError(f"--save {args.save} is where the source files are: the annotated outputs would "
+                            f"overwrite them; give another directory")
         args.save.mkdir(parents=True, exist_ok=True)
     opened = [(path, *_frames(path, args.save)) for path in sources]  # a bad video fails before any model loads
     detector, where = _on_board(args) if args.board else _here(args)

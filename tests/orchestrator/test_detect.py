@@ -83,3 +83,6 @@ def test_a_bad_or_missing_source_is_refused_with_what_to_give(artifact, tmp_path
     assert "neither an image" in capsys.readouterr().err
     assert main(["detect", "--model", str(artifact), "--source", str(tmp_path / "nothing.png")]) == 2
     assert "source not found" in capsys.readouterr().err
+    Image.new("RGB", (64, 48)).save(tmp_path / "frame.png")
+    assert main(["detect", "--model", str(artifact), "--source", str(tmp_path), "--save", str(tmp_path)]) == 2
+    assert "would overwrite them" in capsys.readouterr().err
