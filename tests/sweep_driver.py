@@ -68,6 +68,16 @@ def wait_for_records(driver: Driver, sweep_dir: Path, count: int, timeout_s: flo
         time.sleep(0.3)
 
 
+def wait_for_started_trials(driver: Driver, sweep_dir: Path, count: int, timeout_s: float = 240) -> None:
+    """Until Tune has started `count` trials (their directories under tune/ exist): on a slow machine a
+    trial process takes seconds to start after the previous one ended."""
+    deadline = time.monotonic() + timeout_s
+    while len(list((sweep_dir / "tune").glob("run_trial_*"))) < count:
+        assert driver.process.poll() is None, "the driver ended early:\n" + driver.err_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{count} trials did not start in time"
+        time.sleep(0.2)
+
+
 def stop_and_wait(driver: Driver, sig: int) -> tuple[int, str, str, float]:
     """Send `sig` to the driver process alone (as a terminal or systemd would) and wait for it."""
     sent = time.monotonic()

@@ -23,7 +23,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from orchestrator.results import load_records
 from orchestrator.searcher import study_url
 from orchestrator.sweep_state import read_state
-from tests.sweep_driver import driver_env, start_driver, stop_and_wait, wait_for_records
+from tests.sweep_driver import driver_env, start_driver, stop_and_wait, wait_for_records, wait_for_started_trials
 def _sweep_file(tmp_path: Path, name: str) -> Path:
     raw = {
         "name": name, "output_dir": str(tmp_path / "runs"),
@@ -52,7 +52,8 @@ def test_ctrl_c_saves_marks_trials_interrupted_exits_130_and_resume_tells_optuna
     sweep_dir = tmp_path / "runs" / "ctrl-c"
     driver = start_driver(tmp_path, config)
     wait_for_records(driver, sweep_dir, 1)
-    time.sleep(1.0)  # into the second trial's training
+    wait_for_started_trials(driver, sweep_dir, 2)
+    time.sleep(1.0)  # into the second trial's training (3 s)
     code, out, err, seconds = stop_and_wait(driver, signal.SIGINT)
     assert code == 130, err[-3000:]
     print(f"SIGINT to exit: {seconds:.1f} s")
@@ -105,6 +106,7 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_driver_on_the_sweep_is_refused(t
     assert second.returncode == 2, second.stderr[-2000:]
     assert f"is being run by another driver (pid {driver.pid} on host " in second.stderr
 
+    wait_for_started_trials(driver, sweep_dir, 2)
     code, out, err, seconds = stop_and_wait(driver, signal.SIGTERM)
     print(f"SIGTERM to exit: {seconds:.1f} s")
     assert code == 130, err[-3000:]
