@@ -69,10 +69,11 @@ class TimedStandInStages(StandInStages):
                                               "log_path": self.log_path})
 
     def time_on_board(self, exported, knobs, ctx):
-        latency = StandInStages.time_on_board(exported, knobs, ctx)
-        _append(self.log_path, {"phase": "board", "start": latency["started_at"], "end": latency["ended_at"],
-                                "cached": latency["cached"]})
-        return latency
+        reports = StandInStages.time_on_board(exported, knobs, ctx)
+        for latency in reports.values():
+            _append(self.log_path, {"phase": "board", "start": latency["started_at"], "end": latency["ended_at"],
+                                    "cached": latency["cached"]})
+        return reports
 
 
 def calibrate_min_seconds(target_s: float, board_name: str, cache_dir: Path) -> tuple[float, float]:

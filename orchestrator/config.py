@@ -40,6 +40,7 @@ __all__ = ["METRICS", "BoardConfig", "ConfigError", "ConstraintsConfig", "Mlflow
 # metric -> its direction; board_* is the artifact's accuracy measured on the board (board.score_on_board)
 METRICS = {"map50_95": "max", "map50": "max", "latency_ms": "min", "size_mb": "min", "board_map50_95": "max",
            "board_map50": "max"}
+PER_BOARD = "latency_ms"  # the one metric timed on every board a sweep names: latency_ms@NAME per board
 DEFAULT_OUTPUT_DIR = "runs/sweeps"
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
 _NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -66,7 +67,7 @@ class Objective:
 class ConstraintsConfig:
     """Feasibility limits: a trial outside them never sits on the front (`orchestrator.pareto.violations`)."""
 
-    latency_ms_max: float | None = None
+    latency_ms_max: float | dict[str, float] | None = None  # a number: the first board; a mapping: per board
     map50_95_min: float | None = None
     size_mb_max: float | None = None
 
@@ -102,9 +103,16 @@ class ResourcesConfig:
     export: Resources = Resources()
 
 
+def board_metric(metric: str, board: str) -> str:
+    """The per-board key of a metric, e.g. latency_ms@rpi4: every artifact is timed on every board."""
+    return f"{metric}@{board}"
+
+
 @dataclass(frozen=True)
 class BoardConfig:
-    name: str = "local"  # a board joined with `board join --name NAME`, or emulated on the driver
+    # boards joined with `board join --name NAME`, or emulated on the driver; the first is "the"
+    # board (latency_ms, score_on_board); with more than one, each adds its own latency_ms@NAME
+    names: tuple[str, ...] = ("local",)
     emulate_if_missing: bool = True
     timeout_s: float = 3600.0  # per measurement, queue included
     timing: TimingProtocol = TimingProtocol()
@@ -112,6 +120,15 @@ class BoardConfig:
     delegate: str | None = None  # TFLite external delegate library, a path on the board
     delegate_options: dict[str, str] = field(default_factory=dict)
     score_on_board: bool = False  # also score each artifact on the board, through its runtime and delegate
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+    @property
+    def latency_keys(self) -> tuple[str, ...]:
+        """latency_ms@NAME for every board when there are several, else nothing (latency_ms says it)."""
+        return tuple(board_metric(PER_BOARD, n) for n in self.names) if len(self.names) > 1 else ()
 
     def runtime_options(self, threads: int) -> RuntimeOptions:
         return RuntimeOptions(threads=threads, providers=self.providers, delegate=self.delegate,
@@ -163,7 +180,7 @@ class SweepConfig:
         for name, t in self.teachers.items():
             teachers[name] = {"model": t.model, "epochs": t.epochs} if t.model else {"checkpoint": str(t.checkpoint)}
         board = asdict(self.board)
-        board["providers"] = list(self.board.providers)
+        board["providers"], board["names"] = list(self.board.providers), list(self.board.names)
         return {
             "name": self.name, "seed": self.seed, "output_dir": str(self.output_dir), "data": data_dict,
             "student": asdict(self.student), "teachers": teachers, "training": asdict(self.training),
@@ -191,7 +208,7 @@ CONSTRAINT_KEYS = tuple(f.name for f in fields(ConstraintsConfig))
 SEARCHER_KEYS = tuple(f.name for f in fields(SearcherConfig))
 RESOURCES_KEYS = ("train", "export")
 RESOURCE_KEYS = ("cpu", "gpu")
-BOARD_KEYS = tuple(f.name for f in fields(BoardConfig))
+BOARD_KEYS = ("name", *(f.name for f in fields(BoardConfig)))
 TIMING_KEYS = tuple(f.name for f in fields(TimingProtocol))
 MLFLOW_KEYS = ("tracking_uri", "experiment")
 
@@ -239,14 +256,14 @@ def _parse(data: object, base: Path, source: str) -> SweepConfig:
     _check_untrained(space)
     _check_user_onnx(space)
     board = _board(top.get("board"))
-    objectives = _objectives(top.get("objectives"))
+    objectives = _objectives(top.get("objectives"), board)
     for i, objective in enumerate(objectives):
         if objective.metric.startswith("board_") and not board.score_on_board:
             raise ConfigError(f"objectives[{i}].metric: {objective.metric} is the accuracy measured on the board; "
                               f"set board.score_on_board: true, or use {objective.metric.removeprefix('board_')}")
     return SweepConfig(
         name=name, seed=seed, output_dir=output_dir, data=data_cfg, student=student, teachers=teachers,
-        training=training, search=space, objectives=objectives, constraints=_constraints(top.get("constraints")),
+        training=training, search=space, objectives=objectives, constraints=_constraints(top.get("constraints"), board),
         searcher=searcher, resources=_resources(top.get("resources")), board=board,
         mlflow=_mlflow(top.get("mlflow"), output_dir / name, name), source=source)
 
@@ -410,18 +427,23 @@ def _searcher(raw: dict, algorithm: str, space: SearchSpace, seed: int) -> Searc
         seed=s.integer(raw.get("seed", seed), "searcher.seed", minimum=0))
 
 
-def _objectives(raw: object) -> tuple[Objective, ...]:
+def _objectives(raw: object, board: BoardConfig) -> tuple[Objective, ...]:
     if raw is None:
         return Objective("map50_95", "max"), Objective("latency_ms", "min")
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"objectives: must be a non-empty list of {{metric, mode}}, {s.got(raw)}")
+    allowed = (*METRICS, *board.latency_keys)
     objectives = []
     for i, entry in enumerate(raw):
         path = s.child("objectives", i)
         entry = s.allowed_keys(entry, path, OBJECTIVE_KEYS)
-        metric = s.one_of(s.required(entry, path, "metric", f"one of {', '.join(METRICS)}"), f"{path}.metric",
-                          tuple(METRICS), "a metric")
-        natural = METRICS[metric]
+        metric = entry.get("metric")
+        if isinstance(metric, str) and "@" in metric and metric not in allowed:
+            raise ConfigError(f"{path}.metric: {metric!r} names a board the sweep does not time on; per-board "
+                              f"metrics are {', '.join(board.latency_keys) or 'only there with several board.names'}")
+        metric = s.one_of(s.required(entry, path, "metric", f"one of {', '.join(allowed)}"), f"{path}.metric",
+                          allowed, "a metric")
+        natural = METRICS[metric.split("@")[0]]
         mode = s.one_of(entry.get("mode", natural), f"{path}.mode", ("min", "max"), "a mode")
         if mode != natural:
             raise ConfigError(f"{path}.mode: {metric} can only be {natural}imized here (mode: {natural}), got {mode}")
@@ -431,11 +453,22 @@ def _objectives(raw: object) -> tuple[Objective, ...]:
     return tuple(objectives)
 
 
-def _constraints(raw: object) -> ConstraintsConfig:
-    raw = s.allowed_keys(raw, "constraints", CONSTRAINT_KEYS)
+def _constraints(raw: object, board: BoardConfig) -> ConstraintsConfig:
+    raw = dict(s.allowed_keys(raw, "constraints", CONSTRAINT_KEYS))
     checks = {"latency_ms_max": dict(above=0), "map50_95_min": dict(above=0, maximum=1), "size_mb_max": dict(above=0)}
-    return ConstraintsConfig(**{k: s.number(v, f"constraints.{k}", **checks[k]) for k, v in raw.items()
-                                if v is not None})
+    per_board = raw.pop("latency_ms_max", None) if isinstance(raw.get("latency_ms_max"), dict) else None
+    out = {k: s.number(v, f"constraints.{k}", **checks[k]) for k, v in raw.items() if v is not None}
+    if per_board is not None:
+        if len(board.names) < 2:
+            raise ConfigError("constraints.latency_ms_max: a mapping of board -> limit needs several board.names; "
+                              "with one board give a number")
+        for name in per_board:
+            if name not in board.names:
+                raise ConfigError(f"constraints.latency_ms_max.{name}: not one of board.names "
+                                  f"({', '.join(board.names)})")
+        out["latency_ms_max"] = {n: s.number(v, f"constraints.latency_ms_max.{n}", above=0)
+                                 for n, v in per_board.items()}
+    return ConstraintsConfig(**out)
 
 
 def _ray_quantity(value: object, path: str) -> float:
@@ -455,13 +488,28 @@ def _resources(raw: object) -> ResourcesConfig:
     return ResourcesConfig(**parts)
 
 
+def _board_names(raw: dict) -> tuple[str, ...]:
+    """board.name (one board) or board.names (a list, the first is the main one)."""
+    if "name" in raw and "names" in raw:
+        raise ConfigError("board: give name (one board) or names (several), not both")
+    if "names" not in raw:
+        names, paths = [raw.get("name", BoardConfig.names[0])], ["board.name"]
+    else:
+        names = s.string_list(raw["names"], "board.names")
+        paths = [s.child("board.names", i) for i in range(len(names))]
+    for i, (name, path) in enumerate(zip(names, paths)):
+        try:
+            check_board_name(name)
+        except BoardNameError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        if names.index(name) != i:
+            raise ConfigError(f"{path}: {name} is listed twice")
+    return tuple(names)
+
+
 def _board(raw: object) -> BoardConfig:
     raw = s.allowed_keys(raw, "board", BOARD_KEYS)
-    name = raw.get("name", BoardConfig.name)
-    try:
-        check_board_name(name)
-    except BoardNameError as e:
-        raise ConfigError(f"board.name: {e}") from None
+    names = _board_names(raw)
     timing = s.allowed_keys(raw.get("timing"), "board.timing", TIMING_KEYS)
     defaults = TimingProtocol()
     protocol = TimingProtocol(
@@ -490,7 +538,7 @@ def _board(raw: object) -> BoardConfig:
     if options and delegate is None:
         raise ConfigError("board.delegate_options: only with board.delegate")
     return BoardConfig(
-        name=name, emulate_if_missing=s.boolean(raw.get("emulate_if_missing", True), "board.emulate_if_missing"),
+        names=names, emulate_if_missing=s.boolean(raw.get("emulate_if_missing", True), "board.emulate_if_missing"),
         timeout_s=s.number(raw.get("timeout_s", BoardConfig.timeout_s), "board.timeout_s", above=0),
         timing=protocol, providers=tuple(providers), delegate=delegate,
         delegate_options={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.pareto import kd_label
+from orchestrator.pareto import kd_label, per_board_latencies
 from orchestrator.results import TrialRecord
 
 CARD_METRICS = ("map50_95", "map50", "precision", "recall", "board_map50_95", "float_map50_95", "latency_ms",
@@ -24,14 +24,20 @@ def model_card(record: TrialRecord, state: dict, *, file: str, chosen_by: str, r
                      "size_mb": m.get("size_mb")},
         "distillation": kd_label(record),
         "knobs": record.knobs,
-        "metrics": {k: m[k] for k in CARD_METRICS if m.get(k) is not None},
-        "board": {"name": config.get("board", {}).get("name"), "node": m.get("board_node"),
+        "metrics": {k: m[k] for k in (*CARD_METRICS, *per_board_latencies(m)) if m.get(k) is not None},
+        "board": {"name": board_names(config)[0], "also_timed_on": board_names(config)[1:], "node": m.get("board_node"),
                   "emulated": bool(m.get("board_emulated")), "emulation": m.get("board_emulation"),
                   "threads": record.knobs.get("threads")},
         "data": config.get("data", {}),
         "commit": state.get("commit", "unknown (the sweep predates commit records)"),
         "mlflow": {"tracking_uri": state.get("tracking_uri"), "run_id": run_id},
     }
+
+
+def board_names(config: dict) -> list[str]:
+    """The boards of a stored sweep config (`names`; sweeps before several boards stored `name`)."""
+    board = config.get("board", {})
+    return list(board.get("names") or [board.get("name")])
 
 
 def _markdown(card: dict) -> str:

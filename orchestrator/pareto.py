@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from orchestrator._knobs import knob_table
-from orchestrator.config import ConstraintsConfig
+from orchestrator.config import PER_BOARD, ConstraintsConfig, board_metric
 from orchestrator.results import TrialRecord
 
 METRIC_COLUMNS = ("map50_95", "map50", "board_map50_95", "latency_ms", "size_mb", "float_map50_95", "format",
@@ -37,15 +37,25 @@ def violations(constraints: ConstraintsConfig, metrics: Mapping[str, object]) ->
     (Optuna's convention), e.g. 40 ms under latency_ms_max 50 -> -10. The one constraint check:
     the searcher tells Optuna these values and the front keeps only trials with none above 0."""
     out = {}
+    for name, metric, bound, limit in _limits(constraints):
+        if metrics.get(metric) is None:
+            raise ValueError(f"constraint {name} needs the metric {metric}; got {', '.join(metrics) or 'none'}")
+        excess = float(metrics[metric]) - limit
+        out[name] = excess if bound == "max" else -excess
+    return out
+
+
+def _limits(constraints: ConstraintsConfig) -> list[tuple[str, str, str, float]]:
+    """(constraint, metric, "max"/"min", limit) for every set limit; a per-board latency mapping
+    gives one per board: latency_ms_max {rpi4: 80} -> ("latency_ms_max.rpi4", "latency_ms@rpi4", "max", 80)."""
+    out = []
     for f in fields(constraints):
         limit = getattr(constraints, f.name)
-        if limit is None:
-            continue
         metric, bound = f.name.rsplit("_", 1)  # latency_ms_max -> (latency_ms, max)
-        if metrics.get(metric) is None:
-            raise ValueError(f"constraint {f.name} needs the metric {metric}; got {', '.join(metrics) or 'none'}")
-        excess = float(metrics[metric]) - limit
-        out[f.name] = excess if bound == "max" else -excess
+        if isinstance(limit, Mapping):
+            out += [(f"{f.name}.{board}", board_metric(metric, board), bound, v) for board, v in limit.items()]
+        elif limit is not None:
+            out.append((f.name, metric, bound, limit))
     return out
 
 
@@ -107,11 +117,18 @@ def knob_columns() -> tuple[str, ...]:
     return tuple(knob_table())
 
 
+def per_board_latencies(metrics: Mapping) -> list[str]:
+    """The latency_ms@NAME keys of a several-board sweep's trial, in board order."""
+    return [k for k in metrics if k.startswith(f"{PER_BOARD}@")]
+
+
 def rows(records: Sequence[TrialRecord], runs: Mapping[str, str] | None = None) -> list[dict]:
-    """One row per trial: knobs, metrics, and where its model is (file in the sweep directory, hash, MLflow run)."""
+    """One row per trial: knobs, metrics (each board's latency too), and where its model is (file in
+    the sweep directory, hash, MLflow run)."""
     runs = runs or {}
+    boards = list(dict.fromkeys(k for r in records for k in per_board_latencies(r.metrics)))
     return [{"trial": r.trial_id, "status": r.status, **{k: r.knobs.get(k) for k in knob_columns()},
-             **{k: r.metrics.get(k) for k in METRIC_COLUMNS}, "artifact": r.artifact,
+             **{k: r.metrics.get(k) for k in (*METRIC_COLUMNS, *boards)}, "artifact": r.artifact,
              "artifact_sha256": r.metrics.get("artifact_sha256"), "mlflow_run_id": runs.get(r.trial_id)}
             for r in records]
 

@@ -31,7 +31,12 @@ def latency_axis(records: Sequence[TrialRecord]) -> str:
 
 
 def axis_label(metric: str, mode: str, records: Sequence[TrialRecord]) -> str:
-    base = latency_axis(records) if metric == "latency_ms" else LABELS.get(metric, metric)
+    if metric == "latency_ms":
+        base = latency_axis(records)
+    elif "@" in metric:  # latency_ms@rpi4: one board's latency in a several-board sweep
+        base = f"latency on board {metric.partition('@')[2]}, median (ms)"
+    else:
+        base = LABELS.get(metric, metric)
     return f"{base} ({'higher' if mode == 'max' else 'lower'} is better)"
 
 

@@ -252,20 +252,29 @@ class RealStages:
         return ray.get(ref)
 
     @staticmethod
-    def time_on_board(exported: ExportedArtifact, knobs: dict, ctx) -> dict:
-        """The board's latency report for the artifact (cached there if it was timed before).
+    def time_on_board(exported: ExportedArtifact, knobs: dict, ctx) -> dict[str, dict]:
+        """Each board's latency report of the artifact (cached there if it was timed before), by board
+        name. Several boards time at once, each behind its own actor's queue.
 
         A board whose node left the cluster does not fail calls: its actor waits to be restarted there,
         so the trial waits until `board.timeout_s`, and the error then says the board is gone."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from device_actors.client import BoardTimeout
 
-        try:
-            report = ctx.board.measure(exported.content, runtime=exported.runtime,
+        def measure(board) -> dict:
+            try:
+                report = board.measure(exported.content, runtime=exported.runtime,
                                        options=ctx.runtime_options(knobs["threads"]), protocol=ctx.timing,
                                        timeout_s=ctx.board_timeout_s)
-        except BoardTimeout as e:
-            raise BoardTimeout(f"{e}{_absence(ctx.board)}") from None
-        return report.to_dict()
+            except BoardTimeout as e:
+                raise BoardTimeout(f"{e}{_absence(board)}") from None
+            return report.to_dict()
+
+        if len(ctx.boards) == 1:
+            return {ctx.board.name: measure(ctx.board)}
+        with ThreadPoolExecutor(len(ctx.boards), thread_name_prefix="board-") as pool:
+            return dict(zip((b.name for b in ctx.boards), pool.map(measure, ctx.boards)))
 
     @staticmethod
     def score_on_board(exported: ExportedArtifact, knobs: dict, ctx) -> dict:

@@ -243,7 +243,8 @@ class Sweep:
         init_ray(address)
         from device_actors.client import connect_board
 
-        self.board = connect_board(cfg.board.name, emulate_if_missing=cfg.board.emulate_if_missing)
+        self.boards = tuple(connect_board(name, emulate_if_missing=cfg.board.emulate_if_missing)
+                            for name in cfg.board.names)
         self.spec = _train_spec(cfg)
         self.teachers: dict = {}
         self.teacher_runs: dict[str, str] = {}  # "name@img_size" -> its MLflow run
@@ -275,7 +276,7 @@ class Sweep:
         cfg = self.cfg
         ctx = TrialContext(space=cfg.search, train_spec=self.spec, train_options=_task_options(cfg.resources.train),
                            export_options=_task_options(cfg.resources.export),
-                           teachers=_teacher_for_trials(self.teachers), board=self.board,
+                           teachers=_teacher_for_trials(self.teachers), boards=self.boards,
                            board_timeout_s=cfg.board.timeout_s, timing=cfg.board.timing,
                            runtime_options=cfg.board.runtime_options,
                            board_val=self._board_val(), stages=self.stages or RealStages())

@@ -36,6 +36,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray import tune
 
+from orchestrator.config import PER_BOARD
 from orchestrator.results import TrialRecord, record_of, trial_error
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,14 @@ def retried(call: Callable[[], T], what: str) -> T:
 
 def metric_name(key: str) -> str | None:
     """A trial result's key as its grouped MLflow metric (None: not a metric): the UI then shows
-    artifact/, board/, float/ (the PyTorch model's val mAP), train/ and val/ sections."""
+    artifact/, board/ (board/NAME/ per board of a several-board sweep), float/ (the PyTorch model's
+    val mAP), train/ and val/ sections."""
     if key in ARTIFACT_METRICS:
         return f"artifact/{key}"
     if key in BOARD_METRICS:
         return f"board/{key.removeprefix('board_')}"
+    if key.startswith(f"{PER_BOARD}@"):  # latency_ms@rpi4 -> board/rpi4/latency_ms
+        return f"board/{key.partition('@')[2]}/{PER_BOARD}"
     if key.startswith("float_"):
         return f"float/{key.removeprefix('float_')}"
     if key == "loss_kd_to_detection":
@@ -486,7 +490,8 @@ class MlflowTrialCallback(tune.Callback):
             return
         with trial.checkpoint.as_directory() as d:
             files = [f for f in sorted(Path(d).iterdir())
-                     if f.suffix in {".onnx", ".tflite", ".png"} or f.name in {"latency.json", "export.json"}]
+                     if f.suffix in {".onnx", ".tflite", ".png"} or f.name == "export.json"
+                     or (f.name.startswith("latency") and f.suffix == ".json")]  # latency-NAME.json per board
             self._end(trial, record, files)
 
     @_guarded

@@ -19,13 +19,13 @@ from typing import Any
 import ray
 from ray import tune
 
-from orchestrator.config import METRICS
+from orchestrator.config import METRICS, PER_BOARD, board_metric
 from orchestrator.stages import EpochUpdate, Stages, TrainedModel, TrainSpec
 from trainables.kd.registry import kd_method
 
 log = logging.getLogger(__name__)
 
-OBJECTIVE_KEYS = tuple(METRICS)  # map50_95, map50, latency_ms, size_mb: present in every report
+OBJECTIVE_KEYS = tuple(METRICS)  # map50_95, map50, latency_ms, size_mb (+ latency_ms@NAME): in every report
 STATE_FILE = "state.json"
 STUDENT_FILE = "student.pt"
 
@@ -39,16 +39,26 @@ class TrialContext:
     train_options: dict  # Ray options of the training task (num_cpus, num_gpus)
     export_options: dict = field(default_factory=dict)  # Ray options of the export-and-score task
     teachers: dict = field(default_factory=dict)  # "name@img_size" -> ObjectRef of its TrainedModel (may be training)
-    board: Any = None  # device_actors.client.Board
+    boards: tuple = ()  # device_actors.client.Board per board.names; every artifact is timed on each
     board_timeout_s: float = 3600.0
     timing: Any = None  # device_actors.timing.TimingProtocol
     runtime_options: Any = None  # callable threads -> RuntimeOptions
     board_val: Any = None  # ObjectRef of the packed val split when the board scores artifacts too
     stages: Stages | None = None  # RealStages; tests swap in the stand-ins of orchestrator.stand_in_stages
 
+    @property
+    def board(self) -> Any:
+        """The first board: latency_ms and scoring on the board are its."""
+        return self.boards[0]
 
-def _nan_objectives() -> dict[str, float]:
-    return {k: math.nan for k in OBJECTIVE_KEYS}
+    @property
+    def objective_keys(self) -> tuple[str, ...]:
+        per_board = tuple(board_metric(PER_BOARD, b.name) for b in self.boards) if len(self.boards) > 1 else ()
+        return OBJECTIVE_KEYS + per_board
+
+
+def _nan_objectives(ctx: TrialContext) -> dict[str, float]:
+    return {k: math.nan for k in ctx.objective_keys}
 
 
 def _read_state(checkpoint: tune.Checkpoint | None) -> tuple[dict, bytes | None]:
@@ -69,19 +79,19 @@ def _report(metrics: dict, files: dict[str, bytes | str], state: dict) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def _epoch_metrics(update: EpochUpdate) -> dict:
+def _epoch_metrics(update: EpochUpdate, ctx: TrialContext) -> dict:
     m = {"stage": "train", "epoch": update.epoch, "epochs": update.epochs, "lr": update.lr,
-         "images_per_second": update.images_per_second, "trial_complete": False, **_nan_objectives()}
+         "images_per_second": update.images_per_second, "trial_complete": False, **_nan_objectives(ctx)}
     m.update({f"loss_{k}": v for k, v in update.losses.items()})
     m.update({f"val_{k}": v for k, v in update.metrics.items()})
     return m
 
 
-def _report_stage(stage: str, knobs: dict, epoch: int | None = None) -> None:
+def _report_stage(stage: str, knobs: dict, ctx: TrialContext, epoch: int | None = None) -> None:
     """Say where the trial is (the live view's stage column; a failed trial's record keeps it).
     No checkpoint: the last one still holds everything a retry needs."""
     tune.report({"stage": stage, "epoch": knobs["epochs"] if epoch is None else epoch, "epochs": knobs["epochs"],
-                 "trial_complete": False, **_nan_objectives()})
+                 "trial_complete": False, **_nan_objectives(ctx)})
 
 
 def _system(facts: dict) -> str:
@@ -105,7 +115,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         distills = kd_method(knobs["kd_method"]).needs_teacher
         teacher = ctx.teachers.get(f"{knobs['teacher']}@{knobs['img_size']}") if distills else None
         if teacher is not None and not ray.wait([teacher], timeout=0)[0]:
-            _report_stage("teacher", knobs, epoch=0)  # teachers train alongside the first trials
+            _report_stage("teacher", knobs, ctx, epoch=0)  # teachers train alongside the first trials
             ray.wait([teacher], timeout=None)
         stream = stages.train_task.options(**ctx.train_options).remote(knobs, ctx.train_spec, teacher, student)
         for ref in stream:
@@ -113,15 +123,16 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
             if isinstance(item, EpochUpdate):
                 trained = item.epoch == item.epochs
                 float_metrics = item.metrics or float_metrics
-                _report(_epoch_metrics(item), {STUDENT_FILE: item.checkpoint},
+                _report(_epoch_metrics(item, ctx), {STUDENT_FILE: item.checkpoint},
                         {"stage": "trained" if trained else "train", "epoch": item.epoch,
                          "float_metrics": float_metrics})
             elif isinstance(item, TrainedModel):
                 student, float_metrics = item.checkpoint, item.metrics or float_metrics
-    _report_stage("export", knobs)
+    _report_stage("export", knobs, ctx)
     exported = stages.export_and_score(student, knobs, ctx)
-    _report_stage("board", knobs)  # queued or timing: a board that left the cluster shows here until the timeout
-    latency = stages.time_on_board(exported, knobs, ctx)
+    _report_stage("board", knobs, ctx)  # queued or timing: a board that left the cluster shows here until the timeout
+    reports = stages.time_on_board(exported, knobs, ctx)
+    latency = reports[ctx.board.name]
     on_board = stages.score_on_board(exported, knobs, ctx) if ctx.board_val is not None else {}
     final = {
         "stage": "done", "trial_complete": True, "epoch": knobs["epochs"], "epochs": knobs["epochs"],
@@ -130,13 +141,18 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency_cv": latency["cv"],
         "fps": latency["fps"], "latency_mean_ms": latency["mean_ms"], "preprocess_ms": latency["preprocess_ms"],
         "postprocess_ms": latency["postprocess_ms"], "board_system": _system(latency.get("facts") or {}),
-        "size_mb": exported.size_mb, "format": exported.format, "board_emulated": latency["emulated"],
+        "size_mb": exported.size_mb, "format": exported.format,
+        "board_emulated": any(r["emulated"] for r in reports.values()),  # any board's latency is emulated
         "board_emulation": latency.get("emulation"), "board_node": latency["node_id"],
         "board_map50_95": on_board.get("map50_95", math.nan), "board_map50": on_board.get("map50", math.nan),
         "artifact_sha256": exported.sha256, "stand_in": bool(exported.settings.get("stand_in", False)),
         **{f"float_{k}": v for k, v in float_metrics.items()},
     }
+    if len(reports) > 1:  # latency_ms is the first board's; each board's own is latency_ms@NAME
+        final.update({board_metric(PER_BOARD, name): r["median_ms"] for name, r in reports.items()})
     _report(final, {STUDENT_FILE: student, exported.filename: exported.content, **exported.previews,
                     "latency.json": json.dumps(latency, indent=2, default=str),
+                    **({f"latency-{name}.json": json.dumps(r, indent=2, default=str) for name, r in reports.items()}
+                       if len(reports) > 1 else {}),
                     "export.json": json.dumps(exported.describe(), indent=2, default=str)},
             {"stage": "done", "epoch": knobs["epochs"], "float_metrics": float_metrics, "final": final})

@@ -113,12 +113,13 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     on_front, files = write_report(cfg, records, runs)
     shown = [k for k in knob_columns() if len({str(r.knobs.get(k)) for r in records}) > 1] or ["kd_method"]
     on_board = any(r.metrics.get("board_map50_95") is not None for r in records)
+    emulated = " (EMULATED)" if any(r.metrics.get("board_emulated") for r in records) else ""
+    boards = list(cfg.board.latency_keys)  # several boards: one latency column each, else latency_ms
     header = ["trial", *shown, "format", "mAP@.5:.95", *(["board mAP@.5:.95"] if on_board else []), "mAP@.5",
-              "latency ms" + (" (EMULATED)" if any(r.metrics.get("board_emulated") for r in records) else ""),
-              "size MB"]
+              *([f"{k.partition('@')[2]} ms{emulated}" for k in boards] or [f"latency ms{emulated}"]), "size MB"]
     body = [[r.trial_id, *(r.knobs.get(k) for k in shown), r.metrics.get("format"), r.metrics.get("map50_95"),
              *([r.metrics.get("board_map50_95")] if on_board else []), r.metrics.get("map50"),
-             r.metrics.get("latency_ms"), r.metrics.get("size_mb")] for r in on_front]
+             *(r.metrics.get(k) for k in boards or ["latency_ms"]), r.metrics.get("size_mb")] for r in on_front]
     done = sum(r.complete for r in records)
     failed = sum(r.status == "failed" for r in records)
     stdout.print(table(f"Pareto front of {cfg.name}: {len(on_front)} of {done} complete trials"

@@ -17,6 +17,7 @@ from orchestrator.config import (DATA_KEYS, SEARCHER_KEYS, TOP_KEYS, TRAINING_KE
                                  SweepConfig, parse_config)
 from orchestrator.datasets import data_splits
 from orchestrator.errors import ConfigError
+from orchestrator.pareto import violations
 from search_spaces import Choice, Grid, LogUniform
 from trainables.export.registry import format_for
 
@@ -187,6 +188,15 @@ def test_thesis_grid_runs_each_distinct_combination_once(tmp_path):
     (with_change("constraints.map50_95_min", 5), ["constraints.map50_95_min: must be a number > 0 and <= 1, got 5"]),
     (with_change("resources.train", {"gpu": 1.5}), ["resources.train.gpu: Ray takes fractions only below 1"]),
     (with_change("board.name", "iMX 8"), ["board.name: board name 'iMX 8' is not allowed", "lowercase letters"]),
+    (with_change("board.names", ["imx8mp", "rpi4"], with_change("board.name", "imx8mp")), ["board: give name (one board) or names (several), not both"]),
+    (with_change("board", {"names": ["imx8mp", "imx8mp"]}), ["board.names[1]: imx8mp is listed twice"]),
+    (with_change("objectives", [{"metric": "latency_ms@rpi4"}], with_change("board", {"names": ["imx8mp", "jetson"]})),
+     ["objectives[0].metric: 'latency_ms@rpi4' names a board the sweep does not time on",
+      "per-board metrics are latency_ms@imx8mp, latency_ms@jetson"]),
+    (with_change("constraints.latency_ms_max", {"rpi4": 80}, with_change("board", {"names": ["imx8mp", "jetson"]})),
+     ["constraints.latency_ms_max.rpi4: not one of board.names (imx8mp, jetson)"]),
+    (with_change("constraints.latency_ms_max", {"imx8mp": 80}),
+     ["constraints.latency_ms_max: a mapping of board -> limit needs several board.names"]),
     (with_change("board.providers", ["CPU"]), ["board.providers[0]: 'CPU' is not an onnxruntime execution provider"]),
     (with_change("name", "my sweep"), ["name: must be 1-100 letters, digits, '.', '_' or '-'"]),
     (with_change("data.source", "voc"), ["data.source: 'voc' is not a data source; allowed: default, coco"]),
@@ -273,6 +283,19 @@ def test_to_dict_is_plain_and_parses_back_to_the_same_config(tmp_path):
     assert yaml.safe_load(yaml.safe_dump(plain)) == plain  # only plain values
     assert parse_config(plain) == cfg
     assert plain["board"]["delegate_options"] == {"cache": "true", "level": "2"}
+
+
+def test_several_boards_give_a_latency_per_board_that_objectives_and_constraints_can_name():
+    data = with_change("board", {"names": ["imx8mp", "rpi4"]})
+    data["objectives"] = [{"metric": "map50_95"}, {"metric": "latency_ms@rpi4"}]
+    data["constraints"] = {"latency_ms_max": {"imx8mp": 50, "rpi4": 80}}
+    cfg = parse_config(data)
+    assert cfg.board.name == "imx8mp" and cfg.board.latency_keys == ("latency_ms@imx8mp", "latency_ms@rpi4")
+    assert [o.metric for o in cfg.objectives] == ["map50_95", "latency_ms@rpi4"]
+    assert violations(cfg.constraints, {"latency_ms@imx8mp": 40, "latency_ms@rpi4": 90}) == {
+        "latency_ms_max.imx8mp": -10, "latency_ms_max.rpi4": 10}
+    assert parse_config(cfg.to_dict()) == cfg
+    assert parse_config(with_change("board", {"name": "imx8mp"})).board.latency_keys == ()  # one board: latency_ms
 
 
 def test_grid_choices_are_sampled_as_categorical_by_optuna_searchers_and_enumerated_by_grid():
