@@ -119,7 +119,7 @@ def test_child_runs_tell_what_they_are_with_every_setting_the_front_and_the_data
         assert child.info.run_name == f"{kd} · {record.metrics['format']} · 64px"
         params = child.data.params
         assert params["training.batch_size"] == "8" and params["data.source"] == "default"
-        assert params["board.name"] == "local" and params["board.onnxruntime_version"]
+        assert params["board.names"] == "['local']" and params["board.onnxruntime_version"]
         tags = child.data.tags
         assert tags["edgesweep.board_emulated"] == "true" and tags["edgesweep.format"] == record.metrics["format"]
         assert len(tags["mlflow.source.git.commit"]) == 40
