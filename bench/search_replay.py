@@ -82,7 +82,7 @@ def record(args) -> int:
     cfg = parse_config(grid_config(Path(tempfile.mkdtemp(prefix="edgesweep-replay-"))))
     points = list(cfg.search.grid_points())
     done = load_table(args.table)
-    todo = [k for k in points if _key(k) not in done]
+    todo = sorted((k for k in points if _key(k) not in done), key=lambda k: _key(vars(pick(TrainKnobs, k))))
     print(f"grid: {len(points)} configurations, {len(points) - len(todo)} recorded in {args.table}, {len(todo)} to go")
     if not todo:
         return 0
@@ -101,7 +101,7 @@ def record(args) -> int:
         if train_key not in students:
             t = time.perf_counter()
             trained = [u for u in train_student_stream(knobs, spec, teacher, None) if isinstance(u, TrainedModel)][0]
-            students = {train_key: (trained, time.perf_counter() - t)}  # grid order: a student's configs are adjacent
+            students = {train_key: (trained, time.perf_counter() - t)}  # sorted: a student's configs are adjacent
         trained, train_s = students[train_key]
         t = time.perf_counter()
         exported = export_artifact(trained.checkpoint, knobs, spec)

@@ -19,12 +19,10 @@ Run: `.venv/bin/python bench/simulated_cluster.py [--trials 500] [--concurrency 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -35,18 +33,15 @@ sys.path.insert(0, str(REPO))
 
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)  # the nodes' workers
 
-from bench.sweep_scale import count_child_runs, peak_rss_mb, rss_mb  # noqa: E402
+from bench.sweep_scale import Clock, count_child_runs, peak_rss_mb, rss_mb, scratch
+from bench.sweep_scale import sweep_config as scale_config  # noqa: E402
+from common.jsonlines import append_line  # noqa: E402
 from orchestrator.config import parse_config  # noqa: E402
 from orchestrator.stand_in_stages import StandInStages  # noqa: E402
 
 GPU_NODES, GPUS_PER_NODE = 2, 4
 BOARDS = ("board-a", "board-b")
 WRITE_PREFIXES = ("create_", "log_", "set_", "update_", "delete_", "finalize_", "transition_")
-
-
-def _append(path: str, record: dict) -> None:
-    with open(path, "a") as f:  # one short write per line: O_APPEND keeps concurrent trials' lines whole
-        f.write(json.dumps(record) + "\n")
 
 
 @dataclass(frozen=True)
@@ -58,34 +53,16 @@ class LoggedStandInStages(StandInStages):
     def time_on_board(self, exported, knobs, ctx):
         reports = StandInStages.time_on_board(exported, knobs, ctx)
         for name, r in reports.items():
-            _append(self.log_path, {"board": name, "start": r["started_at"], "end": r["ended_at"],
-                                    "cached": r["cached"]})
+            append_line(Path(self.log_path), json.dumps({"board": name, "start": r["started_at"],
+                                                         "end": r["ended_at"], "cached": r["cached"]}))
         return reports
 
 
-class Counter:
-    """Calls and seconds of the driver's MLflow writes and searcher calls."""
-
-    def __init__(self):
-        self.calls: dict[str, int] = defaultdict(int)
-        self.spent: dict[str, float] = defaultdict(float)
-
-    def wrap(self, owner, method: str, group: str) -> None:
-        fn = getattr(owner, method)
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.calls[group] += 1
-                self.spent[group] += time.perf_counter() - t0
-
-        setattr(owner, method, wrapper)
+COUNTER = Clock()  # calls and seconds of the driver's MLflow writes and searcher calls
 
 
-COUNTER = Counter()
+def wrap(owner, method: str, group: str) -> None:
+    setattr(owner, method, COUNTER.timed(group, getattr(owner, method)))
 
 
 def instrument() -> None:
@@ -95,7 +72,7 @@ def instrument() -> None:
 
     for method in dir(MlflowClient):
         if method.startswith(WRITE_PREFIXES) and callable(getattr(MlflowClient, method)):
-            COUNTER.wrap(MlflowClient, method, "mlflow writes")
+            wrap(MlflowClient, method, "mlflow writes")
     make_searcher = orchestrator.sweep.make_searcher
 
     def counted(cfg, sweep_dir):
@@ -103,7 +80,7 @@ def instrument() -> None:
         kind = type(searcher)
         for method in ("suggest", "on_trial_complete"):
             if hasattr(kind, method):
-                COUNTER.wrap(kind, method, f"searcher {method}")
+                wrap(kind, method, f"searcher {method}")
         return searcher, space, samples
 
     orchestrator.sweep.make_searcher = counted
@@ -125,22 +102,14 @@ def start_cluster():
 
 
 def sweep_config(root: Path, args) -> dict:
-    return {
-        "name": "cluster", "output_dir": str(root / "runs"),
-        "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0},
-                 "calibration_images": 4},
-        "teachers": {"t": {"model": "n", "epochs": 1}},  # named only: stand-in stages train no teacher
-        "search": {"kd_method": {"choice": ["none", "output"]}, "kd_factor": {"loguniform": [0.25, 4.0]},
-                   "quantization": {"choice": ["fp32", "fp16", "dynamic", "int8"]}},
-        "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t"},
-        "searcher": {"algorithm": args.searcher, "trials": args.trials, "concurrency": args.concurrency,
-                     "max_failures": 0},
-        "resources": {"train": {"cpu": 0, "gpu": 1}, "export": {"cpu": 0}},
-        "objectives": [{"metric": "map50_95"}, {"metric": f"latency_ms@{BOARDS[1]}"}],
-        "board": {"names": list(BOARDS), "emulate_if_missing": False,
-                  "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": args.board_seconds}},
-        "mlflow": {"experiment": "cluster"},
-    }
+    """sweep_scale's stand-in sweep, trained on the declared GPUs and timed on both boards."""
+    raw = scale_config(root, args)
+    raw.update(name="cluster", resources={"train": {"cpu": 0, "gpu": 1}, "export": {"cpu": 0}},
+               objectives=[{"metric": "map50_95"}, {"metric": f"latency_ms@{BOARDS[1]}"}],
+               board={"names": list(BOARDS), "emulate_if_missing": False,
+                      "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": args.board_seconds}},
+               mlflow={"experiment": "cluster"})
+    return raw
 
 
 def busy_seconds(log: Path) -> dict[str, float]:
@@ -168,11 +137,7 @@ def main() -> int:
     from orchestrator.sweep import run_sweep
 
     instrument()
-    root = Path(tempfile.mkdtemp(prefix="edgesweep-cluster-"))
-    os.environ["EDGESWEEP_CACHE"] = str(root / "cache")
-    os.environ["EDGESWEEP_BOARD_CACHE"] = str(root / "board-cache")
-    log = root / "board-measurements.jsonl"
-    log.touch()
+    root, log = scratch("edgesweep-cluster-", "board-measurements.jsonl")
     cfg = parse_config(sweep_config(root, args), base_dir=root)
     stages = LoggedStandInStages(train_seconds=args.train_seconds, distinct_artifacts=True, log_path=str(log))
     print(f"TEST-ONLY stand-in stages (train_seconds={args.train_seconds}, a distinct toy ONNX per trial); the "

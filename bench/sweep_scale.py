@@ -57,6 +57,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def scratch(prefix: str, log_name: str) -> tuple[Path, Path]:
+    """A fresh directory for a bench's sweep, with its own data, teacher and board caches, and an
+    empty log file in it that the trials append to."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["EDGESWEEP_CACHE"] = str(root / "cache")
+    os.environ["EDGESWEEP_BOARD_CACHE"] = str(root / "board-cache")
+    log = root / log_name
+    log.touch()
+    return root, log
+
+
 def _append(path: str, record: dict) -> None:
     with open(path, "a") as f:  # one short write per line: O_APPEND keeps concurrent trials' lines whole
         f.write(json.dumps(record) + "\n")
@@ -270,11 +281,7 @@ def main() -> int:
     from orchestrator.sweep import init_ray, run_sweep
 
     instrument()
-    root = Path(tempfile.mkdtemp(prefix="edgesweep-scale-"))
-    os.environ["EDGESWEEP_CACHE"] = str(root / "cache")
-    os.environ["EDGESWEEP_BOARD_CACHE"] = str(root / "board-cache")
-    trial_log = root / "trial-phases.jsonl"
-    trial_log.touch()
+    root, trial_log = scratch("edgesweep-scale-", "trial-phases.jsonl")
     cfg = parse_config(sweep_config(root, args), base_dir=root)
     stages = TimedStandInStages(train_seconds=args.train_seconds, log_path=str(trial_log))
     print(f"TEST-ONLY stand-in stages (orchestrator.stand_in_stages.StandInStages, train_seconds={args.train_seconds}): "

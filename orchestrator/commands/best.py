@@ -14,7 +14,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("best", help="copy a sweep's best artifact (under latency/accuracy limits) out, with a model card")
     p.add_argument("sweep", type=Path, help="the sweep directory (runs/sweeps/NAME) or its YAML file")
     p.add_argument("--out", type=Path, required=True, help="directory to copy the artifact and its model card into")
-    p.add_argument("--max-latency-ms", type=float, default=None, help="only trials at most this slow on the board")
+    p.add_argument("--max-latency-ms", type=float, default=None,
+                   help="only trials at most this slow on the board (the first of board.names; the sweep's "
+                        "per-board constraints hold too)")
     p.add_argument("--min-map", type=float, default=None,
                    help="accuracy floor (artifact mAP@.5:.95, 0-1); then the fastest trial above it is taken")
     p.set_defaults(run=run)
