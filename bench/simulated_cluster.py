@@ -186,9 +186,8 @@ def main() -> int:
           f"{complete * args.train_seconds / slots:.0f} s; busiest board {max(busy.values(), default=0):.0f} s)")
     for name in BOARDS:
         print(f"board {name}: busy {busy.get(name, 0):.0f} s = {100 * busy.get(name, 0) / makespan:.0f} % of the makespan")
-    print("driver RSS MB: start " + f"{rss_start:.0f}, " + ", ".join(f"after {n}: {v:.0f}" for n, v in
-                                                                      sorted(rss_at.items()))
-          + f"; peak {figures['peak_rss_mb']:.0f}")
+    print(", ".join([f"driver RSS MB: start {rss_start:.0f}", *(f"after {n}: {v:.0f}" for n, v in sorted(rss_at.items())),
+                     f"peak {figures['peak_rss_mb']:.0f}"]))
     print(f"MLflow writes from the driver: {writes} = {writes / makespan:.1f}/s, "
           f"{COUNTER.spent['mlflow writes']:.0f} s of driver time")
     for group in sorted(COUNTER.calls):
