@@ -198,7 +198,7 @@ def curve(ran: list[dict], reference: float, full: float) -> list[float]:
 def replay(args) -> int:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # GP's per-ask note on the conditional kd_factor
     table = load_table(args.table)
     if not table:
         print(f"{args.table}: no recorded grid; run `python bench/search_replay.py record` first", file=sys.stderr)
