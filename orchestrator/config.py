@@ -108,6 +108,12 @@ def board_metric(metric: str, board: str) -> str:
     return f"{metric}@{board}"
 
 
+def latency_keys(boards) -> tuple[str, ...]:
+    """latency_ms@NAME for every board when there are several, else nothing (latency_ms says it)."""
+    names = tuple(boards)
+    return tuple(board_metric(PER_BOARD, n) for n in names) if len(names) > 1 else ()
+
+
 @dataclass(frozen=True)
 class BoardConfig:
     # boards joined with `board join --name NAME`, or emulated on the driver; the first is "the"
@@ -127,8 +133,7 @@ class BoardConfig:
 
     @property
     def latency_keys(self) -> tuple[str, ...]:
-        """latency_ms@NAME for every board when there are several, else nothing (latency_ms says it)."""
-        return tuple(board_metric(PER_BOARD, n) for n in self.names) if len(self.names) > 1 else ()
+        return latency_keys(self.names)
 
     def runtime_options(self, threads: int) -> RuntimeOptions:
         return RuntimeOptions(threads=threads, providers=self.providers, delegate=self.delegate,

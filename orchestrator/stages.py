@@ -271,8 +271,6 @@ class RealStages:
                 raise BoardTimeout(f"{e}{_absence(board)}") from None
             return report.to_dict()
 
-        if len(ctx.boards) == 1:
-            return {ctx.board.name: measure(ctx.board)}
         with ThreadPoolExecutor(len(ctx.boards), thread_name_prefix="board-") as pool:
             return dict(zip((b.name for b in ctx.boards), pool.map(measure, ctx.boards)))
 

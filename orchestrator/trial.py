@@ -19,7 +19,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from orchestrator.config import METRICS, PER_BOARD, board_metric
+from orchestrator.config import METRICS, latency_keys
 from orchestrator.stages import EpochUpdate, Stages, TrainedModel, TrainSpec
 from trainables.kd.registry import kd_method
 
@@ -53,8 +53,7 @@ class TrialContext:
 
     @property
     def objective_keys(self) -> tuple[str, ...]:
-        per_board = tuple(board_metric(PER_BOARD, b.name) for b in self.boards) if len(self.boards) > 1 else ()
-        return OBJECTIVE_KEYS + per_board
+        return OBJECTIVE_KEYS + latency_keys(b.name for b in self.boards)
 
 
 def _nan_objectives(ctx: TrialContext) -> dict[str, float]:
@@ -148,8 +147,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         "artifact_sha256": exported.sha256, "stand_in": bool(exported.settings.get("stand_in", False)),
         **{f"float_{k}": v for k, v in float_metrics.items()},
     }
-    if len(reports) > 1:  # latency_ms is the first board's; each board's own is latency_ms@NAME
-        final.update({board_metric(PER_BOARD, name): r["median_ms"] for name, r in reports.items()})
+    # latency_ms is the first board's; with several boards each one's own is latency_ms@NAME
+    final.update(zip(latency_keys(reports), (r["median_ms"] for r in reports.values())))
     _report(final, {STUDENT_FILE: student, exported.filename: exported.content, **exported.previews,
                     "latency.json": json.dumps(latency, indent=2, default=str),
                     **({f"latency-{name}.json": json.dumps(r, indent=2, default=str) for name, r in reports.items()}
