@@ -9,6 +9,7 @@ almost nothing, so while one trial exports and waits for the board, the next one
 """
 from __future__ import annotations
 
+import functools
 import queue
 import tempfile
 import threading
@@ -19,7 +20,7 @@ from typing import Any, Iterator, Protocol
 import ray
 
 from common.knobs import pick
-from detection.coco import CocoDataset
+from detection.coco import CocoDataset, SplitSpec
 from orchestrator.datasets import DataConfig, data_splits
 from trainables.export.registry import ExportKnobs
 from trainables.hyper import TrainSettings
@@ -37,7 +38,15 @@ class TrainSpec:
 
     def datasets(self) -> tuple[CocoDataset, CocoDataset]:
         splits = data_splits(self.data, seed=self.seed)
-        return CocoDataset(splits.train), CocoDataset(splits.val)
+        return _read_split(splits.train), _read_split(splits.val)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_split(split: SplitSpec) -> CocoDataset:
+    """Read and validated once per process: Ray keeps a trainer slot's worker process alive from
+    task to task, so trial after trial trains on the same split objects (and their decoded-image
+    caches, see `trainables.data`) instead of loading them again. Nothing in training edits them."""
+    return CocoDataset(split)
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,7 @@ class Sweep:
         return tune.Tuner(
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples,
-                                        max_concurrent_trials=cfg.searcher.concurrency, reuse_actors=False),
+                                        max_concurrent_trials=cfg.searcher.concurrency, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=TUNE_DIR, storage_path=str(self.sweep_dir), callbacks=callbacks, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=cfg.searcher.max_failures),

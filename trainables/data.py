@@ -8,6 +8,7 @@ from (seed, e). Pre-processing is `detection.letterbox`, the same code evaluatio
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 
 # (image resized so its long side is img_size, boxes in its pixels, classes)
 _Resized = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+# Decoded, resized training images per split object and image size. A trainer process trains one
+# trial after another on the same (memoised) split, so only its first trial decodes the images;
+# the cache goes when the split object does.
+_RESIZED: "weakref.WeakKeyDictionary[CocoDataset, dict[int, list[_Resized]]]" = weakref.WeakKeyDictionary()
 
 
 class DetectionDataset(Dataset):
@@ -49,9 +55,12 @@ class DetectionDataset(Dataset):
         if cache_images:
             # Filled eagerly: loader workers are re-created every epoch, so a cache filled lazily
             # inside a worker would be thrown away with it.
-            self._cache = [self._load_resized(j) for j in range(len(data))]
-            megabytes = sum(image.nbytes for image, _, _ in self._cache) / 2**20
-            log.info("cached %d images resized to %d px (%.1f MiB)", len(self._cache), img_size, megabytes)
+            by_size = _RESIZED.setdefault(data, {})
+            if img_size not in by_size:
+                by_size[img_size] = [self._load_resized(j) for j in range(len(data))]
+                megabytes = sum(image.nbytes for image, _, _ in by_size[img_size]) / 2**20
+                log.info("cached %d images resized to %d px (%.1f MiB)", len(data), img_size, megabytes)
+            self._cache = by_size[img_size]
 
     def __len__(self) -> int:
         return len(self.data)

@@ -1,0 +1,70 @@
+"""A trainer slot's worker process trains trial after trial (Ray keeps task workers alive, and the
+splits and their decoded images are read once per process): a trial trained there after another
+one must come out bit-identical to the same trial trained in a fresh process.
+
+Real components: a local Ray, the sweep's own training stage (`train_student_stream`) on the
+generated default data set; only the schedule is tiny (2 epochs, 48 images at 64 px).
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+import ray
+import torch
+
+from orchestrator.config import parse_config
+from orchestrator.stages import TrainedModel, TrainSpec, train_student_stream
+
+CONFIG = {
+    "name": "reuse",
+    "data": {"source": "default", "synth": {"train": 64, "val": 16, "size": 64, "seed": 0},
+             "train_subset": 48, "val_subset": 16},
+    "training": {"batch_size": 16, "val_every": 2, "workers": 0},
+    "search": {"seed": {"choice": [0, 1]}},
+    "fixed": {"epochs": 2, "img_size": 64, "kd_method": "none"},
+    "searcher": {"algorithm": "random", "trials": 2},
+}
+
+
+def _train(knobs: dict, spec: TrainSpec) -> tuple[int, tuple[int, int], bytes]:
+    """(worker pid, ids of the split objects the stage trained on, final checkpoint)."""
+    final = [u for u in train_student_stream(knobs, spec, None, None) if isinstance(u, TrainedModel)][0]
+    return os.getpid(), tuple(id(split) for split in spec.datasets()), final.checkpoint
+
+
+train_in_worker = ray.remote(num_cpus=1, max_retries=0)(_train)
+train_in_fresh_worker = ray.remote(num_cpus=1, max_retries=0, max_calls=1)(_train)  # its worker exits after it
+
+
+def _weights(checkpoint: bytes) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=False)
+    return {f"{part}.{k}": v for part in ("model", "raw_model") for k, v in ckpt[part].items()}
+
+
+@pytest.fixture(scope="module")
+def one_trainer_slot(tmp_path_factory):
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # one slot: one worker trains in turn
+    yield
+    ray.shutdown()
+
+
+def test_a_reused_trainer_trains_a_trial_bit_identically_to_a_fresh_one(one_trainer_slot, tmp_path):
+    cfg = parse_config(CONFIG, base_dir=tmp_path)
+    spec = TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, threads=1)
+    trial_b = cfg.search.complete({"seed": 0})
+    trial_a = cfg.search.complete({"seed": 1})
+
+    fresh_pid, _, fresh = ray.get(train_in_fresh_worker.remote(trial_b, spec))
+    pid_a, splits_a, _ = ray.get(train_in_worker.remote(trial_a, spec))
+    pid_b, splits_b, reused = ray.get(train_in_worker.remote(trial_b, spec))
+
+    assert pid_a == pid_b != fresh_pid, "the second trial should train in the first one's (warm) worker"
+    assert splits_a == splits_b, "the warm worker should train on the splits it read for the first trial"
+    fresh_w, reused_w = _weights(fresh), _weights(reused)
+    assert fresh_w.keys() == reused_w.keys()
+    different = [k for k in fresh_w if not torch.equal(fresh_w[k], reused_w[k])]
+    assert not different, f"weights differ between a fresh and a reused trainer: {different[:5]}"
