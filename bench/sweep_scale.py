@@ -3,7 +3,7 @@
 Training and export are the TEST-ONLY stand-in stages of `orchestrator.stand_in_stages` (training sleeps
 `--train-seconds` per trial, export returns a toy ONNX detector, accuracy is a function of the
 knobs): no number here says anything about detectors. Everything else is the real sweep: a local
-Ray, Ray Tune with one trial process per trial, the searcher, the emulated board actor (the toy
+Ray, Ray Tune (trial processes reused from trial to trial), the searcher, the emulated board actor (the toy
 artifact is timed once, then answered from the board cache), the MLflow SQLite store, trials.jsonl
 and the Pareto report.
 
@@ -258,7 +258,7 @@ def profile(trial_log: Path) -> list[tuple[str, list[float]]]:
         ("board round trip (emulated board, cache hits after the first)", [e - s for s, e in phases["board"].values()]),
         ("board end -> final result in the driver (checkpoint upload)",
          [CLOCK.final_report[t] - board_end[t] for t in CLOCK.final_report if t in board_end]),
-        ("final result -> trial ended in the driver (trial process exits)",
+        ("final result -> trial ended in the driver (its process reset for the next trial)",
          [CLOCK.ended[t] - r for t, r in CLOCK.final_report.items() if t in CLOCK.ended]),
         ("trial start -> trial ended in the driver", [CLOCK.ended[t] - s for t, s in CLOCK.started.items()
                                                       if t in CLOCK.ended]),

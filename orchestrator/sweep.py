@@ -292,6 +292,8 @@ class Sweep:
         if show_progress:
             callbacks.append(LiveProgress(cfg.searcher.trials, cfg.search.complete, f"sweep {cfg.name}"))
         searcher, param_space, num_samples = make_searcher(cfg, self.sweep_dir)
+        # reuse_actors: a finished trial's process runs the next trial (Tune resets it), so a trial
+        # does not pay a process start; the training and export tasks run in Ray's warm workers.
         return tune.Tuner(
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples,
