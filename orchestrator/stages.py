@@ -146,10 +146,25 @@ def train_teacher(size: str, epochs: int, img_size: int, spec: TrainSpec) -> Tra
     return TrainedModel(checkpoint=Path(path).read_bytes(), metrics=teacher_metrics(path))
 
 
+class StageTask:
+    """A stage's Ray task: run in Ray's warm worker processes on CPUs, in a process of its own when
+    its options give it a GPU. Ray makes a GPU function's worker exit after each call only when
+    `num_gpus` is in its decorator (a warm worker keeps the CUDA context, device and memory of its
+    first task: ray-project/ray#30061), not when a GPU comes through `.options()`, which is how
+    the sweep's `resources` reach a task; so the GPU variant sets `max_calls=1` itself."""
+
+    def __init__(self, fn, **decorator):
+        self.warm = ray.remote(**decorator)(fn) if decorator else ray.remote(fn)
+        self.own_process = ray.remote(max_calls=1, **decorator)(fn)
+
+    def options(self, **options):
+        return (self.own_process if options.get("num_gpus") else self.warm).options(**options)
+
+
 # No automatic retries: a failed training resumes through the trial's checkpoint, and a teacher
 # that failed once (bad data, no memory) fails the same way again.
-train_task = ray.remote(max_retries=0)(train_student_stream)
-teacher_task = ray.remote(max_retries=0)(train_teacher)
+train_task = StageTask(train_student_stream, max_retries=0)
+teacher_task = StageTask(train_teacher, max_retries=0)
 
 
 def trial_format(knobs: dict) -> str:
@@ -228,7 +243,7 @@ def _previews(content: bytes, runtime: str, val) -> dict[str, bytes]:
     return out
 
 
-export_task = ray.remote(max_retries=1)(export_artifact)
+export_task = StageTask(export_artifact, max_retries=1)
 
 
 class Stages(Protocol):

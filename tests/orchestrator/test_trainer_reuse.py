@@ -15,7 +15,7 @@ import ray
 import torch
 
 from orchestrator.config import parse_config
-from orchestrator.stages import TrainedModel, TrainSpec, train_student_stream
+from orchestrator.stages import StageTask, TrainedModel, TrainSpec, train_student_stream
 
 CONFIG = {
     "name": "reuse",
@@ -47,7 +47,8 @@ def _weights(checkpoint: bytes) -> dict[str, torch.Tensor]:
 def one_trainer_slot(tmp_path_factory):
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # one slot: one worker trains in turn
+    # One CPU slot: one worker trains in turn. The GPU is declared only (none exists here): no task touches CUDA.
+    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -68,3 +69,18 @@ def test_a_reused_trainer_trains_a_trial_bit_identically_to_a_fresh_one(one_trai
     assert fresh_w.keys() == reused_w.keys()
     different = [k for k in fresh_w if not torch.equal(fresh_w[k], reused_w[k])]
     assert not different, f"weights differ between a fresh and a reused trainer: {different[:5]}"
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def test_a_stage_task_given_a_gpu_runs_in_a_process_of_its_own(one_trainer_slot):
+    """CPU tasks share Ray's warm worker; a GPU task never inherits one (nor its CUDA context and
+    device), as Ray intends for GPU functions. The GPU is a declared resource, not a real one."""
+    task = StageTask(_pid)
+    on_cpu = [ray.get(task.options(num_cpus=1).remote()) for _ in range(2)]
+    on_gpu = [ray.get(task.options(num_cpus=1, num_gpus=1).remote()) for _ in range(2)]
+    assert on_cpu[0] == on_cpu[1], "CPU stage tasks should reuse the warm worker"
+    assert len(set(on_gpu)) == 2 and not set(on_gpu) & set(on_cpu), \
+        f"a GPU stage task ran in a reused process (cpu pids {on_cpu}, gpu pids {on_gpu})"
