@@ -7,8 +7,8 @@ generated default data set; only the schedule is tiny (2 epochs, 48 images at 64
 """
 from __future__ import annotations
 
-import io
 import os
+from pathlib import Path
 
 import pytest
 import ray
@@ -16,6 +16,7 @@ import torch
 
 from orchestrator.config import parse_config
 from orchestrator.stages import StageTask, TrainedModel, TrainSpec, train_student_stream
+from trainables.checkpoint import load_checkpoint
 
 CONFIG = {
     "name": "reuse",
@@ -38,8 +39,9 @@ train_in_worker = ray.remote(num_cpus=1, max_retries=0)(_train)
 train_in_fresh_worker = ray.remote(num_cpus=1, max_retries=0, max_calls=1)(_train)  # its worker exits after it
 
 
-def _weights(checkpoint: bytes) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=False)
+def _weights(checkpoint: bytes, path: Path) -> dict[str, torch.Tensor]:
+    path.write_bytes(checkpoint)
+    ckpt = load_checkpoint(path)
     return {f"{part}.{k}": v for part in ("model", "raw_model") for k, v in ckpt[part].items()}
 
 
@@ -65,7 +67,7 @@ def test_a_reused_trainer_trains_a_trial_bit_identically_to_a_fresh_one(one_trai
 
     assert pid_a == pid_b != fresh_pid, "the second trial should train in the first one's (warm) worker"
     assert splits_a == splits_b, "the warm worker should train on the splits it read for the first trial"
-    fresh_w, reused_w = _weights(fresh), _weights(reused)
+    fresh_w, reused_w = _weights(fresh, tmp_path / "fresh.pt"), _weights(reused, tmp_path / "reused.pt")
     assert fresh_w.keys() == reused_w.keys()
     different = [k for k in fresh_w if not torch.equal(fresh_w[k], reused_w[k])]
     assert not different, f"weights differ between a fresh and a reused trainer: {different[:5]}"
