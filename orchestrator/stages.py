@@ -15,7 +15,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import ray
 
@@ -153,11 +153,11 @@ class StageTask:
     first task: ray-project/ray#30061), not when a GPU comes through `.options()`, which is how
     the sweep's `resources` reach a task; so the GPU variant sets `max_calls=1` itself."""
 
-    def __init__(self, fn, **decorator):
+    def __init__(self, fn: Callable[..., Any], **decorator: Any) -> None:
         self.warm = ray.remote(**decorator)(fn) if decorator else ray.remote(fn)
         self.own_process = ray.remote(max_calls=1, **decorator)(fn)
 
-    def options(self, **options):
+    def options(self, **options: Any) -> Any:
         return (self.own_process if options.get("num_gpus") else self.warm).options(**options)
 
 

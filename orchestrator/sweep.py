@@ -293,7 +293,8 @@ class Sweep:
             callbacks.append(LiveProgress(cfg.searcher.trials, cfg.search.complete, f"sweep {cfg.name}"))
         searcher, param_space, num_samples = make_searcher(cfg, self.sweep_dir)
         # reuse_actors: a finished trial's process runs the next trial (Tune resets it), so a trial
-        # does not pay a process start; the training and export tasks run in Ray's warm workers.
+        # does not pay a process start; training and export run in Ray's warm workers on CPUs (a GPU
+        # task gets a process of its own: orchestrator.stages.StageTask).
         return tune.Tuner(
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples,
