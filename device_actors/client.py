@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from common.errors import UserError
@@ -184,6 +184,8 @@ class Board:
                                f"`python -m orchestrator board status` shows its queue") from None
         except RayTaskError as e:
             raise _unwrap(e) from None
+        except ActorUnavailableError as e:  # restarting (after a crash, or its node came back): try again later
+            raise BoardTimeout(f"board {self.name!r} could not take {what}: its actor is restarting ({e})") from None
         except RayActorError as e:
             raise BoardUnavailable(f"the latency actor of board {self.name!r} is gone for good ({e}); "
                                    f"run connect_board({self.name!r}) again") from None
@@ -202,11 +204,13 @@ def _wait_ready(board: Board, timeout_s: float, where: str) -> Board:
 
     deadline = time.monotonic() + timeout_s
     while True:
+        asked = time.monotonic()
+        poll_s = min(READY_POLL_S, max(deadline - asked, 0.1))
         try:
-            board.status(min(READY_POLL_S, max(deadline - time.monotonic(), 0.1)))
+            board.status(poll_s)
             return board
-        except BoardTimeout:
-            pass
+        except BoardTimeout:  # not up yet, or restarting: the count below decides
+            time.sleep(max(asked + poll_s - time.monotonic(), 0))
         restarts, cause = actor_restarts(board.actor)
         if restarts >= MAX_START_RESTARTS:
             ray.kill(board.actor, no_restart=True)
