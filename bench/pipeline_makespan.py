@@ -22,6 +22,7 @@ Run: `.venv/bin/python bench/pipeline_makespan.py [--trials 12] [--seconds 2] [-
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get
 import ray  # noqa: E402
 
 from orchestrator.config import parse_config  # noqa: E402
-from orchestrator.stand_in_stages import StandInStages, _BoundTask, stand_in_train  # noqa: E402
+from orchestrator.stand_in_stages import StandInStages, stand_in_train  # noqa: E402
 
 
 def _append(path: str, record: dict) -> None:
@@ -53,7 +54,6 @@ def timed_stand_in_train(knobs, spec, teacher, resume, *, seconds, fail_when, lo
     _append(log_path, {"phase": "train", "start": start, "end": time.time()})
 
 
-_timed_train_task = ray.remote(max_retries=0)(timed_stand_in_train)
 # The toy model runs in ~0.1 ms: without a high cap, the protocol's max_runs would end the timing
 # long before min_seconds, and the board time would not follow T.
 MAX_RUNS = 10_000_000
@@ -64,9 +64,9 @@ class TimedStandInStages(StandInStages):
     log_path: str = ""
 
     @property
-    def train_task(self) -> _BoundTask:
-        return _BoundTask(_timed_train_task, {"seconds": self.train_seconds, "fail_when": self.fail_when,
-                                              "log_path": self.log_path})
+    def train_stream(self):
+        return functools.partial(timed_stand_in_train, seconds=self.train_seconds, fail_when=self.fail_when,
+                                 log_path=self.log_path)
 
     def time_on_board(self, exported, knobs, ctx):
         reports = StandInStages.time_on_board(exported, knobs, ctx)

@@ -14,7 +14,9 @@ trial start to its first epoch result (trial process + training task start), exp
 trip, the final report to the driver, the trial's end, and the driver's own time in the MLflow
 callback, the results log and the searcher.
 
-Run: `.venv/bin/python bench/sweep_scale.py [--trials 200] [--concurrency 4] [--searcher random]`.
+Run: `.venv/bin/python bench/sweep_scale.py [--trials 200] [--concurrency 4] [--searcher random]`;
+`--gpus 2` declares two GPUs to the local Ray (a MOCK: nothing uses one) and trains on GPU slots,
+i.e. the long-lived trainer actors of `orchestrator.trainers`, as a GPU cluster does.
 """
 from __future__ import annotations
 
@@ -216,7 +218,8 @@ def sweep_config(root: Path, args) -> dict:
         "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t"},
         "searcher": {"algorithm": args.searcher, "trials": args.trials, "concurrency": args.concurrency,
                      "max_failures": 0},
-        "resources": {"train": {"cpu": 0.25}, "export": {"cpu": 0.25}},
+        # --gpus: each training takes a (declared, MOCK) GPU slot, i.e. a long-lived trainer actor of the pool
+        "resources": {"train": {"cpu": 0, "gpu": 1} if getattr(args, "gpus", 0) else {"cpu": 0.25}, "export": {"cpu": 0.25}},
         "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.05}},
         "mlflow": {"experiment": "scale"},
     }
@@ -272,6 +275,8 @@ def main() -> int:
     parser.add_argument("--searcher", default="random", choices=["random", "tpe"])
     parser.add_argument("--train-seconds", type=float, default=0.1)
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    parser.add_argument("--gpus", type=int, default=0,
+                        help="declare this many GPUs (a MOCK: none is used) and train on GPU slots (trainer actors)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the sweep's directory (deleted by default)")
     args = parser.parse_args()
@@ -287,7 +292,7 @@ def main() -> int:
     print(f"TEST-ONLY stand-in stages (orchestrator.stand_in_stages.StandInStages, train_seconds={args.train_seconds}): "
           f"no detector is trained or exported; the sweep machinery around them is real. State in {root} "
           f"(deleted at the end unless --keep)")
-    init_ray(None, num_cpus=args.num_cpus)
+    init_ray(None, num_cpus=args.num_cpus, num_gpus=args.gpus or None)
     (raylet,) = ray._private.worker._global_node.all_processes["raylet"]
     pool = WorkerPoolSampler(raylet.process.pid)
     pool.start()
@@ -306,7 +311,9 @@ def main() -> int:
         "concurrency": args.concurrency, "searcher": args.searcher, "rss_start_mb": rss_start,
         "rss_at_mb": CLOCK.rss_at, "peak_rss_mb": peak_rss_mb(), "pareto_size": len(result.front),
     }
-    print(f"\n{args.trials} trials ({args.searcher}, concurrency {args.concurrency}, {args.num_cpus} CPUs): "
+    figures["gpu_slots"] = args.gpus
+    print(f"\n{args.trials} trials ({args.searcher}, concurrency {args.concurrency}, {args.num_cpus} CPUs"
+          f"{f', {args.gpus} MOCK GPU slots (trainer actors)' if args.gpus else ''}): "
           f"{complete} complete, {sum(children.values())} MLflow child runs {children}, Pareto front "
           f"{len(result.front)}")
     print(f"wall {wall:.0f} s (setup included) = {figures['trials_per_minute']:.1f} trials/min")

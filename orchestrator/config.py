@@ -490,6 +490,10 @@ def _resources(raw: object) -> ResourcesConfig:
     for key in RESOURCES_KEYS:
         entry = s.allowed_keys(raw.get(key), f"resources.{key}", RESOURCE_KEYS)
         parts[key] = Resources(**{k: _ray_quantity(v, f"resources.{key}.{k}") for k, v in entry.items()})
+    if parts["train"].gpu and parts["export"].gpu:
+        raise ConfigError("resources.export.gpu: must be 0 when resources.train.gpu is set: each GPU training slot "
+                          "is a trainer that keeps its GPU for the whole sweep, so an export task asking for one "
+                          "could wait forever; export, quantization and scoring run on CPUs")
     return ResourcesConfig(**parts)
 
 

@@ -1,11 +1,11 @@
-"""The work of one trial, stage by stage: train (a Ray task on a GPU/trainer slot), export and score
-the artifact (a Ray task on the export resources), time it on the board (the board actor).
+"""The work of one trial, stage by stage: train (on a trainer slot, `orchestrator.trainers`), export
+and score the artifact (a Ray task on the export resources), time it on the board (the board actor).
 
-Training runs as a Ray *generator* task so it can request the accelerator on its own, outside the
-trial's placement group, and stream one update per epoch back to the trial. The trial itself holds
-almost nothing, so while one trial exports and waits for the board, the next one already trains.
-`Stages` is what a trial calls; `RealStages` does the work, and the test-only stand-ins of
-`orchestrator.stand_in_stages` replace training and export with cheap fakes.
+Training is a generator that streams one update per epoch back to the trial; it runs on its own
+slot, outside the trial's placement group. The trial itself holds almost nothing, so while one
+trial exports and waits for the board, the next one already trains. `Stages` is what a trial
+calls; `RealStages` does the work, and the test-only stand-ins of `orchestrator.stand_in_stages`
+replace training and export with cheap fakes.
 """
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ class TrainSpec:
 
 @functools.lru_cache(maxsize=4)
 def _read_split(split: SplitSpec) -> CocoDataset:
-    """Read and validated once per process: Ray keeps a trainer slot's worker process alive from
-    task to task, so trial after trial trains on the same split objects (and their decoded-image
+    """Read and validated once per process: a trainer slot's process lives from trial to trial
+    (`orchestrator.trainers`), so trial after trial trains on the same split objects (and their decoded-image
     caches, see `trainables.data`) instead of loading them again. Nothing in training edits them."""
     return CocoDataset(split)
 
@@ -161,12 +161,6 @@ class StageTask:
         return (self.own_process if options.get("num_gpus") else self.warm).options(**options)
 
 
-# No automatic retries: a failed training resumes through the trial's checkpoint, and a teacher
-# that failed once (bad data, no memory) fails the same way again.
-train_task = StageTask(train_student_stream, max_retries=0)
-teacher_task = StageTask(train_teacher, max_retries=0)
-
-
 def trial_format(knobs: dict) -> str:
     """The export format a trial's knobs ask for, e.g. onnxruntime + int8 -> "onnx-int8"."""
     return pick(ExportKnobs, knobs).format.name
@@ -250,9 +244,9 @@ class Stages(Protocol):
     """What a trial runs, stage by stage (`orchestrator.trial.run_trial`)."""
 
     @property
-    def train_task(self) -> Any:
-        """A Ray generator task (`.options(...).remote(knobs, spec, teacher, resume)`) streaming
-        `EpochUpdate`s, then one `TrainedModel`."""
+    def train_stream(self) -> Callable[..., Iterator[EpochUpdate | TrainedModel]]:
+        """`(knobs, spec, teacher, resume)` -> `EpochUpdate`s, then one `TrainedModel`; a plain
+        generator function (picklable by reference), run on a trainer slot."""
 
     def export_and_score(self, student: bytes, knobs: dict, ctx: Any) -> ExportedArtifact:
         """The trial's artifact (its format follows the knobs), scored through its runtime."""
@@ -267,7 +261,7 @@ class Stages(Protocol):
 class RealStages:
     """Training, export and timing as a real sweep runs them."""
 
-    train_task = train_task
+    train_stream = staticmethod(train_student_stream)
 
     @staticmethod
     def export_and_score(student: bytes, knobs: dict, ctx) -> ExportedArtifact:

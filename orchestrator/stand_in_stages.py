@@ -8,11 +8,10 @@ artifact is timed by the board actor.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass
-
-import ray
 
 from orchestrator.stages import EpochUpdate, ExportedArtifact, RealStages, TrainedModel, trial_format
 
@@ -44,22 +43,6 @@ def stand_in_train(knobs: dict, spec, teacher, resume: bytes | None, *, seconds:
     yield TrainedModel(checkpoint=str(epochs).encode(), metrics={})
 
 
-class _BoundTask:
-    """A Ray remote function with extra keyword arguments bound, usable like `stages.train_task`."""
-
-    def __init__(self, remote_fn, extra: dict):
-        self.remote_fn, self.extra = remote_fn, extra
-
-    def options(self, **options) -> "_BoundTask":
-        return _BoundTask(self.remote_fn.options(**options), self.extra)
-
-    def remote(self, *args):
-        return self.remote_fn.remote(*args, **self.extra)
-
-
-_stand_in_train_task = ray.remote(max_retries=0)(stand_in_train)
-
-
 @dataclass(frozen=True)
 class StandInStages:
     train_seconds: float = 0.1
@@ -69,9 +52,9 @@ class StandInStages:
     toy_width: int = 16  # toy model cost, to tune the board's time per artifact
 
     @property
-    def train_task(self) -> _BoundTask:
-        return _BoundTask(_stand_in_train_task, {"seconds": self.train_seconds, "fail_when": self.fail_when,
-                                                 "crash_first_attempt_at": self.crash_first_attempt_at})
+    def train_stream(self):
+        return functools.partial(stand_in_train, seconds=self.train_seconds, fail_when=self.fail_when,
+                                 crash_first_attempt_at=self.crash_first_attempt_at)
 
     def export_and_score(self, student: bytes, knobs: dict, ctx) -> ExportedArtifact:
         from device_actors.toy_model import toy_detector_onnx

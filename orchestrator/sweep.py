@@ -33,10 +33,11 @@ from orchestrator.plots import write_plots
 from orchestrator.preflight import check_inputs
 from orchestrator.results import ResultsLog, TrialRecord, load_records
 from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_interrupted_trials, repeated_proposals
-from orchestrator.stages import RealStages, TrainedModel, TrainSpec, teacher_task
+from orchestrator.stages import RealStages, TrainedModel, TrainSpec, train_teacher
 from orchestrator.sweep_state import SweepLock, flat_keys, project_commit, read_state, resume_config, write_state
 from orchestrator.thesis_tables import write_sessions
 from orchestrator.tracking import MlflowTrialCallback, SweepTracking
+from orchestrator.trainers import TrainSlots, start_train_slots
 from orchestrator.trial import TrialContext, run_trial
 from trainables.kd.registry import distilling_methods
 
@@ -124,18 +125,17 @@ def needed_teachers(cfg: SweepConfig) -> list[tuple[str, int]]:
     return [(n, int(s)) for n in names if n is not None for s in sizes]
 
 
-def start_teachers(cfg: SweepConfig, spec: TrainSpec) -> dict:
+def start_teachers(cfg: SweepConfig, spec: TrainSpec, slots: TrainSlots) -> dict:
     """An ObjectRef of the TrainedModel of every teacher a trial may use. Teachers given by size
-    train now, all at once, each on its own `train` slot (a GPU on a cluster); a trial that needs
-    one waits for it, and trials that need none start at once."""
+    train now, all at once, each on a `train` slot (a GPU on a cluster); a trial that needs one
+    waits for it, and trials that need none start at once."""
     refs = {}
     for name, img_size in needed_teachers(cfg):
         teacher = cfg.teachers[name]
         if teacher.checkpoint is not None:
             refs[(name, img_size)] = ray.put(TrainedModel(checkpoint=Path(teacher.checkpoint).read_bytes()))
         else:
-            refs[(name, img_size)] = teacher_task.options(**_task_options(cfg.resources.train)).remote(
-                teacher.model, teacher.epochs, img_size, spec)
+            refs[(name, img_size)] = slots.call(train_teacher, teacher.model, teacher.epochs, img_size, spec)
     return refs
 
 
@@ -246,6 +246,7 @@ class Sweep:
         self.boards = tuple(connect_board(name, emulate_if_missing=cfg.board.emulate_if_missing)
                             for name in cfg.board.names)
         self.spec = _train_spec(cfg)
+        self.trainers = start_train_slots(_task_options(cfg.resources.train))
         self.teachers: dict = {}
         self.teacher_runs: dict[str, str] = {}  # "name@img_size" -> its MLflow run
 
@@ -261,7 +262,7 @@ class Sweep:
     def prepare_teachers(self) -> list[str]:
         """Start every teacher the trials may need; returns their names ("s@128px")."""
         if self.stages is None:
-            self.teachers = start_teachers(self.cfg, self.spec)
+            self.teachers = start_teachers(self.cfg, self.spec, self.trainers)
         for name, size in self.teachers:
             teacher = self.cfg.teachers[name]
             what = f"YOLO-{teacher.model}, {teacher.epochs} epochs" if teacher.model else f"checkpoint {teacher.checkpoint}"
@@ -274,7 +275,7 @@ class Sweep:
 
     def _tuner(self, show_progress: bool) -> tune.Tuner:
         cfg = self.cfg
-        ctx = TrialContext(space=cfg.search, train_spec=self.spec, train_options=_task_options(cfg.resources.train),
+        ctx = TrialContext(space=cfg.search, train_spec=self.spec, trainers=self.trainers,
                            export_options=_task_options(cfg.resources.export),
                            teachers=_teacher_for_trials(self.teachers), boards=self.boards,
                            board_timeout_s=cfg.board.timeout_s, timing=cfg.board.timing,
@@ -293,8 +294,8 @@ class Sweep:
             callbacks.append(LiveProgress(cfg.searcher.trials, cfg.search.complete, f"sweep {cfg.name}"))
         searcher, param_space, num_samples = make_searcher(cfg, self.sweep_dir)
         # reuse_actors: a finished trial's process runs the next trial (Tune resets it), so a trial
-        # does not pay a process start; training and export run in Ray's warm workers on CPUs (a GPU
-        # task gets a process of its own: orchestrator.stages.StageTask).
+        # does not pay a process start; training runs on a long-lived trainer slot (orchestrator.trainers),
+        # export in Ray's warm workers on CPUs (a GPU export task gets a process of its own: StageTask).
         return tune.Tuner(
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples,

@@ -36,7 +36,7 @@ class TrialContext:
 
     space: Any  # search_spaces.SearchSpace: completes the sampled knobs
     train_spec: TrainSpec
-    train_options: dict  # Ray options of the training task (num_cpus, num_gpus)
+    trainers: Any  # orchestrator.trainers.TrainSlots: where a student trains
     export_options: dict = field(default_factory=dict)  # Ray options of the export-and-score task
     teachers: dict = field(default_factory=dict)  # "name@img_size" -> ObjectRef of its TrainedModel (may be training)
     boards: tuple = ()  # device_actors.client.Board per board.names; every artifact is timed on each
@@ -116,9 +116,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         if teacher is not None and not ray.wait([teacher], timeout=0)[0]:
             _report_stage("teacher", knobs, ctx, epoch=0)  # teachers train alongside the first trials
             ray.wait([teacher], timeout=None)
-        stream = stages.train_task.options(**ctx.train_options).remote(knobs, ctx.train_spec, teacher, student)
-        for ref in stream:
-            item = ray.get(ref)
+        for item in ctx.trainers.stream(stages.train_stream, knobs, ctx.train_spec, teacher, student):
             if isinstance(item, EpochUpdate):
                 trained = item.epoch == item.epochs
                 float_metrics = item.metrics or float_metrics

@@ -187,6 +187,8 @@ def test_thesis_grid_runs_each_distinct_combination_once(tmp_path):
      ["objectives[0].metric: 'fps' is not a metric; allowed: map50_95, map50, latency_ms, size_mb"]),
     (with_change("constraints.map50_95_min", 5), ["constraints.map50_95_min: must be a number > 0 and <= 1, got 5"]),
     (with_change("resources.train", {"gpu": 1.5}), ["resources.train.gpu: Ray takes fractions only below 1"]),
+    (with_change("resources", {"train": {"gpu": 1}, "export": {"gpu": 0.5}}),
+     ["resources.export.gpu: must be 0 when resources.train.gpu is set", "keeps its GPU for the whole sweep"]),
     (with_change("board.name", "iMX 8"), ["board.name: board name 'iMX 8' is not allowed", "lowercase letters"]),
     (with_change("board.names", ["imx8mp", "rpi4"], with_change("board.name", "imx8mp")),
      ["board: give name (one board) or names (several), not both"]),

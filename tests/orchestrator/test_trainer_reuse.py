@@ -1,6 +1,7 @@
-"""A trainer slot's worker process trains trial after trial (Ray keeps task workers alive, and the
-splits and their decoded images are read once per process): a trial trained there after another
-one must come out bit-identical to the same trial trained in a fresh process.
+"""A trainer slot's process trains trial after trial (on CPUs Ray keeps task workers alive; on a GPU
+the slot is a long-lived trainer actor; either way the splits and their decoded images are read
+once per process): a trial trained there after another one must come out bit-identical to the
+same trial trained in a fresh process.
 
 Real components: a local Ray, the sweep's own training stage (`train_student_stream`) on the
 generated default data set; only the schedule is tiny (2 epochs, 48 images at 64 px).
@@ -16,6 +17,7 @@ import torch
 
 from orchestrator.config import parse_config
 from orchestrator.stages import StageTask, TrainedModel, TrainSpec, train_student_stream
+from orchestrator.trainers import start_train_slots
 from trainables.checkpoint import load_checkpoint
 
 CONFIG = {
@@ -33,6 +35,11 @@ def _train(knobs: dict, spec: TrainSpec) -> tuple[int, tuple[int, int], bytes]:
     """(worker pid, ids of the split objects the stage trained on, final checkpoint)."""
     final = [u for u in train_student_stream(knobs, spec, None, None) if isinstance(u, TrainedModel)][0]
     return os.getpid(), tuple(id(split) for split in spec.datasets()), final.checkpoint
+
+
+def _train_streamed(knobs: dict, spec: TrainSpec):
+    """`_train` as a training stream's one item, for a trainer slot."""
+    yield _train(knobs, spec)
 
 
 train_in_worker = ray.remote(num_cpus=1, max_retries=0)(_train)
@@ -55,18 +62,25 @@ def one_trainer_slot(tmp_path_factory):
     ray.shutdown()
 
 
-def test_a_reused_trainer_trains_a_trial_bit_identically_to_a_fresh_one(one_trainer_slot, tmp_path):
+@pytest.mark.parametrize("slot", ["cpu-task", "gpu-trainer"])
+def test_a_reused_trainer_trains_a_trial_bit_identically_to_a_fresh_one(one_trainer_slot, tmp_path, slot):
     cfg = parse_config(CONFIG, base_dir=tmp_path)
     spec = TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, threads=1)
     trial_b = cfg.search.complete({"seed": 0})
     trial_a = cfg.search.complete({"seed": 1})
 
     fresh_pid, _, fresh = ray.get(train_in_fresh_worker.remote(trial_b, spec))
-    pid_a, splits_a, _ = ray.get(train_in_worker.remote(trial_a, spec))
-    pid_b, splits_b, reused = ray.get(train_in_worker.remote(trial_b, spec))
+    if slot == "cpu-task":
+        pid_a, splits_a, _ = ray.get(train_in_worker.remote(trial_a, spec))
+        pid_b, splits_b, reused = ray.get(train_in_worker.remote(trial_b, spec))
+    else:  # the slot's trainer actor holds the (declared) GPU; the CPU stays free for the tasks
+        slots = start_train_slots({"num_cpus": 0, "num_gpus": 1, "scheduling_strategy": "DEFAULT"})
+        ((pid_a, splits_a, _),) = slots.stream(_train_streamed, trial_a, spec)
+        ((pid_b, splits_b, reused),) = slots.stream(_train_streamed, trial_b, spec)
+        ray.kill(slots.pool)  # its trainer goes with it, and the GPU back to the next test
 
-    assert pid_a == pid_b != fresh_pid, "the second trial should train in the first one's (warm) worker"
-    assert splits_a == splits_b, "the warm worker should train on the splits it read for the first trial"
+    assert pid_a == pid_b != fresh_pid, "the second trial should train in the first one's (warm) process"
+    assert splits_a == splits_b, "the warm process should train on the splits it read for the first trial"
     fresh_w, reused_w = _weights(fresh, tmp_path / "fresh.pt"), _weights(reused, tmp_path / "reused.pt")
     assert fresh_w.keys() == reused_w.keys()
     different = [k for k in fresh_w if not torch.equal(fresh_w[k], reused_w[k])]
