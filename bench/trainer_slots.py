@@ -1,0 +1,95 @@
+"""What does a trial pay to start training on a GPU slot? A process per trial against a trainer actor.
+
+The same short real training (the sweep's `train_student_stream`, YOLO-n, 1 epoch on the demo's
+data: 1000 generated training images at 128 px, 150 val images) runs N times in each way a slot
+can be served:
+
+- `process per trial`: a Ray task given a GPU through `.options()`, which runs in a fresh worker
+  process (`max_calls=1`, how the sweep ran GPU trainings before the trainer pool);
+- `trainer actor`: the sweep's `TrainSlots` with a GPU, a long-lived trainer lent by the pool;
+- `CPU task`: a Ray task on CPUs in Ray's warm workers (how CPU slots run), for reference.
+
+The GPU is a MOCK: the local Ray declares one, none exists, so the training computes on the CPU and
+no CUDA context is created (on a real GPU a fresh process also pays CUDA's start, which the trainer
+actor pays once). Printed per way: the overhead of each training, its wall time (from asking for
+the slot to the last update) minus the seconds its epochs report, for the first training and the
+median of the others.
+
+Run: `.venv/bin/python bench/trainer_slots.py [--trainings 5] [--train 1000]`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import ray  # noqa: E402
+
+from orchestrator.config import parse_config  # noqa: E402
+from orchestrator.stages import EpochUpdate, TrainSpec, train_student_stream  # noqa: E402
+from orchestrator.sweep import init_ray  # noqa: E402
+from orchestrator.trainers import _stream_task, start_train_slots  # noqa: E402
+
+GPU_SLOT = {"num_cpus": 0, "num_gpus": 1, "scheduling_strategy": "DEFAULT"}
+
+
+def _config(train: int) -> dict:
+    return {"name": "slots", "data": {"source": "default", "train_subset": train, "val_subset": 150},
+            "search": {"seed": {"choice": [0]}}, "searcher": {"algorithm": "random", "trials": 1}, "fixed": {"epochs": 1, "img_size": 128, "kd_method": "none"}}
+
+
+def overhead(items) -> tuple[float, float]:
+    """(wall seconds, wall minus the epochs' own seconds) of one training's stream of updates."""
+    started = time.perf_counter()
+    epochs = sum(item.seconds for item in items if isinstance(item, EpochUpdate))
+    wall = time.perf_counter() - started
+    return wall, wall - epochs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trainings", type=int, default=5, help="trainings per way")
+    parser.add_argument("--train", type=int, default=1000, help="training images (the demo's 1000)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    cfg = parse_config(_config(args.train))
+    spec = TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, threads=1)
+    knobs = cfg.search.complete({"seed": 0})
+    init_ray(None, num_cpus=2, num_gpus=1)
+    print(f"local Ray with one MOCK GPU (declared only: training computes on this CPU, no CUDA); "
+          f"{args.trainings} trainings per way of YOLO-n, 1 epoch, {args.train} images at 128 px")
+    slots = start_train_slots(GPU_SLOT)
+    ways = {
+        "process per trial (GPU task, max_calls=1)":
+            lambda: (ray.get(ref) for ref in _stream_task.options(**GPU_SLOT).remote(train_student_stream, knobs,
+                                                                                       spec, None, None)),
+        "trainer actor (GPU slot of the pool)":
+            lambda: slots.stream(train_student_stream, knobs, spec, None, None),
+        "CPU task (warm worker)":
+            lambda: (ray.get(ref) for ref in _stream_task.options(num_cpus=1).remote(train_student_stream, knobs,
+                                                                                      spec, None, None)),
+    }
+    figures = {}
+    print(f"\n{'way':45} {'first: wall, overhead s':>25} {'then (median): wall, overhead s':>33}")
+    for name, start in ways.items():
+        runs = [overhead(start()) for _ in range(args.trainings)]
+        rest = runs[1:] or runs
+        figures[name] = {"first": runs[0], "median_wall": statistics.median(w for w, _ in rest),
+                         "median_overhead": statistics.median(o for _, o in rest), "runs": runs}
+        print(f"{name:45} {runs[0][0]:12.2f} {runs[0][1]:12.2f} {figures[name]['median_wall']:16.2f} "
+              f"{figures[name]['median_overhead']:16.2f}")
+    ray.shutdown()
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
