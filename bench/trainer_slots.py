@@ -41,7 +41,8 @@ GPU_SLOT = {"num_cpus": 0, "num_gpus": 1, "scheduling_strategy": "DEFAULT"}
 
 def _config(train: int) -> dict:
     return {"name": "slots", "data": {"source": "default", "train_subset": train, "val_subset": 150},
-            "search": {"seed": {"choice": [0]}}, "searcher": {"algorithm": "random", "trials": 1}, "fixed": {"epochs": 1, "img_size": 128, "kd_method": "none"}}
+            "search": {"seed": {"choice": [0]}}, "searcher": {"algorithm": "random", "trials": 1},
+            "fixed": {"epochs": 1, "img_size": 128, "kd_method": "none"}}
 
 
 def overhead(items) -> tuple[float, float]:

@@ -44,8 +44,9 @@ class TrainSpec:
 @functools.lru_cache(maxsize=4)
 def _read_split(split: SplitSpec) -> CocoDataset:
     """Read and validated once per process: a trainer slot's process lives from trial to trial
-    (`orchestrator.trainers`), so trial after trial trains on the same split objects (and their decoded-image
-    caches, see `trainables.data`) instead of loading them again. Nothing in training edits them."""
+    (`orchestrator.trainers`), so trial after trial trains on the same split objects (and their
+    decoded-image caches, see `trainables.data`) instead of loading them again. Nothing in training
+    edits them."""
     return CocoDataset(split)
 
 
