@@ -218,8 +218,10 @@ def sweep_config(root: Path, args) -> dict:
         "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t"},
         "searcher": {"algorithm": args.searcher, "trials": args.trials, "concurrency": args.concurrency,
                      "max_failures": 0},
-        # --gpus: each training takes a (declared, MOCK) GPU slot, i.e. a long-lived trainer actor of the pool
-        "resources": {"train": {"cpu": 0, "gpu": 1} if getattr(args, "gpus", 0) else {"cpu": 0.25}, "export": {"cpu": 0.25}},
+        # --gpus: each training takes a (declared, MOCK) GPU slot, i.e. a long-lived trainer actor of the
+        # pool; simulated_cluster.py reuses this config with arguments of its own (no --gpus)
+        "resources": {"train": {"cpu": 0, "gpu": 1} if getattr(args, "gpus", 0) else {"cpu": 0.25},
+                      "export": {"cpu": 0.25}},
         "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.05}},
         "mlflow": {"experiment": "scale"},
     }
