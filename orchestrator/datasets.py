@@ -7,6 +7,7 @@ finds its splits on disk, generating the default one the first time, and hands t
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from dataclasses import dataclass
@@ -105,15 +106,22 @@ def splits_in(root: Path, *, train_subset: int | None = None, val_subset: int | 
 
 
 def embedded_default(data: EmbeddedDefault = EmbeddedDefault()) -> Path:
-    """The generated default data set, made on first use and reused afterwards."""
+    """The generated default data set, made on first use and reused afterwards. A file lock makes
+    concurrent first users (two teachers starting at once) wait for one generation instead of
+    reading images another is still writing."""
     from detection.synth import FORMAT_VERSION, SynthConfig, generate  # noqa: PLC0415 - only when generating
 
     root = cache_dir() / "data" / f"synth-v{FORMAT_VERSION}-{data.size}px-{data.train}-{data.val}-s{data.seed}"
     done = root / ".complete"
-    if not done.exists():
-        log.info("generating the embedded default data set in %s", root)
-        generate(root, train=data.train, val=data.val, seed=data.seed, config=SynthConfig(size=data.size))
-        done.write_text("ok\n")
+    if done.exists():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            log.info("generating the embedded default data set in %s", root)
+            generate(root, train=data.train, val=data.val, seed=data.seed, config=SynthConfig(size=data.size))
+            done.write_text("ok\n")
     return root
 
 
