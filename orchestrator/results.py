@@ -124,11 +124,19 @@ class ResultsLog(tune.Callback):
     def __init__(self, sweep_dir: Path, complete_knobs):
         self.sweep_dir = Path(sweep_dir)
         self.complete_knobs = complete_knobs
+        self._complete: set[str] | None = None  # trial ids complete in the journal: read once, then kept
+
+    def __getstate__(self) -> dict:  # saved with Tune's experiment state: the journal is read again on resume
+        return {**self.__dict__, "_complete": None}
 
     def _append(self, record: TrialRecord) -> None:
-        if any(r.trial_id == record.trial_id and r.complete for r in load_records(self.sweep_dir)):
+        if self._complete is None:
+            self._complete = {r.trial_id for r in load_records(self.sweep_dir) if r.complete}
+        if record.trial_id in self._complete:
             return
         append_record(self.sweep_dir, record)
+        if record.complete:
+            self._complete.add(record.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._append(keep_artifact(self.sweep_dir, trial, record_of(trial, self.complete_knobs)))
