@@ -189,7 +189,7 @@ def main() -> int:
     print(", ".join([f"driver RSS MB: start {rss_start:.0f}", *(f"after {n}: {v:.0f}" for n, v in sorted(rss_at.items())),
                      f"peak {figures['peak_rss_mb']:.0f}"]))
     print(f"MLflow writes from the driver: {writes} = {writes / makespan:.1f}/s, "
-          f"{COUNTER.spent['mlflow writes']:.0f} s of driver time")
+          f"{COUNTER.spent['mlflow writes']:.0f} s in the driver (its writer thread, off Tune's loop)")
     for group in sorted(COUNTER.calls):
         if group.startswith("searcher"):
             print(f"{group}: {COUNTER.calls[group]} calls, {COUNTER.spent[group]:.1f} s")

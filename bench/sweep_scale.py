@@ -180,6 +180,8 @@ def instrument() -> None:
     """Time the driver's callbacks and searcher calls, in this process only."""
     for method in ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error"):
         setattr(MlflowTrialCallback, method, CLOCK.timed(f"mlflow {method}", getattr(MlflowTrialCallback, method)))
+    MlflowTrialCallback._guarded = CLOCK.timed("mlflow writes (writer thread, off Tune's loop)",
+                                               MlflowTrialCallback._guarded)
     for method in ("on_trial_complete", "on_trial_error"):
         setattr(MeasuringResultsLog, method, CLOCK.timed(f"results log {method}", getattr(MeasuringResultsLog, method)))
     orchestrator.sweep.ResultsLog = MeasuringResultsLog

@@ -36,7 +36,7 @@ from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_inte
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, train_teacher
 from orchestrator.sweep_state import SweepLock, flat_keys, project_commit, read_state, resume_config, write_state
 from orchestrator.thesis_tables import write_sessions
-from orchestrator.tracking import MlflowTrialCallback, SweepTracking
+from orchestrator.tracking import MlflowTrialCallback, SweepTracking, drain_writes
 from orchestrator.trainers import TrainSlots, start_train_slots
 from orchestrator.trial import TrialContext, run_trial
 from trainables.kd.registry import distilling_methods
@@ -67,6 +67,9 @@ class SweepResult:
 # console output (experiment box, TensorBoard hint) would break the live view, which replaces it.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# The journal and MLflow hold every result; Tune's own per-trial JSON, CSV and TensorBoard files took
+# a fifth of the driver's loop at 200 trials (py-spy on bench/sweep_scale.py), which every report waits on.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def _token_auth() -> None:
@@ -326,6 +329,7 @@ class Sweep:
             status = "KILLED"
             raise
         finally:
+            drain_writes()  # the trial callback's queued MLflow writes, before MLflow is read back
             records = load_records(self.sweep_dir)
             runs = self._trial_runs()
             on_front, files = write_report(self.cfg, records, runs)

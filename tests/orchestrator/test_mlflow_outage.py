@@ -74,7 +74,7 @@ def test_a_sweep_outlives_its_tracking_server_and_report_backfills_mlflow(tmp_pa
         _stop(server)  # the tracking server goes away mid-sweep
     code, out, err = driver.wait(400)
     assert code == 0, err[-3000:]  # every trial finished: MLflow is a mirror, not the record
-    assert "MLflow write in" in err and "written to MLflow by the next --resume or report" in err
+    assert "MLflow write (" in err and "written to MLflow by the next --resume or report" in err
     records = load_records(sweep_dir)
     assert len(records) == 4 and all(r.complete for r in records)
 

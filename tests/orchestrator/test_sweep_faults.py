@@ -26,6 +26,7 @@ from orchestrator.config import parse_config
 from orchestrator.results import load_records
 from orchestrator.searcher import MAX_ASKS, repeated_proposals, study_url
 from orchestrator.sweep import run_sweep
+from orchestrator.tracking import SweepTracking
 from orchestrator.stand_in_stages import StandInStages
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,6 +95,31 @@ def test_pareto_front_of_varied_trials_equals_a_bruteforce_non_dominated_filter(
     expected = {t for t, (m, l) in points.items()
                 if not any(m2 >= m and l2 <= l and (m2, l2) != (m, l) for m2, l2 in points.values())}
     assert {r.trial_id for r in result.front} == expected and 1 <= len(expected) < 8
+
+
+def test_a_stalled_mlflow_store_holds_no_trial_back_and_the_sweep_returns_with_every_run_written(
+        tmp_path, monkeypatch):
+    """MLflow writes run beside Tune's loop: every trial can end while the store answers nothing,
+    and run_sweep still returns with each trial's run complete."""
+    cfg = parse_config(stand_in_config(tmp_path, "stalled-mlflow"), base_dir=tmp_path)
+    sweep_dir, ended_while_stalled = cfg.sweep_dir, []
+    trial_run = SweepTracking.trial_run
+
+    def stalled_until_every_trial_ended(self, *args, **kwargs):
+        deadline = time.monotonic() + 120
+        while not ended_while_stalled and time.monotonic() < deadline:
+            if sum(r.complete for r in load_records(sweep_dir)) == 4:
+                ended_while_stalled.append(True)
+            time.sleep(0.2)
+        return trial_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(SweepTracking, "trial_run", stalled_until_every_trial_ended)
+    result = run_sweep(cfg, stages=StandInStages(train_seconds=0.1), show_progress=False)
+    assert ended_while_stalled, "the trials waited for MLflow"
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    children = client.search_runs([result.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.parent_run_id}'")
+    assert sorted(c.info.status for c in children) == ["FINISHED"] * 4
+    assert all(c.data.metrics.get("artifact/map50_95") is not None for c in children)
 
 
 @pytest.mark.slow  # a real sweep whose trial process dies mid-training: about 30 s on CI
