@@ -121,6 +121,8 @@ class ResultsLog(tune.Callback):
     """Appends each ended trial once (a resumed sweep re-reporting a complete trial writes nothing),
     and at the experiment's end an "interrupted" line for every trial that was still running."""
 
+    _complete: set[str] | None = None  # on the class too: a callback restored from an older sweep's state has none
+
     def __init__(self, sweep_dir: Path, complete_knobs):
         self.sweep_dir = Path(sweep_dir)
         self.complete_knobs = complete_knobs

@@ -454,6 +454,8 @@ class MlflowTrialCallback(tune.Callback):
     `_Writer`. A write that fails after retries is logged, never raised, and MLflow is then left
     alone for OUTAGE_PAUSE_S (the journal holds what it would have written)."""
 
+    _writer: _Writer | None = None  # on the class too: a callback restored from an older sweep's state has none
+
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, complete_knobs,
                  settings: dict | None = None, tags: dict | None = None, dataset: dict | None = None,
                  teacher_runs: dict | None = None):
