@@ -121,12 +121,13 @@ class ResultsLog(tune.Callback):
     """Appends each ended trial once (a resumed sweep re-reporting a complete trial writes nothing),
     and at the experiment's end an "interrupted" line for every trial that was still running."""
 
-    _complete: set[str] | None = None  # on the class too: a callback restored from an older sweep's state has none
+    # trial ids complete in the journal: read on first use, then kept (a class default, so a callback
+    # restored from a sweep saved before this cache starts without it too)
+    _complete: set[str] | None = None
 
     def __init__(self, sweep_dir: Path, complete_knobs):
         self.sweep_dir = Path(sweep_dir)
         self.complete_knobs = complete_knobs
-        self._complete: set[str] | None = None  # trial ids complete in the journal: read once, then kept
 
     def __getstate__(self) -> dict:  # saved with Tune's experiment state: the journal is read again on resume
         return {**self.__dict__, "_complete": None}

@@ -454,7 +454,9 @@ class MlflowTrialCallback(tune.Callback):
     `_Writer`. A write that fails after retries is logged, never raised, and MLflow is then left
     alone for OUTAGE_PAUSE_S (the journal holds what it would have written)."""
 
-    _writer: _Writer | None = None  # on the class too: a callback restored from an older sweep's state has none
+    # started by the first hook (a class default, so a callback restored from a sweep saved before the
+    # writer existed starts without one too)
+    _writer: _Writer | None = None
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, complete_knobs,
                  settings: dict | None = None, tags: dict | None = None, dataset: dict | None = None,
@@ -467,7 +469,6 @@ class MlflowTrialCallback(tune.Callback):
         self.down_until = 0.0  # time.monotonic() until which MLflow is left alone
         self._tracking: SweepTracking | None = None
         self._runs: dict[str, tuple[str, bool]] = {}  # trial id -> (run id, finished); the writer's only
-        self._writer: _Writer | None = None
 
     def __getstate__(self) -> dict:  # saved with Tune's experiment state: no client, thread or cached ids
         return {**self.__dict__, "_tracking": None, "_runs": {}, "down_until": 0.0, "_writer": None}
