@@ -22,6 +22,7 @@ import ray
 from common.knobs import pick
 from detection.coco import CocoDataset, SplitSpec
 from orchestrator.datasets import DataConfig, data_splits
+from orchestrator.trainers import StageTask
 from trainables.export.registry import ExportKnobs
 from trainables.hyper import TrainSettings
 
@@ -145,21 +146,6 @@ def train_teacher(size: str, epochs: int, img_size: int, spec: TrainSpec) -> Tra
                          img_size=img_size, seed=0)
     path = ensure_teacher(size, train, val, cfg, spec.cache_dir or cache_dir())
     return TrainedModel(checkpoint=Path(path).read_bytes(), metrics=teacher_metrics(path))
-
-
-class StageTask:
-    """A stage's Ray task: run in Ray's warm worker processes on CPUs, in a process of its own when
-    its options give it a GPU. Ray makes a GPU function's worker exit after each call only when
-    `num_gpus` is in its decorator (a warm worker keeps the CUDA context, device and memory of its
-    first task: ray-project/ray#30061), not when a GPU comes through `.options()`, which is how
-    the sweep's `resources` reach a task; so the GPU variant sets `max_calls=1` itself."""
-
-    def __init__(self, fn: Callable[..., Any], **decorator: Any) -> None:
-        self.warm = ray.remote(**decorator)(fn) if decorator else ray.remote(fn)
-        self.own_process = ray.remote(max_calls=1, **decorator)(fn)
-
-    def options(self, **options: Any) -> Any:
-        return (self.own_process if options.get("num_gpus") else self.warm).options(**options)
 
 
 def trial_format(knobs: dict) -> str:

@@ -28,11 +28,24 @@ from typing import Any, Callable, Iterator
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from orchestrator.stages import StageTask
-
 log = logging.getLogger(__name__)
 
 LEASE_TTL_S = 60.0  # a lease not renewed for this long belongs to a dead trial: its trainer is replaced
+
+
+class StageTask:
+    """A stage's Ray task: run in Ray's warm worker processes on CPUs, in a process of its own when
+    its options give it a GPU. Ray makes a GPU function's worker exit after each call only when
+    `num_gpus` is in its decorator (a warm worker keeps the CUDA context, device and memory of its
+    first task: ray-project/ray#30061), not when a GPU comes through `.options()`, which is how
+    the sweep's `resources` reach a task; so the GPU variant sets `max_calls=1` itself."""
+
+    def __init__(self, fn: Callable[..., Any], **decorator: Any) -> None:
+        self.warm = ray.remote(**decorator)(fn) if decorator else ray.remote(fn)
+        self.own_process = ray.remote(max_calls=1, **decorator)(fn)
+
+    def options(self, **options: Any) -> Any:
+        return (self.own_process if options.get("num_gpus") else self.warm).options(**options)
 
 
 def _stream(fn: Callable[..., Iterator], *args: Any) -> Iterator:

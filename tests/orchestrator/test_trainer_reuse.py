@@ -16,8 +16,8 @@ import ray
 import torch
 
 from orchestrator.config import parse_config
-from orchestrator.stages import StageTask, TrainedModel, TrainSpec, train_student_stream
-from orchestrator.trainers import start_train_slots
+from orchestrator.stages import TrainedModel, TrainSpec, train_student_stream
+from orchestrator.trainers import StageTask, start_train_slots
 from trainables.checkpoint import load_checkpoint
 
 CONFIG = {
