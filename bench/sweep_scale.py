@@ -43,7 +43,7 @@ import orchestrator.sweep  # noqa: E402
 from orchestrator.config import parse_config  # noqa: E402
 from orchestrator.results import ResultsLog  # noqa: E402
 from orchestrator.stand_in_stages import StandInStages  # noqa: E402
-from orchestrator.tracking import MlflowTrialCallback  # noqa: E402
+from orchestrator.tracking.callback import MlflowTrialCallback  # noqa: E402
 
 RSS_AT = (50, 100, 150, 200)
 

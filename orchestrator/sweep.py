@@ -22,6 +22,7 @@ import ray
 from mlflow.entities import RunTag
 from ray import tune
 
+from device_actors.runtimes import RUNTIMES
 from orchestrator import pareto
 from orchestrator._ray_internals import reload_auth_config
 from orchestrator.config import SweepConfig
@@ -36,7 +37,8 @@ from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_inte
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, train_teacher
 from orchestrator.sweep_state import SweepLock, flat_keys, project_commit, read_state, resume_config, write_state
 from orchestrator.thesis_tables import write_sessions
-from orchestrator.tracking import MlflowTrialCallback, SweepTracking, drain_writes
+from orchestrator.tracking.callback import MlflowTrialCallback, drain_writes
+from orchestrator.tracking.store import SweepTracking
 from orchestrator.trainers import TrainSlots, start_train_slots
 from orchestrator.trial import TrialContext, run_trial
 from trainables.kd.registry import distilling_methods
@@ -184,9 +186,9 @@ def data_label(cfg: SweepConfig) -> str:
 
 
 def devices(cfg: SweepConfig) -> dict[str, str]:
-    """What ran each runtime's artifacts on the board: ONNX Runtime's first provider; TFLite's delegate or CPU."""
-    return {"onnxruntime": cfg.board.providers[0],
-            "tflite": f"delegate {cfg.board.delegate}" if cfg.board.delegate else "CPU (LiteRT kernels)"}
+    """What ran each runtime's artifacts on the board (ONNX Runtime's first provider, TFLite's delegate or CPU)."""
+    options = cfg.board.runtime_options(threads=1)  # threads name no device
+    return {name: runtime.device(options) for name, runtime in RUNTIMES.items()}
 
 
 def write_report(cfg: SweepConfig, records: list[TrialRecord],

@@ -68,7 +68,7 @@ def sync_mlflow(sweep_dir: Path, state: dict, cfg, records, *, backfill: bool) -
     journal records MLflow missed and register the front's models. Empty while MLflow is down."""
     from orchestrator.pareto import front
     from orchestrator.sweep_state import SweepLock, SweepLocked
-    from orchestrator.tracking import SweepTracking
+    from orchestrator.tracking.store import SweepTracking
 
     lock = None
     try:
@@ -104,7 +104,7 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     from orchestrator.sweep import write_report
     from orchestrator.sweep_state import read_state, stored_config
     from orchestrator.thesis_tables import quantization_table
-    from orchestrator.tracking import ui_hint
+    from orchestrator.tracking.ui import ui_hint
 
     state = read_state(sweep_dir)
     cfg = stored_config(sweep_dir)

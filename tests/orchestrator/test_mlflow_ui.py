@@ -20,7 +20,8 @@ from mlflow.tracking import MlflowClient
 from orchestrator.config import parse_config
 from orchestrator.stand_in_stages import StandInStages
 from orchestrator.sweep import run_sweep
-from orchestrator.tracking import PARETO_TAG, ui_url
+from orchestrator.tracking.names import PARETO_TAG
+from orchestrator.tracking.ui import ui_url
 from tests.orchestrator.test_sweep_faults import stand_in_config
 
 pytestmark = pytest.mark.slow  # a 4-trial sweep, the MLflow server and a browser: about a minute on CI

@@ -15,7 +15,7 @@ from orchestrator.config import parse_config
 from orchestrator.pareto import dominates
 from orchestrator.searcher import study_url
 from orchestrator.sweep import run_sweep
-from orchestrator.tracking import SWEEP_TAG
+from orchestrator.tracking.names import SWEEP_TAG
 
 KNOBS = {"student", "student_init", "freeze_backbone", "activation", "epochs", "img_size", "kd_method", "teacher", "kd_factor",
          "kd_off_last_epochs", "fm_nms", "cwd_tau", "runtime", "quantization", "calib_method", "calib_images", "onnx_layout",
@@ -158,7 +158,7 @@ def test_report_command_prints_the_front_and_the_mlflow_ui_command(swept, capsys
     assert "optuna-dashboard sqlite:///" in out and "optuna.db --host 127.0.0.1" in out
     assert "Pareto front of tiny" in out and "mlflow ui --backend-store-uri" in out and "--host 127.0.0.1" in out
     assert all(r.trial_id in out for r in result.front)
-    from orchestrator.tracking import ui_url
+    from orchestrator.tracking.ui import ui_url
 
     assert ui_url(result.experiment_id) in out and ui_url(result.experiment_id, front_only=True) in out
 

@@ -27,7 +27,7 @@ from orchestrator.config import parse_config
 from orchestrator.results import load_records
 from orchestrator.searcher import MAX_ASKS, repeated_proposals, study_url
 from orchestrator.sweep import run_sweep
-from orchestrator.tracking import SweepTracking
+from orchestrator.tracking.store import SweepTracking
 from orchestrator.stand_in_stages import StandInStages
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,7 +3,8 @@ even when a write was cut between its two marks (the finished tag and the run's 
 from __future__ import annotations
 
 from orchestrator.results import TrialRecord
-from orchestrator.tracking import FINISHED_TAG, SweepTracking
+from orchestrator.tracking.names import FINISHED_TAG
+from orchestrator.tracking.store import SweepTracking
 
 KNOBS = {"epochs": 2, "runtime": "onnxruntime", "quantization": "fp32", "img_size": 64, "kd_method": "none"}
 RECORD = TrialRecord("t_00000", "complete", KNOBS, {"map50_95": 0.25, "latency_ms": 3.0, "epoch": 2})

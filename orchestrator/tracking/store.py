@@ -1,15 +1,16 @@
-"""MLflow: one parent run per sweep, one nested child run per trial. All MLflow calls live here.
+"""The sweep's MLflow store: one parent run per sweep, one nested child run per trial, written and
+read back through `SweepTracking`. With `orchestrator.tracking.callback` (which calls it), the only
+code that talks to MLflow.
 
 Only the driver writes to MLflow (a Tune callback), so trials on remote nodes need no access to
 the tracking store and the default SQLite store never sees two writers. Child runs are found again
 by their trial-id tag, so a resumed sweep continues its runs instead of duplicating them.
 
 MLflow is a mirror, never the record: the journal (`orchestrator.results`) is written first. A
-write that still fails after a few retries is logged and skipped, MLflow is left alone for a while
-(an outage must not stall every trial by the retries), the sweep goes on, and the next `--resume`
-or `report` backfills every journal record MLflow lacks (per-epoch curves of that time are lost). On a local store (SQLite or a
-directory) the experiment keeps its artifacts in the sweep directory; a tracking server keeps its
-own artifact store.
+write that still fails after a few retries (`retried`) is given up, and the next `--resume` or
+`report` backfills every journal record MLflow lacks (`SweepTracking.backfill`; per-epoch curves of
+that time are lost). On a local store (SQLite or a directory) the experiment keeps its artifacts in
+the sweep directory; a tracking server keeps its own artifact store.
 
 Each complete trial's artifact is an MLflow LoggedModel of its run (the ONNX flavour for `.onnx`, so
 `mlflow.onnx.load_model` takes it back; a plain LoggedModel holding the file for `.tflite`), and the
@@ -21,66 +22,28 @@ from __future__ import annotations
 import json
 import logging
 import math
-import queue
-import sys
 import tempfile
-import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote, urlencode
 
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-from ray import tune
 
-from orchestrator.config import PER_BOARD
-from orchestrator.results import TrialRecord, record_of, trial_error
+from orchestrator.results import TrialRecord
+from orchestrator.tracking.names import (EPOCH_KEYS, ERROR_TAG, FINISHED_TAG, FORMAT_TAG, PARETO_TAG, SHA256_TAG,
+                                         STATUS_TAG, SWEEP_TAG, TEACHER_TAG, TRIAL_TAG, WINS_TAG, metric_name,
+                                         result_tags, run_name)
 
 log = logging.getLogger(__name__)
 
-SWEEP_TAG = "edgesweep.sweep_dir"
-TRIAL_TAG = "edgesweep.trial_id"
-FINISHED_TAG = "edgesweep.finished"
-TEACHER_TAG = "edgesweep.teacher"  # on a teacher's run: "name@img_size"
-TEACHER_RUN_TAG = "edgesweep.teacher_run_id"  # on a distilled trial's run: its teacher's run
-EPOCH_KEYS = ("lr", "images_per_second")  # per-epoch metrics besides loss_* and val_* (the epoch is the step)
-ARTIFACT_METRICS = ("map50_95", "map50", "precision", "recall", "size_mb")  # the exported file, scored in its runtime
-BOARD_METRICS = ("latency_ms", "latency_p90_ms", "latency_cv", "fps", "board_map50_95", "board_map50")
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)
-OUTAGE_PAUSE_S = 30.0  # after writes gave up, MLflow is not tried again for this long
 REMOTE_SCHEMES = ("http://", "https://", "databricks")
 MODEL_SUFFIXES = (".onnx", ".tflite")
-PARETO_TAG = "edgesweep.pareto"
-WINS_TAG = "edgesweep.wins"
 T = TypeVar("T")
-
-
-def ui_url(experiment_id: str, *, port: int = 5000, front_only: bool = False) -> str:
-    """The trials table of the MLflow 3 UI (its experiment page opens on a GenAI view), ranked by the
-    artifact's mAP: sorted by a metric, the UI lists child runs flat instead of folded under the
-    sweep's run. `front_only` filters it to the Pareto front."""
-    query = {"orderByKey": "metrics.`artifact/map50_95`", "orderByAsc": "false"}
-    if front_only:
-        query["searchFilter"] = f"tags.`{PARETO_TAG}` = 'true'"
-    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
-
-
-def ui_command(tracking_uri: str) -> str:
-    """The command that opens the MLflow UI on this store, on loopback only (MLflow has no login)."""
-    mlflow_bin = Path(sys.prefix) / "bin" / "mlflow"  # the environment's own mlflow, activated or not
-    program = str(mlflow_bin) if mlflow_bin.exists() else "mlflow"
-    return f"{program} ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
-
-
-def ui_hint(tracking_uri: str, experiment_id: str) -> str:
-    """What `report` prints: the command on its own line (meant to be pasted), then the two views."""
-    return (f"MLflow UI: {ui_command(tracking_uri)}\n  then open {ui_url(experiment_id)} (every trial, by mAP)\n"
-            f"  the Pareto front only: {ui_url(experiment_id, front_only=True)}")
 
 
 def is_remote(tracking_uri: str) -> bool:
@@ -98,40 +61,8 @@ def retried(call: Callable[[], T], what: str) -> T:
     return call()
 
 
-def metric_name(key: str) -> str | None:
-    """A trial result's key as its grouped MLflow metric (None: not a metric): the UI then shows
-    artifact/, board/ (board/NAME/ per board of a several-board sweep), float/ (the PyTorch model's
-    val mAP), train/ and val/ sections."""
-    if key in ARTIFACT_METRICS:
-        return f"artifact/{key}"
-    if key in BOARD_METRICS:
-        return f"board/{key.removeprefix('board_')}"
-    if key.startswith(f"{PER_BOARD}@"):  # latency_ms@rpi4 -> board/rpi4/latency_ms
-        return f"board/{key.partition('@')[2]}/{PER_BOARD}"
-    if key.startswith("float_"):
-        return f"float/{key.removeprefix('float_')}"
-    if key == "loss_kd_to_detection":
-        return "train/kd_to_detection"
-    if key.startswith("loss_"):
-        return f"train/{key.removeprefix('loss_')}_loss"
-    if key.startswith("val_"):
-        return f"val/{key.removeprefix('val_')}"
-    return f"train/{key}" if key in EPOCH_KEYS else None
-
-
-def run_name(knobs: dict) -> str:
-    """What a trial is, in a few words: "cwd x0.8 · onnx-int8 · 320px", "no KD · tflite · 128px";
-    a student activation other than YOLOv5's SiLU is named too ("... · 128px · relu6")."""
-    from orchestrator.pareto import kd_name
-    from trainables.export.registry import format_for
-    from trainables.models.family import DEFAULT_ACTIVATION
-
-    activation = knobs.get("activation", DEFAULT_ACTIVATION)
-    return (f"{kd_name(knobs)} · {format_for(knobs['runtime'], knobs['quantization']).name} · {knobs['img_size']}px"
-            + ("" if activation == DEFAULT_ACTIVATION else f" · {activation}"))
-
-
-def _metrics(values: dict, timestamp_ms: int, step: int) -> list[Metric]:
+def run_metrics(values: dict, timestamp_ms: int, step: int) -> list[Metric]:
+    """The finite numbers of `values` that are metrics, under their MLflow names (`names.metric_name`)."""
     return [Metric(name, v, timestamp_ms, step) for k, v in _finite(values).items()
             if (name := metric_name(k)) is not None]
 
@@ -206,7 +137,7 @@ class SweepTracking:
         if self.client.get_run(run_id).info.status == "FINISHED":
             return
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(f"val/{k}", v, now, 0) for k, v in _finite(metrics).items()])
+        self.client.log_batch(run_id, metrics=run_metrics({f"val_{k}": v for k, v in metrics.items()}, now, 0))
         self.client.set_terminated(run_id, status="FINISHED")
 
     def log_report(self, run_id: str, files: list[Path], summary: dict) -> None:
@@ -259,22 +190,22 @@ class SweepTracking:
     def record_trial(self, run_id: str, record: TrialRecord, files: Sequence[Path] = ()) -> None:
         """Write a trial's end as the journal holds it (plus its artifact files) and close its run."""
         if record.status == "interrupted":
-            self.client.set_tag(run_id, "edgesweep.status", "interrupted: it runs again on --resume")
+            self.client.set_tag(run_id, STATUS_TAG, "interrupted: it runs again on --resume")
             self.client.set_terminated(run_id, status="KILLED")
             return
         if record.status == "failed":
-            self.client.set_tag(run_id, "edgesweep.error", (record.error or "unknown")[:4000])
+            self.client.set_tag(run_id, ERROR_TAG, (record.error or "unknown")[:4000])
             self.client.set_terminated(run_id, status="FAILED")
             self.client.set_tag(run_id, FINISHED_TAG, "true")
             return
         if not record.complete:
-            self.client.set_tag(run_id, "edgesweep.status", "stopped before the end")
+            self.client.set_tag(run_id, STATUS_TAG, "stopped before the end")
             self.client.set_terminated(run_id, status="KILLED")
             return
         m = record.metrics
         final = {k: v for k, v in m.items() if not k.startswith(("loss_", "val_")) and k not in EPOCH_KEYS}
-        self.client.log_batch(run_id, metrics=_metrics(final, int(time.time() * 1000), int(m.get("epoch") or 0)),
-                              tags=[RunTag(k, v) for k, v in _result_tags(m).items()])
+        self.client.log_batch(run_id, metrics=run_metrics(final, int(time.time() * 1000), int(m.get("epoch") or 0)),
+                              tags=[RunTag(k, v) for k, v in result_tags(m).items()])
         for f in files:
             if f.suffix in MODEL_SUFFIXES:
                 self.log_model(run_id, f, record)
@@ -294,8 +225,7 @@ class SweepTracking:
         model = self.client.create_logged_model(
             self.experiment_id, name=f"trial-{record.trial_id}", source_run_id=run_id,
             model_type=path.suffix.lstrip("."), params={k: str(v) for k, v in sorted(record.knobs.items())},
-            tags={TRIAL_TAG: record.trial_id, "edgesweep.format": str(m.get("format")),
-                  "edgesweep.artifact_sha256": str(m.get("artifact_sha256"))})
+            tags={TRIAL_TAG: record.trial_id, FORMAT_TAG: str(m.get("format")), SHA256_TAG: str(m.get("artifact_sha256"))})
         with tempfile.TemporaryDirectory(prefix="edgesweep-model-") as d:
             if path.suffix == ".onnx":
                 import onnx
@@ -387,7 +317,7 @@ class SweepTracking:
         orphans = self.client.search_runs([self.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}' "
                                                                 "and attributes.status = 'RUNNING'")
         for run in orphans:
-            self.client.set_tag(run.info.run_id, "edgesweep.status", reason)
+            self.client.set_tag(run.info.run_id, STATUS_TAG, reason)
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(orphans)
 
@@ -395,176 +325,3 @@ class SweepTracking:
         """End the parent run: FINISHED, FAILED, or KILLED for an interrupted sweep."""
         self.client.set_terminated(run_id, status=status)
 
-
-def _result_tags(m: dict) -> dict[str, str]:
-    """The edgesweep.* tags of a complete trial (filterable in the UI: tags.`edgesweep.format` = 'onnx-int8')."""
-    return {"edgesweep.format": str(m.get("format")), "edgesweep.artifact_sha256": str(m.get("artifact_sha256")),
-            "edgesweep.board_emulated": str(bool(m.get("board_emulated"))).lower(),
-            "edgesweep.board_emulation": str(m.get("board_emulation") or ""),
-            "edgesweep.board_node": str(m.get("board_node") or ""),
-            "edgesweep.stand_in_stages": str(bool(m.get("stand_in"))).lower()}
-
-
-class _Writer:
-    """Runs MLflow writes in order on a thread of its own. Tune's loop is where every trial's
-    `tune.report` waits for the driver, and at 200 trials SQLite writes took 70 % of that loop's time
-    (py-spy on bench/sweep_scale.py); now a trial waits only for Tune. `drain_writes` waits for what
-    is queued: the sweep calls it before it reads MLflow back, on every way out."""
-
-    def __init__(self):
-        self.jobs: queue.Queue = queue.Queue()
-        threading.Thread(target=self._work, name="edgesweep-mlflow-writer", daemon=True).start()
-        _WRITERS.add(self)
-
-    def _work(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            try:
-                job()
-            finally:
-                self.jobs.task_done()
-        self.jobs.task_done()
-
-    def close(self) -> None:
-        """Finish what is queued, then end the thread."""
-        _WRITERS.discard(self)
-        self.jobs.put(None)
-        self.jobs.join()
-
-    def drain(self) -> None:
-        pending = self.jobs.qsize()
-        if pending > 20:
-            log.info("writing %d queued trial updates to MLflow", pending)
-        self.jobs.join()
-
-
-_WRITERS: "weakref.WeakSet[_Writer]" = weakref.WeakSet()
-
-
-def drain_writes() -> None:
-    """Wait until every trial callback's queued MLflow writes are done."""
-    for writer in list(_WRITERS):
-        writer.drain()
-
-
-class MlflowTrialCallback(tune.Callback):
-    """Mirrors every trial into a child run: knobs as params, per-epoch metrics, final metrics,
-    the exported artifact and the board's latency report; errors end the run as FAILED.
-
-    Each hook reads what it needs from the trial on Tune's thread and queues the writes on a
-    `_Writer`. A write that fails after retries is logged, never raised, and MLflow is then left
-    alone for OUTAGE_PAUSE_S (the journal holds what it would have written)."""
-
-    # started by the first hook (a class default, so a callback restored from a sweep saved before the
-    # writer existed starts without one too)
-    _writer: _Writer | None = None
-
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, complete_knobs,
-                 settings: dict | None = None, tags: dict | None = None, dataset: dict | None = None,
-                 teacher_runs: dict | None = None):
-        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
-        self.complete_knobs = complete_knobs
-        self.settings, self.tags, self.dataset = settings or {}, tags or {}, dataset  # of every trial run
-        self.teacher_runs = teacher_runs or {}  # "name@img_size" -> the teacher's run id
-        self.missed = 0  # MLflow writes given up on (backfilled later from the journal)
-        self.down_until = 0.0  # time.monotonic() until which MLflow is left alone
-        self._tracking: SweepTracking | None = None
-        self._runs: dict[str, tuple[str, bool]] = {}  # trial id -> (run id, finished); the writer's only
-
-    def __getstate__(self) -> dict:  # saved with Tune's experiment state: no client, thread or cached ids
-        return {**self.__dict__, "_tracking": None, "_runs": {}, "down_until": 0.0, "_writer": None}
-
-    @property
-    def tracking(self) -> SweepTracking:
-        if self._tracking is None:
-            self._tracking = SweepTracking(self.tracking_uri, self.experiment_id)
-        return self._tracking
-
-    def _later(self, what: str, write: Callable[..., None], *args) -> None:
-        """Queue `write(*args)` on the writer thread, guarded against an MLflow outage."""
-        if self._writer is None:
-            self._writer = _Writer()
-        self._writer.jobs.put(lambda: self._guarded(what, write, *args))
-
-    def _guarded(self, what: str, write: Callable[..., None], *args) -> None:
-        if time.monotonic() < self.down_until:
-            self.missed += 1
-            return
-        try:
-            write(*args)
-        except Exception as e:  # noqa: BLE001 - MLflow is a mirror: the journal holds the result
-            self.missed += 1
-            self.down_until = time.monotonic() + OUTAGE_PAUSE_S
-            log.warning("MLflow write (%s) failed after retries (%s); the sweep goes on without MLflow for %.0f s, "
-                        "and the journal's records are written to MLflow by the next --resume or report",
-                        what, e, OUTAGE_PAUSE_S)
-
-    def run_id(self, trial_id: str, config: dict) -> tuple[str, bool]:
-        """The trial's run, found or created (on the writer thread)."""
-        if trial_id not in self._runs:
-            knobs = self.complete_knobs(config)
-            teacher = self.teacher_runs.get(f"{knobs.get('teacher')}@{knobs.get('img_size')}")
-            tags = {**self.tags, TEACHER_RUN_TAG: teacher} if teacher and knobs.get("kd_method") != "none" else self.tags
-            run_id, finished = retried(lambda: self.tracking.trial_run(
-                self.parent_run_id, trial_id, knobs, self.settings, tags, self.dataset), "finding a trial's run")
-            if not finished:
-                retried(lambda: self.tracking.client.update_run(run_id, status="RUNNING"), "reopening a run")
-            self._runs[trial_id] = (run_id, finished)
-        return self._runs[trial_id]
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._later("opening a trial's run", self.run_id, trial.trial_id, dict(trial.config))
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("stage") != "train":
-            return
-        step = int(result["epoch"])
-        metrics = {k: v for k, v in result.items() if k in EPOCH_KEYS or k.startswith(("loss_", "val_"))}
-        now = int(result.get("timestamp") or time.time()) * 1000
-        self._later("logging epoch metrics", self._log_epoch, trial.trial_id, dict(trial.config),
-                    _metrics(metrics, now, step))
-
-    def _log_epoch(self, trial_id: str, config: dict, metrics: list[Metric]) -> None:
-        run_id, _ = self.run_id(trial_id, config)
-        retried(lambda: self.tracking.client.log_batch(run_id, metrics=metrics), "logging epoch metrics")
-
-    def _end(self, trial_id: str, config: dict, record: TrialRecord, checkpoint=None, error_text: str = "") -> None:
-        """Record the trial's end in its run (on the writer thread): the error, or the checkpoint's
-        artifact, previews and latency reports."""
-        run_id, finished = self.run_id(trial_id, config)
-        if finished:  # a resumed sweep re-reports trials whose runs are complete already
-            return
-        if record.status == "failed":
-            with tempfile.TemporaryDirectory() as d:
-                path = Path(d) / "error.txt"
-                path.write_text(error_text)
-                retried(lambda: self.tracking.client.log_artifact(run_id, str(path)), "logging an error")
-        if checkpoint is None:
-            retried(lambda: self.tracking.record_trial(run_id, record), "recording a trial's end")
-        else:
-            with checkpoint.as_directory() as d:
-                files = [f for f in sorted(Path(d).iterdir())
-                         if f.suffix in {".onnx", ".tflite", ".png"} or f.name == "export.json"
-                         or (f.name.startswith("latency") and f.suffix == ".json")]  # latency-NAME.json per board
-                retried(lambda: self.tracking.record_trial(run_id, record, files), "recording a trial's end")
-        self._runs[trial_id] = (run_id, record.status != "interrupted")
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        record = record_of(trial, self.complete_knobs)
-        checkpoint = trial.checkpoint if record.complete else None
-        self._later("recording a trial's end", self._end, trial.trial_id, dict(trial.config), record, checkpoint)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).exists() else ""
-        self._later("recording a failed trial", self._end, trial.trial_id, dict(trial.config),
-                    record_of(trial, self.complete_knobs, "failed"), None,
-                    text or f"the trial failed: {trial_error(trial)}")
-
-    def on_experiment_end(self, trials, **info):
-        """Trials that never ended (a stopped sweep) get a run that says they were interrupted;
-        returns once every queued write is done."""
-        for trial in trials:
-            self._later("recording an interrupted trial", self._end, trial.trial_id, dict(trial.config),
-                        record_of(trial, self.complete_knobs, "interrupted"))
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None

@@ -1,0 +1,190 @@
+"""The Tune callback that mirrors each trial into its MLflow child run, from Tune's loop on the
+driver. Its writes run on a thread of their own (`_Writer`), so a trial's `tune.report` never waits
+for MLflow; a write that fails is logged and left to the journal's backfill (`store`).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+from mlflow.entities import Metric
+from ray import tune
+
+from orchestrator.results import TrialRecord, record_of, trial_error
+from orchestrator.tracking.names import EPOCH_KEYS, TEACHER_RUN_TAG
+from orchestrator.tracking.store import SweepTracking, retried, run_metrics
+
+log = logging.getLogger(__name__)
+
+OUTAGE_PAUSE_S = 30.0  # after writes gave up, MLflow is not tried again for this long
+
+
+class _Writer:
+    """Runs MLflow writes in order on a thread of its own. Tune's loop is where every trial's
+    `tune.report` waits for the driver, and at 200 trials SQLite writes took 70 % of that loop's time
+    (py-spy on bench/sweep_scale.py); now a trial waits only for Tune. `drain_writes` waits for what
+    is queued: the sweep calls it before it reads MLflow back, on every way out."""
+
+    def __init__(self):
+        self.jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._work, name="edgesweep-mlflow-writer", daemon=True).start()
+        _WRITERS.add(self)
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                job()
+            finally:
+                self.jobs.task_done()
+        self.jobs.task_done()
+
+    def close(self) -> None:
+        """Finish what is queued, then end the thread."""
+        _WRITERS.discard(self)
+        self.jobs.put(None)
+        self.jobs.join()
+
+    def drain(self) -> None:
+        pending = self.jobs.qsize()
+        if pending > 20:
+            log.info("writing %d queued trial updates to MLflow", pending)
+        self.jobs.join()
+
+
+_WRITERS: "weakref.WeakSet[_Writer]" = weakref.WeakSet()
+
+
+def drain_writes() -> None:
+    """Wait until every trial callback's queued MLflow writes are done."""
+    for writer in list(_WRITERS):
+        writer.drain()
+
+
+class MlflowTrialCallback(tune.Callback):
+    """Mirrors every trial into a child run: knobs as params, per-epoch metrics, final metrics,
+    the exported artifact and the board's latency report; errors end the run as FAILED.
+
+    Each hook reads what it needs from the trial on Tune's thread and queues the writes on a
+    `_Writer`. A write that fails after retries is logged, never raised, and MLflow is then left
+    alone for OUTAGE_PAUSE_S (the journal holds what it would have written)."""
+
+    # started by the first hook (a class default, so a callback restored from a sweep saved before the
+    # writer existed starts without one too)
+    _writer: _Writer | None = None
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, complete_knobs,
+                 settings: dict | None = None, tags: dict | None = None, dataset: dict | None = None,
+                 teacher_runs: dict | None = None):
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.complete_knobs = complete_knobs
+        self.settings, self.tags, self.dataset = settings or {}, tags or {}, dataset  # of every trial run
+        self.teacher_runs = teacher_runs or {}  # "name@img_size" -> the teacher's run id
+        self.missed = 0  # MLflow writes given up on (backfilled later from the journal)
+        self.down_until = 0.0  # time.monotonic() until which MLflow is left alone
+        self._tracking: SweepTracking | None = None
+        self._runs: dict[str, tuple[str, bool]] = {}  # trial id -> (run id, finished); the writer's only
+
+    def __getstate__(self) -> dict:  # saved with Tune's experiment state: no client, thread or cached ids
+        return {**self.__dict__, "_tracking": None, "_runs": {}, "down_until": 0.0, "_writer": None}
+
+    @property
+    def tracking(self) -> SweepTracking:
+        if self._tracking is None:
+            self._tracking = SweepTracking(self.tracking_uri, self.experiment_id)
+        return self._tracking
+
+    def _later(self, what: str, write: Callable[..., None], *args) -> None:
+        """Queue `write(*args)` on the writer thread, guarded against an MLflow outage."""
+        if self._writer is None:
+            self._writer = _Writer()
+        self._writer.jobs.put(lambda: self._guarded(what, write, *args))
+
+    def _guarded(self, what: str, write: Callable[..., None], *args) -> None:
+        if time.monotonic() < self.down_until:
+            self.missed += 1
+            return
+        try:
+            write(*args)
+        except Exception as e:  # noqa: BLE001 - MLflow is a mirror: the journal holds the result
+            self.missed += 1
+            self.down_until = time.monotonic() + OUTAGE_PAUSE_S
+            log.warning("MLflow write (%s) failed after retries (%s); the sweep goes on without MLflow for %.0f s, "
+                        "and the journal's records are written to MLflow by the next --resume or report",
+                        what, e, OUTAGE_PAUSE_S)
+
+    def run_id(self, trial_id: str, config: dict) -> tuple[str, bool]:
+        """The trial's run, found or created (on the writer thread)."""
+        if trial_id not in self._runs:
+            knobs = self.complete_knobs(config)
+            teacher = self.teacher_runs.get(f"{knobs.get('teacher')}@{knobs.get('img_size')}")
+            tags = {**self.tags, TEACHER_RUN_TAG: teacher} if teacher and knobs.get("kd_method") != "none" else self.tags
+            run_id, finished = retried(lambda: self.tracking.trial_run(
+                self.parent_run_id, trial_id, knobs, self.settings, tags, self.dataset), "finding a trial's run")
+            if not finished:
+                retried(lambda: self.tracking.client.update_run(run_id, status="RUNNING"), "reopening a run")
+            self._runs[trial_id] = (run_id, finished)
+        return self._runs[trial_id]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._later("opening a trial's run", self.run_id, trial.trial_id, dict(trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("stage") != "train":
+            return
+        step = int(result["epoch"])
+        metrics = {k: v for k, v in result.items() if k in EPOCH_KEYS or k.startswith(("loss_", "val_"))}
+        now = int(result.get("timestamp") or time.time()) * 1000
+        self._later("logging epoch metrics", self._log_epoch, trial.trial_id, dict(trial.config),
+                    run_metrics(metrics, now, step))
+
+    def _log_epoch(self, trial_id: str, config: dict, metrics: list[Metric]) -> None:
+        run_id, _ = self.run_id(trial_id, config)
+        retried(lambda: self.tracking.client.log_batch(run_id, metrics=metrics), "logging epoch metrics")
+
+    def _end(self, trial_id: str, config: dict, record: TrialRecord, checkpoint=None, error_text: str = "") -> None:
+        """Record the trial's end in its run (on the writer thread): the error, or the checkpoint's
+        artifact, previews and latency reports."""
+        run_id, finished = self.run_id(trial_id, config)
+        if finished:  # a resumed sweep re-reports trials whose runs are complete already
+            return
+        if record.status == "failed":
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / "error.txt"
+                path.write_text(error_text)
+                retried(lambda: self.tracking.client.log_artifact(run_id, str(path)), "logging an error")
+        if checkpoint is None:
+            retried(lambda: self.tracking.record_trial(run_id, record), "recording a trial's end")
+        else:
+            with checkpoint.as_directory() as d:
+                files = [f for f in sorted(Path(d).iterdir())
+                         if f.suffix in {".onnx", ".tflite", ".png"} or f.name == "export.json"
+                         or (f.name.startswith("latency") and f.suffix == ".json")]  # latency-NAME.json per board
+                retried(lambda: self.tracking.record_trial(run_id, record, files), "recording a trial's end")
+        self._runs[trial_id] = (run_id, record.status != "interrupted")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        record = record_of(trial, self.complete_knobs)
+        checkpoint = trial.checkpoint if record.complete else None
+        self._later("recording a trial's end", self._end, trial.trial_id, dict(trial.config), record, checkpoint)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).exists() else ""
+        self._later("recording a failed trial", self._end, trial.trial_id, dict(trial.config),
+                    record_of(trial, self.complete_knobs, "failed"), None,
+                    text or f"the trial failed: {trial_error(trial)}")
+
+    def on_experiment_end(self, trials, **info):
+        """Trials that never ended (a stopped sweep) get a run that says they were interrupted;
+        returns once every queued write is done."""
+        for trial in trials:
+            self._later("recording an interrupted trial", self._end, trial.trial_id, dict(trial.config),
+                        record_of(trial, self.complete_knobs, "interrupted"))
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,66 @@
+"""What the sweep's MLflow runs call things: our tag names, the grouped metric names of a trial's
+results, and a trial run's name. The one module that owns them, so the writer (`store`), the UI
+links (`ui`) and every reader agree on a name by importing it rather than spelling it again.
+"""
+from __future__ import annotations
+
+from orchestrator.config import PER_BOARD
+
+SWEEP_TAG = "edgesweep.sweep_dir"  # on the sweep's parent run: its sweep directory
+TRIAL_TAG = "edgesweep.trial_id"
+FINISHED_TAG = "edgesweep.finished"  # "true": the run holds the trial's end
+STATUS_TAG = "edgesweep.status"  # why a run was KILLED (interrupted, stopped before the end)
+ERROR_TAG = "edgesweep.error"  # a FAILED trial's error
+TEACHER_TAG = "edgesweep.teacher"  # on a teacher's run: "name@img_size"
+TEACHER_RUN_TAG = "edgesweep.teacher_run_id"  # on a distilled trial's run: its teacher's run
+PARETO_TAG = "edgesweep.pareto"  # on trial runs and model versions: "true" while on the front
+WINS_TAG = "edgesweep.wins"  # on a front's model version: the objectives it is best at
+FORMAT_TAG = "edgesweep.format"
+SHA256_TAG = "edgesweep.artifact_sha256"
+
+EPOCH_KEYS = ("lr", "images_per_second")  # per-epoch metrics besides loss_* and val_* (the epoch is the step)
+ARTIFACT_METRICS = ("map50_95", "map50", "precision", "recall", "size_mb")  # the exported file, scored in its runtime
+BOARD_METRICS = ("latency_ms", "latency_p90_ms", "latency_cv", "fps", "board_map50_95", "board_map50")
+
+
+def metric_name(key: str) -> str | None:
+    """A trial result's key as its grouped MLflow metric (None: not a metric): the UI then shows
+    artifact/, board/ (board/NAME/ per board of a several-board sweep), float/ (the PyTorch model's
+    val mAP), train/ and val/ sections."""
+    if key in ARTIFACT_METRICS:
+        return f"artifact/{key}"
+    if key in BOARD_METRICS:
+        return f"board/{key.removeprefix('board_')}"
+    if key.startswith(f"{PER_BOARD}@"):  # latency_ms@rpi4 -> board/rpi4/latency_ms
+        return f"board/{key.partition('@')[2]}/{PER_BOARD}"
+    if key.startswith("float_"):
+        return f"float/{key.removeprefix('float_')}"
+    if key == "loss_kd_to_detection":
+        return "train/kd_to_detection"
+    if key.startswith("loss_"):
+        return f"train/{key.removeprefix('loss_')}_loss"
+    if key.startswith("val_"):
+        return f"val/{key.removeprefix('val_')}"
+    return f"train/{key}" if key in EPOCH_KEYS else None
+
+
+def run_name(knobs: dict) -> str:
+    """What a trial is, in a few words: "cwd x0.8 · onnx-int8 · 320px", "no KD · tflite · 128px";
+    a student activation other than YOLOv5's SiLU is named too ("... · 128px · relu6")."""
+    from orchestrator.pareto import kd_name
+    from trainables.export.registry import format_for
+    from trainables.models.family import DEFAULT_ACTIVATION
+
+    activation = knobs.get("activation", DEFAULT_ACTIVATION)
+    return (f"{kd_name(knobs)} · {format_for(knobs['runtime'], knobs['quantization']).name} · {knobs['img_size']}px"
+            + ("" if activation == DEFAULT_ACTIVATION else f" · {activation}"))
+
+
+def result_tags(m: dict) -> dict[str, str]:
+    """The edgesweep.* tags of a complete trial's metrics `m` (filterable in the UI:
+    tags.`edgesweep.format` = 'onnx-int8')."""
+    return {FORMAT_TAG: str(m.get("format")), SHA256_TAG: str(m.get("artifact_sha256")),
+            "edgesweep.board_emulated": str(bool(m.get("board_emulated"))).lower(),
+            "edgesweep.board_emulation": str(m.get("board_emulation") or ""),
+            "edgesweep.board_node": str(m.get("board_node") or ""),
+            "edgesweep.stand_in_stages": str(bool(m.get("stand_in"))).lower()}
