@@ -1,7 +1,7 @@
 """The one place the driver reaches into Ray's private state, so a Ray upgrade breaks one small file.
 
-Checked against Ray 2.60.0. Re-check on every Ray upgrade (tests/orchestrator/test_searcher.py and
-tests/test_security.py fail when these are gone).
+Checked against Ray 2.60.0. Re-check on every Ray upgrade (tests/orchestrator/test_searcher.py,
+tests/orchestrator/test_tracking_callback.py and tests/test_security.py fail when these are gone).
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import optuna
+    from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
 
@@ -36,3 +37,11 @@ def reload_auth_config() -> None:
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+def tuner_callbacks(tuner: "tune.Tuner") -> list["tune.Callback"]:
+    """The callbacks a Tuner runs with. A restored Tuner's come back unpickled from the sweep's saved
+    state (`Tuner.restore` takes none), and Ray 2.60 has no public accessor: its `TunerInternal`
+    (`_local_tuner`) holds the run config. A Ray Client driver's Tuner runs elsewhere: none here."""
+    local = getattr(tuner, "_local_tuner", None)  # noqa: SLF001 - see the module docstring
+    return list(local.get_run_config().callbacks or []) if local is not None else []

@@ -24,7 +24,7 @@ from ray import tune
 
 from device_actors.runtimes import RUNTIMES
 from orchestrator import pareto
-from orchestrator._ray_internals import reload_auth_config
+from orchestrator._ray_internals import reload_auth_config, tuner_callbacks
 from orchestrator.config import SweepConfig
 from orchestrator.datasets import data_splits
 from orchestrator.errors import ConfigError
@@ -37,7 +37,7 @@ from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_inte
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, train_teacher
 from orchestrator.sweep_state import SweepLock, flat_keys, project_commit, read_state, resume_config, write_state
 from orchestrator.thesis_tables import write_sessions
-from orchestrator.tracking.callback import MlflowTrialCallback, drain_writes
+from orchestrator.tracking.callback import MlflowTrialCallback
 from orchestrator.tracking.store import SweepTracking
 from orchestrator.trainers import TrainSlots, start_train_slots
 from orchestrator.trial import TrialContext, run_trial
@@ -257,6 +257,7 @@ class Sweep:
         self.trainers = start_train_slots(_task_options(cfg.resources.train))
         self.teachers: dict = {}
         self.teacher_runs: dict[str, str] = {}  # "name@img_size" -> its MLflow run
+        self.mlflow_callback: MlflowTrialCallback | None = None  # the one Tune runs (`_tuner`)
 
     def _board_val(self):
         """The val split packed for the board, put in the object store once (None unless it scores)."""
@@ -291,13 +292,16 @@ class Sweep:
                            board_val=self._board_val(), stages=self.stages or RealStages())
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_RESOURCES)
         if self.resume:  # callbacks, searcher and run config come back from the sweep's saved state
-            return tune.Tuner.restore(str(self.tune_dir), trainable, resume_unfinished=True, resume_errored=False,
-                                      restart_errored=False)
+            tuner = tune.Tuner.restore(str(self.tune_dir), trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False)
+            self.mlflow_callback = next((c for c in tuner_callbacks(tuner) if isinstance(c, MlflowTrialCallback)),
+                                        None)
+            return tuner
+        self.mlflow_callback = MlflowTrialCallback(
+            self.tracking_uri, self.tracking.experiment_id, self.parent, cfg.search.complete,
+            settings=trial_settings(cfg), tags=self.run_tags, dataset=self.dataset, teacher_runs=self.teacher_runs)
         # The journal first: a trial's end is on disk before MLflow or the live view hear of it.
-        callbacks = [ResultsLog(self.sweep_dir, cfg.search.complete),
-                     MlflowTrialCallback(self.tracking_uri, self.tracking.experiment_id, self.parent,
-                                         cfg.search.complete, settings=trial_settings(cfg), tags=self.run_tags,
-                                         dataset=self.dataset, teacher_runs=self.teacher_runs)]
+        callbacks = [ResultsLog(self.sweep_dir, cfg.search.complete), self.mlflow_callback]
         if show_progress:
             callbacks.append(LiveProgress(cfg.searcher.trials, cfg.search.complete, f"sweep {cfg.name}"))
         searcher, param_space, num_samples = make_searcher(cfg, self.sweep_dir)
@@ -334,7 +338,8 @@ class Sweep:
             status = "KILLED"
             raise
         finally:
-            drain_writes()  # the trial callback's queued MLflow writes, before MLflow is read back
+            if self.mlflow_callback is not None:  # its queued MLflow writes, before MLflow is read back
+                self.mlflow_callback.close()
             records = load_records(self.sweep_dir)
             runs = self._trial_runs()
             on_front, files = write_report(self.cfg, records, runs)

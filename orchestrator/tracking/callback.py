@@ -9,7 +9,6 @@ import queue
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,13 +27,12 @@ OUTAGE_PAUSE_S = 30.0  # after writes gave up, MLflow is not tried again for thi
 class _Writer:
     """Runs MLflow writes in order on a thread of its own. Tune's loop is where every trial's
     `tune.report` waits for the driver, and at 200 trials SQLite writes took 70 % of that loop's time
-    (py-spy on bench/sweep_scale.py); now a trial waits only for Tune. `drain_writes` waits for what
-    is queued: the sweep calls it before it reads MLflow back, on every way out."""
+    (py-spy on bench/sweep_scale.py); now a trial waits only for Tune. Its callback starts it with
+    the first write and closes it (`MlflowTrialCallback.close`)."""
 
     def __init__(self):
         self.jobs: queue.Queue = queue.Queue()
         threading.Thread(target=self._work, name="edgesweep-mlflow-writer", daemon=True).start()
-        _WRITERS.add(self)
 
     def _work(self) -> None:
         while (job := self.jobs.get()) is not None:
@@ -46,24 +44,11 @@ class _Writer:
 
     def close(self) -> None:
         """Finish what is queued, then end the thread."""
-        _WRITERS.discard(self)
-        self.jobs.put(None)
-        self.jobs.join()
-
-    def drain(self) -> None:
         pending = self.jobs.qsize()
         if pending > 20:
             log.info("writing %d queued trial updates to MLflow", pending)
+        self.jobs.put(None)
         self.jobs.join()
-
-
-_WRITERS: "weakref.WeakSet[_Writer]" = weakref.WeakSet()
-
-
-def drain_writes() -> None:
-    """Wait until every trial callback's queued MLflow writes are done."""
-    for writer in list(_WRITERS):
-        writer.drain()
 
 
 class MlflowTrialCallback(tune.Callback):
@@ -185,6 +170,12 @@ class MlflowTrialCallback(tune.Callback):
         for trial in trials:
             self._later("recording an interrupted trial", self._end, trial.trial_id, dict(trial.config),
                         record_of(trial, self.complete_knobs, "interrupted"))
+        self.close()
+
+    def close(self) -> None:
+        """Wait for every queued write, then end the writer thread (a later write starts another).
+        Tune calls it through `on_experiment_end`, but not when a KeyboardInterrupt (a second Ctrl-C)
+        ends its loop, so the sweep calls it too on every way out, before it reads MLflow back."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
