@@ -23,7 +23,7 @@ from detection.letterbox import letterbox, to_input
 from detection.postprocess import postprocess
 from device_actors.memory import PeakRssTracker
 from device_actors.report import LatencyReport, MeasureRequest
-from device_actors.runtimes import check_runtimes, get_runtime
+from device_actors.runtimes import RUNTIMES, check_runtimes, get_runtime
 from device_actors.sysinfo import BoardFacts, SystemRoots, ThermalSnapshot, board_facts, thermal_snapshot
 from device_actors.timing import TimingProtocol, time_call
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 # Pre/post-processing are cheap and secondary: fewer runs than the inference protocol.
 AUX_PROTOCOL = TimingProtocol(warmup_runs=3, min_runs=20, min_seconds=0.2, max_runs=500)
-TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
 
 
 class ArtifactError(UserError, ValueError):
@@ -52,8 +51,13 @@ def sha256_hex(data: bytes) -> str:
 
 
 def sniff_runtime(model: bytes) -> str:
-    """'tflite' for a TFLite flatbuffer, 'onnxruntime' otherwise (ONNX protobufs have no magic)."""
-    return "tflite" if model[4:8] == TFLITE_MAGIC else "onnxruntime"
+    """The first registered runtime that recognises the bytes as its file (e.g. 'tflite' for a TFLite
+    flatbuffer)."""
+    for runtime in RUNTIMES.values():
+        if runtime.recognises(model):
+            return runtime.name
+    raise ArtifactError(f"no registered runtime ({', '.join(RUNTIMES)}) recognises these {len(model)} bytes as "
+                        f"its file; name the runtime")
 
 
 def verify_artifact(model: bytes, expected_sha256: str) -> None:

@@ -8,6 +8,8 @@ import numpy as np
 
 from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
 
+TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
+
 
 def _interpreter_module():
     try:
@@ -80,6 +82,12 @@ class LiteRt:
             except Exception:  # noqa: BLE001 - PackageNotFoundError and friends
                 continue
         return "unknown"
+
+    def recognises(self, model: bytes) -> bool:
+        return model[4:8] == TFLITE_MAGIC
+
+    def device(self, options: RuntimeOptions) -> str:
+        return f"delegate {options.delegate}" if options.delegate else "CPU (LiteRT kernels)"
 
     def load(self, model: bytes, options: RuntimeOptions) -> LiteRtSession:
         if not self.available():

@@ -7,6 +7,8 @@ import numpy as np
 
 from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
 
+ONNX_FIRST_BYTE = b"\x08"  # protobuf tag of ModelProto field 1 (ir_version), which every exporter writes first
+
 
 class OrtSession:
     def __init__(self, model: bytes, options: RuntimeOptions):
@@ -54,6 +56,13 @@ class OnnxRuntime:
         import onnxruntime
 
         return onnxruntime.__version__
+
+    def recognises(self, model: bytes) -> bool:
+        """An ONNX ModelProto serialises its first field, ir_version (a varint), first: tag byte 0x08."""
+        return model[:1] == ONNX_FIRST_BYTE
+
+    def device(self, options: RuntimeOptions) -> str:
+        return options.providers[0]  # the provider ONNX Runtime tries first
 
     def load(self, model: bytes, options: RuntimeOptions) -> OrtSession:
         if not self.available():

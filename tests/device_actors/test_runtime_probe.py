@@ -30,6 +30,12 @@ class CrashingRuntime:
     def version(self) -> str:
         raise AssertionError("never imported in-process")
 
+    def recognises(self, model: bytes) -> bool:
+        return model[:4] == b"CRSH"
+
+    def device(self, options) -> str:
+        return "CPU"
+
     def load(self, model, options):
         raise AssertionError("never imported in-process")
 
