@@ -65,18 +65,6 @@ class SweepResult:
         return [r for r in self.records if r.status == "failed"]
 
 
-# Trials checkpoint every epoch by design; Tune's advice to checkpoint less is noise here. Tune's own
-# console output (experiment box, TensorBoard hint) would break the live view, which replaces it.
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-# The journal and MLflow hold every result; Tune's own per-trial JSON, CSV and TensorBoard files took
-# a fifth of the driver's loop at 200 trials (py-spy on bench/sweep_scale.py), which every report
-# waits on (its JSON logger alone adds 0.2 s per trial there). Without them the ResultGrid that
-# `Tuner.fit()` returns, which nothing here reads, warns once per trial that it found no metrics.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-
-
 def _token_auth() -> None:
     """Token authentication for a private cluster. Ray 2.60 binds its gRPC servers (GCS, raylet,
     object manager, workers) on every interface and has no setting to bind loopback only, so the
@@ -92,12 +80,30 @@ def _token_auth() -> None:
     reload_auth_config()
 
 
+def _tune_settings() -> None:
+    """How Tune behaves in a sweep's driver. Set when the sweep starts or joins Ray (`init_ray`), not
+    at import, so importing this module changes nothing; `setdefault`, so a user's own value wins.
+    Tune reads each when a Tuner is built or run."""
+    # Trials checkpoint every epoch by design; Tune's advice to checkpoint less is noise here. Tune's own
+    # console output (experiment box, TensorBoard hint) would break the live view, which replaces it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # The journal and MLflow hold every result; Tune's own per-trial JSON, CSV and TensorBoard files took
+    # a fifth of the driver's loop at 200 trials (py-spy on bench/sweep_scale.py), which every report
+    # waits on (its JSON logger alone adds 0.2 s per trial there). Without them the ResultGrid that
+    # `Tuner.fit()` returns, which nothing here reads, warns once per trial that it found no metrics.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)  # Tune's INFO lines would break the live view
+
+
 def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Connect to a cluster (`address`, or RAY_ADDRESS), or start a private local one."""
+    """Connect to a cluster (`address`, or RAY_ADDRESS), or start a private local one. Every `Sweep`
+    calls it, so a sweep on a Ray that a test or notebook started already gets Tune's settings too."""
+    _tune_settings()
     if ray.is_initialized():
         return
     kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    logging.getLogger("ray.tune").setLevel(logging.WARNING)  # Tune's INFO lines would break the live view
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **kwargs)
     else:  # "local": a new private cluster, never one that `ray start` left running on this machine
