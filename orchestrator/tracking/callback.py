@@ -17,7 +17,7 @@ from ray import tune
 
 from orchestrator.results import TrialRecord, record_of, trial_error
 from orchestrator.tracking.names import EPOCH_KEYS, TEACHER_RUN_TAG
-from orchestrator.tracking.store import SweepTracking, retried, run_metrics
+from orchestrator.tracking.store import SweepTracking, retried, run_metrics, trial_files
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,7 @@ class MlflowTrialCallback(tune.Callback):
             retried(lambda: self.tracking.record_trial(run_id, record), "recording a trial's end")
         else:
             with checkpoint.as_directory() as d:
-                files = [f for f in sorted(Path(d).iterdir())
-                         if f.suffix in {".onnx", ".tflite", ".png"} or f.name == "export.json"
-                         or (f.name.startswith("latency") and f.suffix == ".json")]  # latency-NAME.json per board
+                files = trial_files(Path(d))
                 retried(lambda: self.tracking.record_trial(run_id, record, files), "recording a trial's end")
         self._runs[trial_id] = (run_id, record.status != "interrupted")
 

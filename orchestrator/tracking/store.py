@@ -12,8 +12,9 @@ write that still fails after a few retries (`retried`) is given up, and the next
 that time are lost). On a local store (SQLite or a directory) the experiment keeps its artifacts in
 the sweep directory; a tracking server keeps its own artifact store.
 
-Each complete trial's artifact is an MLflow LoggedModel of its run (the ONNX flavour for `.onnx`, so
-`mlflow.onnx.load_model` takes it back; a plain LoggedModel holding the file for `.tflite`), and the
+Each complete trial's artifact (a file of an export format, `trainables.export.registry`) is an MLflow
+LoggedModel of its run (the ONNX flavour for an ONNX Runtime file, so `mlflow.onnx.load_model` takes
+it back; a plain LoggedModel holding the file for the others, such as `.tflite`), and the
 Pareto front's models are versions of a registered model named after the sweep, tagged with the
 objectives they win; a version that left the front is tagged `edgesweep.pareto=false`.
 """
@@ -37,12 +38,12 @@ from orchestrator.results import TrialRecord
 from orchestrator.tracking.names import (EPOCH_KEYS, ERROR_TAG, FINISHED_TAG, FORMAT_TAG, PARETO_TAG, SHA256_TAG,
                                          STATUS_TAG, SWEEP_TAG, TEACHER_TAG, TRIAL_TAG, WINS_TAG, metric_name,
                                          result_tags, run_name)
+from trainables.export.registry import FORMATS
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 REMOTE_SCHEMES = ("http://", "https://", "databricks")
-MODEL_SUFFIXES = (".onnx", ".tflite")
 T = TypeVar("T")
 
 
@@ -59,6 +60,25 @@ def retried(call: Callable[[], T], what: str) -> T:
             log.debug("MLflow %s failed (%s); retrying in %.1f s", what, e, delay)
             time.sleep(delay)
     return call()
+
+
+def _model_suffixes() -> set[str]:
+    """The suffixes of the files a trial deploys (.onnx, .tflite): those of the export formats."""
+    return {f.suffix for f in FORMATS.values()}
+
+
+def _onnx_flavoured(path: Path) -> bool:
+    """Whether MLflow's ONNX flavour logs the file: it does what ONNX Runtime runs. The registry names
+    no MLflow flavour per format, so it is derived here from the formats' runtime."""
+    return path.suffix in {f.suffix for f in FORMATS.values() if f.runtime == "onnxruntime"}
+
+
+def trial_files(checkpoint_dir: Path) -> list[Path]:
+    """The files of a trial's checkpoint that its run keeps (`SweepTracking.record_trial`): the
+    artifact, its previews (.png), export.json and the board's latency reports (latency-NAME.json)."""
+    return [f for f in sorted(Path(checkpoint_dir).iterdir())
+            if f.suffix in _model_suffixes() | {".png"} or f.name == "export.json"
+            or (f.name.startswith("latency") and f.suffix == ".json")]
 
 
 def run_metrics(values: dict, timestamp_ms: int, step: int) -> list[Metric]:
@@ -207,7 +227,7 @@ class SweepTracking:
         self.client.log_batch(run_id, metrics=run_metrics(final, int(time.time() * 1000), int(m.get("epoch") or 0)),
                               tags=[RunTag(k, v) for k, v in result_tags(m).items()])
         for f in files:
-            if f.suffix in MODEL_SUFFIXES:
+            if f.suffix in _model_suffixes():
                 self.log_model(run_id, f, record)
                 continue
             if f.name == "latency.json":  # the runtime versions the board timed with
@@ -225,9 +245,10 @@ class SweepTracking:
         model = self.client.create_logged_model(
             self.experiment_id, name=f"trial-{record.trial_id}", source_run_id=run_id,
             model_type=path.suffix.lstrip("."), params={k: str(v) for k, v in sorted(record.knobs.items())},
-            tags={TRIAL_TAG: record.trial_id, FORMAT_TAG: str(m.get("format")), SHA256_TAG: str(m.get("artifact_sha256"))})
+            tags={TRIAL_TAG: record.trial_id, FORMAT_TAG: str(m.get("format")),
+                  SHA256_TAG: str(m.get("artifact_sha256"))})
         with tempfile.TemporaryDirectory(prefix="edgesweep-model-") as d:
-            if path.suffix == ".onnx":
+            if _onnx_flavoured(path):
                 import onnx
                 import onnxruntime
                 import mlflow.onnx
