@@ -20,12 +20,12 @@ from ray import tune
 
 from common.hashing import file_sha256
 from common.jsonlines import append_line
+from trainables.export.registry import suffixes
 
 log = logging.getLogger(__name__)
 
 RECORDS = "trials.jsonl"
 MODELS = "models"  # <sweep dir>/models/<trial id>/<artifact>: every complete trial's exported file
-ARTIFACT_SUFFIXES = (".onnx", ".tflite")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def keep_artifact(sweep_dir: Path, trial, record: TrialRecord) -> TrialRecord:
     if not record.complete or trial.checkpoint is None:
         return record
     with trial.checkpoint.as_directory() as d:
-        found = [f for f in sorted(Path(d).iterdir()) if f.suffix in ARTIFACT_SUFFIXES]
+        found = [f for f in sorted(Path(d).iterdir()) if f.name.endswith(suffixes())]  # any registered format
         if not found:
             return record
         target = Path(sweep_dir) / MODELS / record.trial_id / found[0].name

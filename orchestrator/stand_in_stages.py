@@ -13,7 +13,10 @@ import hashlib
 import time
 from dataclasses import dataclass
 
+from device_actors.measure import sniff_runtime
+from device_actors.runtimes import get_runtime
 from orchestrator.stages import EpochUpdate, ExportedArtifact, RealStages, TrainedModel, trial_format
+from trainables.export.registry import get_format
 
 
 class StandInFailure(RuntimeError):
@@ -63,8 +66,10 @@ class StandInStages:
         seed = int.from_bytes(key[:4], "little") if self.distinct_artifacts else 0
         content = toy_detector_onnx(knobs["img_size"], width=self.toy_width, seed=seed)
         score = 0.2 + 0.1 * key[4] / 255  # stand-in accuracy: a function of the knobs, not a measurement
-        fmt = trial_format(knobs)
-        return ExportedArtifact(format=fmt, runtime="onnxruntime", filename=f"stand-in-{fmt}.onnx",
+        fmt = get_format(trial_format(knobs))
+        # The toy ONNX runs in the format's runtime when that one reads ONNX files, else in the one that does.
+        runtime = get_runtime(fmt.runtime if get_runtime(fmt.runtime).recognises(content) else sniff_runtime(content))
+        return ExportedArtifact(format=fmt.name, runtime=runtime.name, filename=f"stand-in-{fmt.name}{runtime.suffix}",
                                 sha256=hashlib.sha256(content).hexdigest(), size_mb=len(content) / 1e6,
                                 metrics={"map50_95": score, "map50": min(1.0, 1.5 * score), "precision": 0.5,
                                          "recall": 0.5},

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from trainables.export.artifact import Artifact, ExportError, describe
 from trainables.export.registry import (FORMATS, ArtifactFormat, ExportKnobs, format_for, get_format, quantizations,
-                                        register_format, runtimes)
+                                        register_format, runtimes, suffixes)
 
 __all__ = ["FORMATS", "Artifact", "ArtifactFormat", "ExportError", "ExportGraph", "ExportKnobs", "GridDecode",
            "artifact_filename", "calibration_images", "describe", "export_formats", "export_onnx", "export_onnx_model",
            "format_for",
-           "get_format", "quantizations", "register_format", "runtimes"]
+           "get_format", "quantizations", "register_format", "runtimes", "suffixes"]
 
 _TORCH_SIDE = {"ExportGraph": "graph", "GridDecode": "graph", "export_onnx": "onnx_export",
                "calibration_images": "calibration", "artifact_filename": "pipeline", "export_formats": "pipeline",

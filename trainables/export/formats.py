@@ -29,7 +29,7 @@ class Intermediates:
                  calib_images: int, calib_method: str, calib_seed: int = 0, img_size: int | None = None,
                  given_onnx: tuple[Path, dict] | None = None):
         """From our model's `graph`, or (graph None) from a user's float ONNX file `given_onnx`
-        (path, settings) of input side `img_size`, which only ONNX Runtime formats can start from."""
+        (path, settings) of input side `img_size`, which only formats built from a float ONNX can start from."""
         self.graph = graph
         self.img_size = graph.img_size if graph is not None else img_size
         self.work_dir = Path(work_dir)
@@ -49,7 +49,7 @@ class Intermediates:
 
     def float_tflite(self) -> tuple[Path, dict]:
         if self.graph is None:
-            raise ExportError("a user's ONNX model can only become ONNX Runtime formats (runtime: onnxruntime)")
+            raise ExportError("a user's ONNX model has no float TFLite: it only becomes formats built from a float ONNX")
         if self._tflite is None:
             path = self.work_dir / "float32.tflite"
             self._tflite = (path, convert_tflite(self.graph, path))

@@ -15,8 +15,7 @@ from trainables.export.artifact import Artifact, ExportError, describe
 from trainables.export.calibration import check_count
 from trainables.export.formats import Intermediates
 from trainables.export.graph import ExportGraph
-from trainables.export.registry import ArtifactFormat, get_format
-from trainables.export.tflite import require_tflite_tools
+from trainables.export.registry import FORMATS, ArtifactFormat, get_format
 from trainables.models.yolo import ModelSpec
 
 if TYPE_CHECKING:
@@ -48,8 +47,8 @@ def _resolve(formats: Sequence[str], calibration: "CocoDataset | None", calib_im
         if calibration is None:
             raise ExportError(f"format {fmt.name} needs calibration images: pass the training split as `calibration`")
         check_count(calibration, calib_images)
-    if any(fmt.runtime == "tflite" for fmt in resolved):
-        require_tflite_tools()
+    for fmt in resolved:
+        fmt.check_tools()
     return resolved
 
 
@@ -83,9 +82,11 @@ def export_onnx_model(model: Path, formats: Sequence[str], out_dir: Path, *, lay
     from trainables.export.onnx_model import normalised_onnx
 
     resolved = _resolve(formats, calibration, calib_images, calib_method)
-    others = [f.name for f in resolved if f.runtime != "onnxruntime"]
+    others = [f.name for f in resolved if not f.from_float_onnx]
     if others:
-        raise ExportError(f"{model}: a user's ONNX model becomes ONNX Runtime formats only, not {', '.join(others)}")
+        onnx_formats = ", ".join(f.name for f in FORMATS.values() if f.from_float_onnx)
+        raise ExportError(f"{model}: a user's ONNX model becomes only the formats built from a float ONNX "
+                          f"({onnx_formats}), not {', '.join(others)}")
     with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
         float_onnx = Path(tmp) / "float32.onnx"
         side, settings = normalised_onnx(Path(model), float_onnx, layout=layout, num_classes=num_classes)

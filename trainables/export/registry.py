@@ -1,9 +1,12 @@
 """The artifact formats a trial can deploy, declared without torch so the config check can read them.
 
-A format is a (runtime, quantization) pair with a name ("onnx-int8"), a file suffix, the
-calibration methods it accepts (none: it needs no calibration) and the function that builds the
-file (`module:function`, imported only when exporting). Adding a format is one entry here and one
-builder function; the sweep's `runtime` and `quantization` choices follow from the registry.
+A format is a (runtime, quantization) pair with a name ("onnx-int8") and every fact the rest of
+the project asks about it: its file suffix, the calibration methods it accepts (none: it needs no
+calibration), the function that builds the file and the check that its tools are installed
+(`module:function`, imported only when exporting), whether a float ONNX alone is enough to build
+it, the MLflow flavour that logs it and the mAP loss its tests allow. Adding a format is one entry
+here and one builder function; the sweep's `runtime` and `quantization` choices follow from the
+registry.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from trainables.export.artifact import ExportError
 
 ONNX_CALIB_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime.quantization calibrators
 TFLITE_CALIB_METHODS = ("minmax",)  # ai-edge-quantizer calibrates activations by min/max only
+MAP_EQUAL = 0.002  # mAP@.5:.95 (0.2 points) within which two files are "the same model"
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,20 @@ class ArtifactFormat:
     description: str
     builder: str | Callable  # "module:function"; (Intermediates, path, **options) -> settings dict
     calib_methods: tuple[str, ...] = ()  # empty: needs no calibration
+    # Raises ExportError naming what to install when the builder's packages are missing ("module:function").
+    requires: str | Callable | None = None
+    from_float_onnx: bool = False  # built from the float ONNX alone, so a user's ONNX detector can become it
+    mlflow_flavor: str | None = None  # the `mlflow.<flavor>` module that logs it; None: the file as a plain LoggedModel
+    max_map_drop: float = MAP_EQUAL  # mAP@.5:.95 its tests let it lose against the float32 ONNX (0.01 = 1 point)
 
     @property
     def needs_calibration(self) -> bool:
         return bool(self.calib_methods)
+
+    def check_tools(self) -> None:
+        """Raise ExportError when a package the builder needs is not installed (before any slow step)."""
+        if self.requires is not None:
+            load(self.requires)()
 
     def build(self, ctx: Any, path: Path) -> dict:
         """Write the file at `path` from the export run's shared intermediates; returns its settings."""
@@ -60,6 +74,11 @@ def runtimes() -> tuple[str, ...]:
 
 def quantizations() -> tuple[str, ...]:
     return tuple(dict.fromkeys(f.quantization for f in FORMATS.values()))
+
+
+def suffixes() -> tuple[str, ...]:
+    """The file suffixes of every format's artifact (.onnx, .tflite), in registration order."""
+    return tuple(dict.fromkeys(f.suffix for f in FORMATS.values()))
 
 
 def format_for(runtime: str, quantization: str) -> ArtifactFormat:
@@ -94,19 +113,29 @@ class ExportKnobs:
 
 
 _BUILD = "trainables.export.formats"
+
+
+def _onnx(name: str, quantization: str, description: str, builder: str, **facts) -> ArtifactFormat:
+    return ArtifactFormat(name, "onnxruntime", quantization, ".onnx", description, f"{_BUILD}:{builder}",
+                          from_float_onnx=True, mlflow_flavor="onnx", **facts)
+
+
+def _tflite(name: str, quantization: str, description: str, builder: str, **facts) -> ArtifactFormat:
+    return ArtifactFormat(name, "tflite", quantization, ".tflite", description, f"{_BUILD}:{builder}",
+                          requires="trainables.export.tflite:require_tflite_tools", **facts)
+
+
 for _fmt in (
-    ArtifactFormat("onnx", "onnxruntime", "fp32", ".onnx", "float32, decode in the graph", f"{_BUILD}:onnx_fp32"),
-    ArtifactFormat("onnx-fp16", "onnxruntime", "fp16", ".onnx", "float16 weights and compute, float32 IO",
-                   f"{_BUILD}:onnx_fp16"),
-    ArtifactFormat("onnx-dynamic", "onnxruntime", "dynamic", ".onnx", "dynamic uint8 per-channel (the thesis's method)",
-                   f"{_BUILD}:onnx_dynamic"),
-    ArtifactFormat("onnx-int8", "onnxruntime", "int8", ".onnx", "static QDQ, int8 per-channel weights, calibrated",
-                   f"{_BUILD}:onnx_int8", calib_methods=ONNX_CALIB_METHODS),
-    ArtifactFormat("tflite", "tflite", "fp32", ".tflite", "float32 via litert-torch", f"{_BUILD}:tflite_fp32"),
-    ArtifactFormat("tflite-fp16", "tflite", "fp16", ".tflite", "float16 weights", f"{_BUILD}:tflite_fp16"),
-    ArtifactFormat("tflite-dynamic", "tflite", "dynamic", ".tflite", "dynamic-range int8 weights",
-                   f"{_BUILD}:tflite_dynamic"),
-    ArtifactFormat("tflite-int8", "tflite", "int8", ".tflite", "full int8, calibrated, float decode tail",
-                   f"{_BUILD}:tflite_int8", calib_methods=TFLITE_CALIB_METHODS),
+    _onnx("onnx", "fp32", "float32, decode in the graph", "onnx_fp32"),
+    _onnx("onnx-fp16", "fp16", "float16 weights and compute, float32 IO", "onnx_fp16"),
+    _onnx("onnx-dynamic", "dynamic", "dynamic uint8 per-channel (the thesis's method)", "onnx_dynamic",
+          max_map_drop=0.015),
+    _onnx("onnx-int8", "int8", "static QDQ, int8 per-channel weights, calibrated", "onnx_int8",
+          calib_methods=ONNX_CALIB_METHODS, max_map_drop=0.02),
+    _tflite("tflite", "fp32", "float32 via litert-torch", "tflite_fp32"),
+    _tflite("tflite-fp16", "fp16", "float16 weights", "tflite_fp16"),
+    _tflite("tflite-dynamic", "dynamic", "dynamic-range int8 weights", "tflite_dynamic", max_map_drop=0.015),
+    _tflite("tflite-int8", "int8", "full int8, calibrated, float decode tail", "tflite_int8",
+            calib_methods=TFLITE_CALIB_METHODS, max_map_drop=0.02),
 ):
     register_format(_fmt)
