@@ -66,6 +66,11 @@ class Knob:
         return f"{kind} {words}".strip()
 
 
+class Noun(str):
+    """What one value of a setting is, for messages ("a learning-rate schedule"): metadata in a
+    field's `Annotated[...]`, read by the config's error messages and ignored by pydantic."""
+
+
 def knob(default: object, doc: str, **declaration: Any) -> Any:
     """The default of a stage dataclass field that is a knob, e.g. `epochs: int = knob(10, "...", minimum=1)`."""
     return field(default=default, metadata={_KNOB: (doc, declaration)})

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
+from pydantic import Field
 
 
 @dataclass(frozen=True)
 class TimingProtocol:
-    warmup_runs: int = 10
-    min_runs: int = 50
-    min_seconds: float = 2.0
-    max_runs: int = 10_000
-    cooldown_seconds: float = 0.0  # pause before a model, so heat from the last one does not carry over
+    """How the board times an artifact (the sweep file's `board.timing`; pydantic reads the bounds)."""
+
+    __pydantic_config__ = {"extra": "forbid"}
+    warmup_runs: Annotated[int, Field(ge=0, description="untimed runs first")] = 10
+    min_runs: Annotated[int, Field(ge=1, description="timed runs at least")] = 50
+    min_seconds: Annotated[float, Field(ge=0, description="seconds of timed runs at least")] = 2.0
+    max_runs: Annotated[int, Field(ge=1, description="timed runs at most (>= min_runs)")] = 10_000
+    cooldown_seconds: Annotated[float, Field(ge=0, description="a pause before each model, so heat from the last "
+                                             "one does not carry over")] = 0.0
 
     def key(self) -> tuple:
         return tuple(asdict(self).values())

@@ -1,23 +1,36 @@
-"""Reading a config tree with key paths: every check names where it looked and what it allows.
+"""Reading a sweep file: YAML in, pydantic's verdict out as one message that names the key path.
 
-Helpers take the raw value and its key path (`data.val_subset`, `search.kd_method.choice[2]`) and
-return the checked value or raise `ConfigError("<path>: <problem>; allowed: ...")`. YAML is read
-with a loader that refuses duplicate keys (PyYAML silently keeps the last one otherwise).
+Sections are frozen dataclasses whose bounds and descriptions are `Annotated[..., Field(...)]`
+(pydantic validates them through a `TypeAdapter`, strictly: "500" is not an integer). The first
+error becomes `ConfigError("<path>: <problem>; allowed: ...")` in the words of the whole config,
+which the knob grammar (`orchestrator._knobs`) shares through the helpers below. YAML is read with
+a loader that refuses duplicate keys (PyYAML silently keeps the last one otherwise).
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 import math
 import re
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import yaml
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
+from common.knobs import Noun
 from orchestrator.errors import ConfigError
 
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
                dict: "a mapping", type(None): "null"}
+FIELD_PATH = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")  # a section's own rule names its key: "export.gpu: ..."
 
 
 def child(path: str, key: str | int) -> str:
@@ -35,28 +48,234 @@ def got(value: object) -> str:
     return f"got {value!r} ({kind})"
 
 
-def allowed_keys(mapping: object, path: str, allowed: Sequence[str], *, hints: dict[str, str] | None = None) -> dict:
+# ---- declaring ---------------------------------------------------------------------------------
+
+
+def registered(names: Callable[[], Sequence[str]], noun: str, doc: str) -> Any:
+    """A string that must name an entry of a registry (read when validating, so late entries count);
+    the JSON Schema lists the entries as its enum."""
+    def check(value: str) -> str:
+        if value not in names():
+            raise ValueError(f"{value!r} is not {noun}; allowed: {', '.join(names())}")
+        return value
+
+    return Annotated[str, AfterValidator(check), Field(description=doc, json_schema_extra=lambda schema: schema.update(
+        enum=list(names())))]
+
+
+@cache
+def adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def validate(cls: type, data: object, *, hints: dict[str, dict[str, str]] | None = None) -> Any:
+    """`data` as a `cls` (a dataclass tree), validated strictly as JSON would be: YAML lists fill
+    tuples, strings fill paths, and nothing else is coerced. The first error is a ConfigError."""
+    try:
+        text = json.dumps(data, default=str, allow_nan=True)
+        return adapter(cls).validate_json(text, strict=True)
+    except ValidationError as e:
+        raise ConfigError(explain(cls, _first(e.errors()), hints or {})) from None
+
+
+def _first(errors: list[dict]) -> dict:
+    """The error to report: of several members of one union, the one that is not about the type."""
+    first = errors[0]
+    same = [e for e in errors if _display(e["loc"]) == _display(first["loc"])]
+    return next((e for e in same if not e["type"].endswith("_type")), first)
+
+
+# ---- walking the declared types along an error's location ----------------------------------------
+
+
+@dataclasses.dataclass
+class _Slot:
+    """What a location holds: its bare type, the constraints and words declared on it."""
+
+    kind: Any
+    bounds: dict[str, float] = dataclasses.field(default_factory=dict)
+    noun: str = ""
+    doc: str = ""
+
+
+def _absorb(slot: _Slot, meta: object) -> None:
+    if isinstance(meta, FieldInfo):
+        slot.doc = slot.doc or meta.description or ""
+        for m in meta.metadata:
+            _absorb(slot, m)
+    elif isinstance(meta, Noun):
+        slot.noun = str(meta)
+    elif isinstance(meta, at.GroupedMetadata):
+        for m in meta:
+            _absorb(slot, m)
+    else:
+        for name in ("ge", "gt", "le", "lt"):
+            if isinstance(meta, getattr(at, name.capitalize())):
+                slot.bounds[name] = getattr(meta, name)
+
+
+def _slot(tp: Any) -> _Slot:
+    slot = _Slot(tp)
+    while True:
+        if typing.get_origin(slot.kind) is Annotated:
+            slot.kind, *meta = typing.get_args(slot.kind)
+            for m in meta:
+                _absorb(slot, m)
+        elif _is_union(slot.kind) and len(members := _members(slot.kind)) == 1:
+            slot.kind = members[0]
+        else:
+            return slot
+
+
+def _is_union(tp: Any) -> bool:
+    return isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union
+
+
+def _members(tp: Any) -> list:
+    return [a for a in typing.get_args(tp) if a is not type(None)]
+
+
+def _fields(tp: Any) -> dict[str, Any]:
+    """A dataclass's fields with their declared (Annotated) types, in order."""
+    if not dataclasses.is_dataclass(tp):
+        return {}
+    hints = typing.get_type_hints(tp, include_extras=True)
+    return {f.name: hints[f.name] for f in dataclasses.fields(tp)}
+
+
+def _tag_of(tp: Any) -> str | None:
+    return next((str(m.tag) for m in typing.get_args(tp)[1:] if type(m).__name__ == "Tag"), None) \
+        if typing.get_origin(tp) is Annotated else None
+
+
+def _walk(root: type, loc: tuple) -> tuple[_Slot, list[_Slot]]:
+    """The slot at `loc` and the slots of its parents (a union member is chosen by its tag)."""
+    slot, parents = _slot(root), []
+    for key in loc:
+        parents.append(slot)
+        kind = slot.kind
+        if _is_union(kind):
+            members = _members(kind)
+            chosen = next((m for m in members if _tag_of(m) == key or _name(_slot(m).kind) == str(key)), None)
+            if chosen is not None:
+                slot = _slot(chosen)
+                continue
+            kind = _slot(members[0]).kind
+        origin = typing.get_origin(kind)
+        if origin is dict:
+            slot = _slot(typing.get_args(kind)[0 if key == "[key]" else 1])
+        elif origin in (list, tuple) and isinstance(key, int):
+            slot = _slot(typing.get_args(kind)[0])
+        elif key in _fields(kind):
+            slot = _slot(_fields(kind)[key])
+        else:
+            slot = _Slot(Any)
+    return slot, parents
+
+
+def _name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).lower()
+
+
+def _display(loc: tuple) -> str:
+    """The key path a user reads: union tags and dict-key markers left out."""
+    path = ""
+    for key in loc:
+        if key == "[key]" or (isinstance(key, str) and (key.endswith("]") or key in _UNION_TAGS)):
+            continue
+        path = child(path, key)
+    return path
+
+
+_UNION_TAGS = {"float", "int", "str", "bool", "default", "coco", "yolo"}
+
+
+# ---- phrasing ------------------------------------------------------------------------------------
+
+
+def expected(slot: _Slot) -> str:
+    """What a slot holds, in words: "an integer >= 1", "a number > 0 and <= 1", "true or false"."""
+    kind = slot.kind
+    if kind is bool:
+        return "true or false"
+    if kind in (int, float):
+        words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+        bounds = " and ".join(f"{words[k]} {v:g}" for k, v in slot.bounds.items())
+        return ("an integer" if kind is int else "a number") + (f" {bounds}" if bounds else "")
+    if typing.get_origin(kind) in (list, tuple):
+        return "a non-empty list of strings"
+    if _fields(kind) or typing.get_origin(kind) is dict:
+        keys = ", ".join(_fields(kind))
+        return f"a mapping with keys {keys}" if keys else f"a mapping ({slot.doc or 'NAME -> value'})"
+    return slot.noun or "a non-empty string"
+
+
+def explain(root: type, error: dict, hints: dict[str, dict[str, str]]) -> str:
+    """One pydantic error as the config's message: "<path>: <problem>"."""
+    loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
+    if loc and loc[-1] == "[key]":  # a mapping's key, e.g. a teacher's name
+        mapping, _ = _walk(root, loc[:-2])
+        return f"{_display(loc[:-1])} (the name): must be {_slot(typing.get_args(mapping.kind)[0]).noun}, {got(value)}"
+    slot, parents = _walk(root, loc)
+    path = _display(loc)
+    where = path or "the config"
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        parent = _display(loc[:-1])
+        return unknown_key(str(loc[-1]), parent, list(_fields(parents[-1].kind)), hints.get(parent, {}),
+                           elsewhere=_other_members(parents[-2] if len(parents) > 1 else None, str(loc[-1])))
+    if kind == "missing":
+        return f"{where}: required ({slot.doc or expected(slot)})"
+    if kind == "value_error":
+        message = str(error["msg"]).removeprefix("Value error, ")
+        named = FIELD_PATH.match(message)
+        return f"{child(path, named.group(1))}: {message[named.end():]}" if named else f"{where}: {message}"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        # a field name, or a callable named after the field it reads (`_source()`: source)
+        key = error["ctx"].get("discriminator", "source").strip("'_()")
+        tags, given = error["ctx"].get("expected_tags", ""), error["ctx"].get("tag")
+        if not isinstance(value, dict):
+            return f"{where}: must be a mapping with keys {key}, ..., {got(value)}"
+        return f"{child(path, key)}: {given!r} is not {slot.noun or 'allowed'}; allowed: {tags.replace(chr(39), '')}"
+    if kind == "literal_error" or typing.get_origin(slot.kind) is Literal:
+        allowed = ", ".join(map(str, typing.get_args(slot.kind)))
+        quoted = repr(value) if isinstance(value, str) else got(value).removeprefix("got ")
+        return f"{where}: {quoted} is not {slot.noun or 'allowed'}; allowed: {allowed}"
+    if kind == "string_pattern_mismatch":
+        return f"{where}: must be {slot.noun or 'a name'}, {got(value)}"
+    return f"{where}: must be {expected(slot)}, {got(value)}"
+
+
+def _other_members(union: _Slot | None, key: str) -> list[str]:
+    """The tags of the union members that have `key` (data.root: only with data.source coco or yolo)."""
+    if union is None or not _is_union(union.kind):
+        return []
+    return [t for m in _members(union.kind) if key in _fields(_slot(m).kind) and (t := _tag_of(m))]
+
+
+def unknown_key(key: str, path: str, allowed: Sequence[str], hints: dict[str, str], *,
+                elsewhere: Sequence[str] = ()) -> str:
+    where = child(path, key)
+    if elsewhere:
+        return f"{where}: only with {child(path, 'source')}: {' or '.join(elsewhere)}"
+    hint = hints.get(key)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    extra = f" ({hint})" if hint else (f" (did you mean {close[0]!r}?)" if close else "")
+    return f"{where}: unknown key{extra}; allowed keys: {', '.join(allowed)}"
+
+
+# ---- checks the knob grammar shares ----------------------------------------------------------------
+
+
+def allowed_keys(mapping: object, path: str, allowed: Sequence[str]) -> dict:
     """`mapping` as a dict after checking it has only `allowed` keys (a missing section is `{}`)."""
     if mapping is None:
         return {}
     if not isinstance(mapping, dict):
         raise ConfigError(f"{path or 'the config'}: must be a mapping with keys {', '.join(allowed)}, {got(mapping)}")
     for key in mapping:
-        where = child(path, str(key))
-        if not isinstance(key, str):
-            raise ConfigError(f"{where}: keys must be strings, got {key!r}; allowed keys: {', '.join(allowed)}")
         if key not in allowed:
-            hint = (hints or {}).get(key)
-            close = difflib.get_close_matches(key, allowed, n=1)
-            extra = f" ({hint})" if hint else (f" (did you mean {close[0]!r}?)" if close else "")
-            raise ConfigError(f"{where}: unknown key{extra}; allowed keys: {', '.join(allowed)}")
+            raise ConfigError(unknown_key(str(key), path, allowed, {}))
     return mapping
-
-
-def required(mapping: dict, path: str, key: str, what: str) -> object:
-    if key not in mapping or mapping[key] is None:
-        raise ConfigError(f"{child(path, key)}: required ({what})")
-    return mapping[key]
 
 
 def integer(value: object, path: str, *, minimum: int | None = None) -> int:
@@ -67,18 +286,14 @@ def integer(value: object, path: str, *, minimum: int | None = None) -> int:
 
 
 def number(value: object, path: str, *, minimum: float | None = None, above: float | None = None,
-           maximum: float | None = None, below: float | None = None) -> float:
+           maximum: float | None = None) -> float:
     """A finite float; integers are accepted (YAML writes 1, not 1.0)."""
-    bounds = [f">= {minimum:g}" if minimum is not None else "", f"> {above:g}" if above is not None else "",
-              f"<= {maximum:g}" if maximum is not None else "", f"< {below:g}" if below is not None else ""]
-    what = " and ".join(b for b in bounds if b)
-    what = f"a number {what}" if what else "a number"
+    bounds = {"ge": minimum, "gt": above, "le": maximum}
+    slot = _Slot(float, {k: v for k, v in bounds.items() if v is not None})
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if ok:
-        ok = ((minimum is None or value >= minimum) and (above is None or value > above)
-              and (maximum is None or value <= maximum) and (below is None or value < below))
-    if not ok:
-        raise ConfigError(f"{path}: must be {what}, {got(value)}")
+    if not ok or (minimum is not None and value < minimum) or (above is not None and value <= above) \
+            or (maximum is not None and value > maximum):
+        raise ConfigError(f"{path}: must be {expected(slot)}, {got(value)}")
     return float(value)
 
 
@@ -96,34 +311,20 @@ def one_of(value: object, path: str, allowed: Sequence[str], what: str) -> str:
     return value
 
 
-def name(value: object, path: str, pattern: str, allowed: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(pattern, value):
-        raise ConfigError(f"{path}: must be {allowed}, {got(value)}")
-    return value
-
-
-def string_list(value: object, path: str) -> list[str]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{path}: must be a non-empty list of strings, {got(value)}")
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item:
-            raise ConfigError(f"{child(path, i)}: must be a non-empty string, {got(item)}")
-    return value
-
-
 def existing_path(value: object, path: str, base_dir: Path, *, kind: str) -> Path:
     """An absolute path to an existing file (`kind="file"`) or directory (`"dir"`); relative
     paths are taken relative to `base_dir` (the config file's directory)."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{path}: must be a path to an existing {'directory' if kind == 'dir' else 'file'}, "
-                          f"{got(value)}")
+    what = "directory" if kind == "dir" else "file"
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ConfigError(f"{path}: must be a path to an existing {what}, {got(value)}")
     resolved = (base_dir / Path(value).expanduser()).resolve()
-    exists = resolved.is_dir() if kind == "dir" else resolved.is_file()
-    if not exists:
+    if not (resolved.is_dir() if kind == "dir" else resolved.is_file()):
         found = " (it is a directory)" if resolved.is_dir() else " (it is a file)" if resolved.exists() else ""
-        what = "directory" if kind == "dir" else "file"
         raise ConfigError(f"{path}: {what} not found: {resolved}{found}")
     return resolved
+
+
+# ---- YAML --------------------------------------------------------------------------------------
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

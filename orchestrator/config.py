@@ -1,24 +1,27 @@
-"""The sweep file (`kd.yaml`): its schema as frozen dataclasses, and validation before anything runs.
+"""The sweep file (`kd.yaml`): its schema as frozen dataclasses that pydantic validates, and the
+rules across sections that no single field can say.
 
 `load_config` reads and checks the whole file in milliseconds (no torch, no Ray), so a typo in the
 last section fails before hours of training, with a `ConfigError` that names the key path and what
-is allowed there. This module only parses and validates: sections that configure another part are
-that part's own dataclasses (the trainer's `TrainSettings`, the board's `TimingProtocol`, the data
-set's `EmbeddedDefault`), so each default lives in one place, and code downstream reads attributes,
-never `.get(key, default)`. Relative paths resolve against the file's directory (default
-`output_dir` included), so a sweep resumes from any working directory.
-See docs/config-reference.md for every key.
+is allowed there. Each field's type, bounds and description are declared once, on the section that
+owns it (the trainer's `TrainSettings`, the board's `TimingProtocol`, the data set's
+`EmbeddedDefault`, the sections below); `SweepFile` is the file as written, `SweepConfig` the
+resolved config the sweep runs (absolute paths, found data layouts, the search space).
+`python -m orchestrator schema` prints the JSON Schema and docs/config-reference.md from them.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, Any, Literal, Union
 
-from common.errors import UserError
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
+
+from common.knobs import Noun
 from detection.coco import BAD_IMAGE_POLICIES
-from device_actors.naming import BoardNameError, check_board_name
+from device_actors.naming import check_board_name
 from device_actors.runtimes.base import RuntimeOptions
 from device_actors.timing import TimingProtocol
 from orchestrator import _schema as s
@@ -27,23 +30,27 @@ from orchestrator.algorithms import ALGORITHMS
 from orchestrator.datasets import LAYOUTS, DataConfig, EmbeddedDefault, SplitPaths, find_layout
 from orchestrator.errors import ConfigError
 from search_spaces import SearchSpace
-from trainables.augment import AugmentConfig
-from trainables.hyper import SCRATCH, LossWeights, TeacherSpec, TrainKnobs, TrainSettings
-from trainables.models.family import DEFAULT_ACTIVATION, SIZES
+from trainables.hyper import SCRATCH, TeacherSpec, TrainKnobs, TrainSettings
+from trainables.models.family import DEFAULT_ACTIVATION
 
 log = logging.getLogger(__name__)
 
 __all__ = ["METRICS", "BoardConfig", "ConfigError", "ConstraintsConfig", "MlflowConfig", "Objective",
-           "Resources", "ResourcesConfig", "SearcherConfig", "StudentConfig", "SweepConfig", "load_config",
-           "parse_config"]
+           "Resources", "ResourcesConfig", "SearcherConfig", "StudentConfig", "SweepConfig", "SweepFile",
+           "load_config", "parse_config"]
 
 # metric -> its direction; board_* is the artifact's accuracy measured on the board (board.score_on_board)
 METRICS = {"map50_95": "max", "map50": "max", "latency_ms": "min", "size_mb": "min", "board_map50_95": "max",
            "board_map50": "max"}
 PER_BOARD = "latency_ms"  # the one metric timed on every board a sweep names: latency_ms@NAME per board
 DEFAULT_OUTPUT_DIR = "runs/sweeps"
-_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
-_NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+Name = Annotated[str, Noun(NAME_RULE), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+FORBID = {"extra": "forbid"}  # every section refuses unknown keys
+
+
+def _doc(text: str, **bounds: Any) -> Any:
+    return Field(description=text, **bounds)
 
 
 # ---- sections ------------------------------------------------------------------------------------
@@ -51,34 +58,48 @@ _NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or 
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """Defaults of the `student` and `student_init` knobs."""
+    """Defaults of the `student` and `student_init` knobs (a fixed: or search: entry overrides them)."""
 
-    model: str = TrainKnobs.student
-    init: str = TrainKnobs.student_init  # "scratch" or an absolute checkpoint path
+    __pydantic_config__ = FORBID
+    model: Annotated[str, _doc("model size n, s, m, l or x")] = TrainKnobs.student
+    init: Annotated[str, _doc("'scratch', a checkpoint path (a pretrained student) or a user's .onnx detector "
+                              "(quantized, timed and scored only: fixed epochs: 0)")] = TrainKnobs.student_init
 
 
 @dataclass(frozen=True)
 class Objective:
-    metric: str  # one of METRICS
-    mode: str  # "min" or "max"
+    __pydantic_config__ = FORBID
+    metric: Annotated[str, _doc(f"{', '.join(METRICS)}, or latency_ms@NAME per board of several board.names")]
+    mode: Annotated[Literal["min", "max"] | None, Noun("a mode"),
+                    _doc("max for the mAPs, min for latency and size (may be left out)")] = None
+
+
+PositiveNumber = Annotated[float, Field(gt=0)]
 
 
 @dataclass(frozen=True)
 class ConstraintsConfig:
     """Feasibility limits: a trial outside them never sits on the front (`orchestrator.pareto.violations`)."""
 
-    latency_ms_max: float | dict[str, float] | None = None  # a number: the first board; a mapping: per board
-    map50_95_min: float | None = None
-    size_mb_max: float | None = None
+    __pydantic_config__ = FORBID
+    latency_ms_max: Annotated[PositiveNumber | dict[str, PositiveNumber] | None, _doc(
+        "a number limits latency_ms (the first board); a mapping board -> limit limits each latency_ms@NAME")] = None
+    map50_95_min: Annotated[float | None, _doc("the artifact's mAP@.5:.95 at least", gt=0, le=1)] = None
+    size_mb_max: Annotated[float | None, _doc("the artifact's size in MB at most", gt=0)] = None
 
 
 @dataclass(frozen=True)
 class SearcherConfig:
-    algorithm: str = "tpe"
-    trials: int = 20  # for grid: the grid size
-    concurrency: int = 1  # trials running at once
-    max_failures: int = 1  # retries of a crashed trial (Tune FailureConfig.max_failures)
-    seed: int = 0  # sampler seed (defaults to the top-level seed)
+    """An Optuna searcher never trains a configuration twice: a space smaller than `trials` ends
+    early, finished. With grid every searched knob must be a grid or choice."""
+
+    __pydantic_config__ = FORBID
+    algorithm: s.registered(ALGORITHMS.names, "a search algorithm",  # type: ignore[valid-type]
+                            "tpe, nsga2, gp (Optuna samplers through Ray Tune's OptunaSearch), random, grid") = "tpe"
+    trials: Annotated[int | None, _doc("trials in total; required except for grid (its size)", ge=1)] = None
+    concurrency: Annotated[int, _doc("trials running at once", ge=1)] = 1
+    max_failures: Annotated[int, _doc("retries of a crashed trial (Tune's FailureConfig)", ge=0)] = 1
+    seed: Annotated[int | None, _doc("the sampler's seed (default: the top-level seed)", ge=0)] = None
 
     @property
     def uses_optuna(self) -> bool:
@@ -86,10 +107,20 @@ class SearcherConfig:
         return ALGORITHMS.get(self.algorithm).uses_optuna
 
 
+def _ray_quantity(value: float) -> float:
+    if value > 1 and not value.is_integer():
+        raise ValueError(f"Ray takes fractions only below 1; use a whole number or a value in [0, 1], got {value!r}")
+    return value
+
+
+RayQuantity = Annotated[float, Field(ge=0), AfterValidator(_ray_quantity)]
+
+
 @dataclass(frozen=True)
 class Resources:
-    cpu: float = 1.0
-    gpu: float = 0.0
+    __pydantic_config__ = FORBID
+    cpu: Annotated[RayQuantity, _doc("CPUs (torch threads for training: rounded up)")] = 1.0
+    gpu: Annotated[RayQuantity, _doc("GPUs")] = 0.0
 
 
 @dataclass(frozen=True)
@@ -99,8 +130,16 @@ class ResourcesConfig:
     the board, the next one already trains: `train` is the accelerator slot (a GPU on a cluster),
     `export` the CPUs that export, quantize and score the artifact."""
 
-    train: Resources = Resources()
-    export: Resources = Resources()
+    __pydantic_config__ = FORBID
+    train: Annotated[Resources, _doc("the training slot (with a GPU: a trainer that keeps it for the sweep)")] = \
+        Resources()
+    export: Annotated[Resources, _doc("export, quantization and scoring of the artifact")] = Resources()
+
+    def __post_init__(self) -> None:
+        if self.train.gpu and self.export.gpu:
+            raise ValueError("export.gpu: must be 0 when resources.train.gpu is set: each GPU training slot is a "
+                             "trainer that keeps its GPU for the whole sweep, so an export task asking for one could "
+                             "wait forever; export, quantization and scoring run on CPUs")
 
 
 def board_metric(metric: str, board: str) -> str:
@@ -114,18 +153,56 @@ def latency_keys(boards) -> tuple[str, ...]:
     return tuple(board_metric(PER_BOARD, n) for n in names) if len(names) > 1 else ()
 
 
+def _board_name(name: str) -> str:
+    check_board_name(name)  # its BoardNameError is a ValueError: pydantic reports it at the name's path
+    return name
+
+
+def _provider(name: str) -> str:
+    if not name.endswith("ExecutionProvider"):
+        raise ValueError(f"{name!r} is not an onnxruntime execution provider name (they end in ExecutionProvider, "
+                         f"e.g. CPUExecutionProvider)")
+    return name
+
+
+def _option_strings(options: object) -> object:
+    """Delegate options are strings on the wire; YAML's true becomes "true", 2 becomes "2"."""
+    if not isinstance(options, dict):
+        return options
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, (int, float)) else v
+            for k, v in options.items()}
+
+
 @dataclass(frozen=True)
 class BoardConfig:
-    # boards joined with `board join --name NAME`, or emulated on the driver; the first is "the"
-    # board (latency_ms, score_on_board); with more than one, each adds its own latency_ms@NAME
-    names: tuple[str, ...] = ("local",)
-    emulate_if_missing: bool = True
-    timeout_s: float = 3600.0  # per measurement, queue included
-    timing: TimingProtocol = TimingProtocol()
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # onnxruntime execution providers
-    delegate: str | None = None  # TFLite external delegate library, a path on the board
-    delegate_options: dict[str, str] = field(default_factory=dict)
-    score_on_board: bool = False  # also score each artifact on the board, through its runtime and delegate
+    """The boards every artifact is timed on (`board join --name NAME` on each, docs/board-setup.md).
+    Without a board of that name the driver machine stands in, and every result says emulated."""
+
+    __pydantic_config__ = FORBID
+    names: Annotated[tuple[Annotated[str, AfterValidator(_board_name)], ...], Field(min_length=1), _doc(
+        "boards joined with `board join --name NAME` (board.name: NAME for one); every artifact is timed on each, "
+        "the first is the main one (latency_ms, score_on_board), each adds latency_ms@NAME")] = ("local",)
+    emulate_if_missing: Annotated[bool, _doc("with no such board in the cluster, time on an emulated board on the "
+                                             "driver machine (reports say emulated)")] = True
+    timeout_s: Annotated[float, _doc("seconds a measurement may take, the board's queue included", gt=0)] = 3600.0
+    timing: Annotated[TimingProtocol, _doc("the timing protocol")] = TimingProtocol()
+    providers: Annotated[tuple[Annotated[str, AfterValidator(_provider)], ...], Field(min_length=1),
+                         _doc("onnxruntime execution providers, in order")] = ("CPUExecutionProvider",)
+    delegate: Annotated[str | None, _doc("TFLite external delegate library, a path on the board", min_length=1)] = None
+    delegate_options: Annotated[dict[str, str], BeforeValidator(_option_strings), _doc(
+        "options passed to the delegate (values become strings); only with delegate")] = field(default_factory=dict)
+    score_on_board: Annotated[bool, _doc("also score each artifact on the board, through its runtime and delegate "
+                                         "(board_map50_95, board_map50)")] = False
+
+    def __post_init__(self) -> None:
+        for i, name in enumerate(self.names):
+            if self.names.index(name) != i:
+                raise ValueError(f"names[{i}]: {name} is listed twice")
+        if self.timing.max_runs < self.timing.min_runs:
+            raise ValueError(f"timing.max_runs: must be >= min_runs ({self.timing.min_runs}), got "
+                             f"{self.timing.max_runs}")
+        if self.delegate_options and self.delegate is None:
+            raise ValueError("delegate_options: only with board.delegate")
 
     @property
     def name(self) -> str:
@@ -140,14 +217,172 @@ class BoardConfig:
                               delegate_options=dict(self.delegate_options))
 
 
+def _one_board(raw: object) -> object:
+    """`board.name: X` is `board.names: [X]`."""
+    if isinstance(raw, dict) and "name" in raw:
+        if "names" in raw:
+            raise ConfigError("board: give name (one board) or names (several), not both")
+        raw = {**{k: v for k, v in raw.items() if k != "name"}, "names": [raw["name"]]}
+    return raw
+
+
 @dataclass(frozen=True)
 class MlflowConfig:
-    tracking_uri: str  # default $MLFLOW_TRACKING_URI, else sqlite:///<sweep dir>/mlflow.db (absolute)
-    experiment: str  # default the sweep's name
+    """On a local store (SQLite or a directory) the sweep's experiment keeps its artifacts in
+    <output_dir>/<name>/mlartifacts; a tracking server keeps them in its own store."""
+
+    __pydantic_config__ = FORBID
+    tracking_uri: Annotated[str | None, _doc("null: $MLFLOW_TRACKING_URI if set, else sqlite:///<output_dir>/<name>/"
+                                             "mlflow.db; or a server such as http://HEAD:5000", min_length=1)] = None
+    experiment: Annotated[str | None, _doc("MLflow experiment name (default: the sweep's name)",
+                                           pattern=r"\S")] = None
+
+
+# ---- data: one section per source ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _DataCommon:
+    __pydantic_config__ = FORBID
+    train_subset: Annotated[int | None, _doc("a seeded random subset of the training images (null: all)", ge=1)] = None
+    val_subset: Annotated[int | None, _doc("a seeded subset of the val images every mAP uses (null: all)", ge=1)] = None
+    calibration_images: Annotated[int, _doc("training images that calibrate int8 artifacts", ge=1)] = \
+        DataConfig.calibration_images
+    bad_images: Annotated[Literal[BAD_IMAGE_POLICIES], Noun("a bad-image policy"),  # type: ignore[valid-type]
+                          _doc("skip (log and count) or fail on unreadable images and bad label lines")] = "skip"
+
+    def _common(self) -> dict:
+        return {k: getattr(self, k) for k in ("train_subset", "val_subset", "calibration_images", "bad_images")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class GeneratedData(_DataCommon):
+    """`source: default`: the embedded default data set, generated on first use and cached."""
+
+    source: Literal["default"] = "default"
+    synth: Annotated[EmbeddedDefault, _doc("size of the generated set")] = EmbeddedDefault()
+
+    def resolve(self, base: Path) -> DataConfig:
+        return DataConfig(source="default", synth=self.synth, **self._common())
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    __pydantic_config__ = FORBID
+    images: Annotated[str, _doc("a directory of images")]
+    annotations: Annotated[str, _doc("a COCO instances json")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CocoData(_DataCommon):
+    """`source: coco`: a COCO-format data set, by its root directory or by its two splits. Root layouts:
+    instances_train.json + train/ + instances_val.json + val/ (what `data synth` writes), or COCO 2017's
+    annotations/instances_train2017.json + train2017/ + annotations/instances_val2017.json + val2017/."""
+
+    source: Literal["coco"]
+    root: Annotated[str | None, _doc("a directory in a known layout (what `data synth` writes, or COCO 2017's)")] = \
+        None
+    train: Annotated[SplitFiles | None, _doc("instead of root: {images: DIR, annotations: FILE}")] = None
+    val: Annotated[SplitFiles | None, _doc("instead of root: as train, for the validation split")] = None
+
+    def resolve(self, base: Path) -> DataConfig:
+        if self.root is not None:
+            if self.train is not None or self.val is not None:
+                raise ConfigError(f"data.{'train' if self.train else 'val'}: give either data.root or data.train + "
+                                  f"data.val, not both")
+            return _found(self, s.existing_path(self.root, "data.root", base, kind="dir"))
+        layouts = "; ".join(f"{a} + {b}/" for a, b, _, _ in LAYOUTS)
+        splits = {}
+        for name in ("train", "val"):
+            split = getattr(self, name)
+            if split is None:
+                raise ConfigError(f"data.{name}: required with data.source: coco unless data.root is given (a "
+                                  f"directory with {layouts}); e.g. {name}: {{images: DIR, annotations: FILE}}")
+            splits[name] = SplitPaths(s.existing_path(split.images, f"data.{name}.images", base, kind="dir"),
+                                      s.existing_path(split.annotations, f"data.{name}.annotations", base, kind="file"))
+        return DataConfig(source="coco", **splits, **self._common())
+
+
+@dataclass(frozen=True, kw_only=True)
+class YoloData(_DataCommon):
+    """`source: yolo`: a YOLO-format (Ultralytics) data set: a data.yaml with train and val image
+    directories (relative to its `path:`) and `names`; each image's labels in labels/<split>/<stem>.txt,
+    one `class cx cy w h` line per object, normalised to [0, 1]. Each split becomes COCO in memory
+    (category id = class index + 1); a bad label line stops the command with its file and line, or is
+    counted and left out under bad_images: skip."""
+
+    source: Literal["yolo"]
+    root: Annotated[str, _doc("an Ultralytics data.yaml, or the directory holding one")]
+
+    def resolve(self, base: Path) -> DataConfig:
+        kind = "file" if self.root.endswith((".yaml", ".yml")) else "dir"
+        return _found(self, s.existing_path(self.root, "data.root", base, kind=kind))
+
+
+def _found(data: CocoData | YoloData, root: Path) -> DataConfig:
+    try:
+        train, val = find_layout(root)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a layout it lacks, or a data.yaml it cannot read (UserError)
+        raise ConfigError(f"data.root: {e}") from None
+    return DataConfig(source=data.source, root=root, train=train, val=val, **data._common())
+
+
+def _source(raw: object) -> object:
+    return raw.get("source", "default") if isinstance(raw, dict) else getattr(raw, "source", None)
+
+
+DataSection = Annotated[
+    Union[Annotated[GeneratedData, Tag("default")], Annotated[CocoData, Tag("coco")],
+          Annotated[YoloData, Tag("yolo")]],
+    Discriminator(_source), Noun("a data source"),
+    _doc("default: the generated data set; coco: a COCO-format data set on disk; yolo: a YOLO-format one")]
+
+
+# ---- the file ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepFile:
+    """The sweep file as written. `search:` and `fixed:` range over the trial knobs, which the stages
+    and the registries declare (`orchestrator._knobs`)."""
+
+    __pydantic_config__ = FORBID
+    name: Annotated[Name, _doc(f"the sweep's name: {NAME_RULE}; its state lives in <output_dir>/<name>/")]
+    seed: Annotated[int, _doc("seeds the data subsets, the searcher and the seed knob's default", ge=0)] = 0
+    output_dir: Annotated[str, _doc("where sweeps keep their state (relative to this file)", min_length=1)] = \
+        DEFAULT_OUTPUT_DIR
+    data: DataSection = GeneratedData()
+    student: Annotated[StudentConfig, _doc("defaults of the student knobs")] = StudentConfig()
+    teachers: Annotated[dict[Name, TeacherSpec], _doc("NAME -> {model: SIZE, epochs: N} or {checkpoint: PATH}")] = \
+        field(default_factory=dict)
+    training: Annotated[TrainSettings, _doc("fixed hyper-parameters of every student (and trained teacher)")] = \
+        TrainSettings()
+    search: Annotated[dict[str, Any], _doc("knob -> distribution the searcher explores")] = field(default_factory=dict)
+    fixed: Annotated[dict[str, Any], _doc("knob -> one value for every trial")] = field(default_factory=dict)
+    objectives: Annotated[tuple[Objective, ...], Field(min_length=1), _doc(
+        "one entry: single-objective; several: their Pareto front")] = (
+        Objective("map50_95", "max"), Objective("latency_ms", "min"))
+    constraints: Annotated[ConstraintsConfig, _doc("feasibility limits")] = ConstraintsConfig()
+    searcher: Annotated[SearcherConfig, _doc("the search algorithm and its budget")] = SearcherConfig()
+    resources: Annotated[ResourcesConfig, _doc("Ray resources of a trial's train and export tasks")] = \
+        ResourcesConfig()
+    board: Annotated[BoardConfig, _doc("the boards that time every artifact")] = BoardConfig()
+    mlflow: Annotated[MlflowConfig, _doc("where runs are logged")] = MlflowConfig()
+
+
+_HINTS = {"training": {**{k: f"{k} is a trial knob: set it under fixed: or search:" for k in
+                          ("epochs", "img_size", "freeze_backbone", "activation", "init", "seed", "teacher",
+                           "kd_method", "kd_factor")},
+                       "device": "the device follows resources.train.gpu",
+                       "threads": "threads follow resources.train.cpu"}}
 
 
 @dataclass(frozen=True)
 class SweepConfig:
+    """The resolved sweep: absolute paths, the data set's splits found, the search space built."""
+
     name: str
     seed: int
     output_dir: Path  # absolute; the sweep's state lives in sweep_dir
@@ -170,52 +405,28 @@ class SweepConfig:
 
     def to_dict(self) -> dict:
         """The config as plain values in the file's own schema (parse_config accepts it back)."""
-        data = self.data
-        data_dict: dict = {"source": data.source}
-        if data.source == "default":
-            data_dict["synth"] = asdict(data.synth)
-        elif data.root is not None:
-            data_dict["root"] = str(data.root)
-        else:
-            data_dict.update({split: {"images": str(paths.images), "annotations": str(paths.annotations)}
-                              for split, paths in (("train", data.train), ("val", data.val))})
-        data_dict.update(train_subset=data.train_subset, val_subset=data.val_subset,
-                         calibration_images=data.calibration_images, bad_images=data.bad_images)
-        teachers = {}
-        for name, t in self.teachers.items():
-            teachers[name] = {"model": t.model, "epochs": t.epochs} if t.model else {"checkpoint": str(t.checkpoint)}
-        board = asdict(self.board)
-        board["providers"], board["names"] = list(self.board.providers), list(self.board.names)
-        return {
-            "name": self.name, "seed": self.seed, "output_dir": str(self.output_dir), "data": data_dict,
-            "student": asdict(self.student), "teachers": teachers, "training": asdict(self.training),
-            **self.search.to_dict(),
-            "objectives": [asdict(o) for o in self.objectives], "constraints": asdict(self.constraints),
-            "searcher": asdict(self.searcher), "resources": asdict(self.resources), "board": board,
-            "mlflow": asdict(self.mlflow),
-        }
+        file = SweepFile(name=self.name, seed=self.seed, output_dir=str(self.output_dir), data=_as_written(self.data),
+                         student=self.student, teachers=self.teachers, training=self.training,
+                         **self.search.to_dict(), objectives=self.objectives, constraints=self.constraints,
+                         searcher=self.searcher, resources=self.resources, board=self.board, mlflow=self.mlflow)
+        plain = s.adapter(SweepFile).dump_python(file, mode="json")
+        plain["teachers"] = {name: {"checkpoint": str(t.checkpoint)} if t.checkpoint else
+                             {"model": t.model, "epochs": t.epochs} for name, t in self.teachers.items()}
+        return plain
+
+
+def _as_written(data: DataConfig) -> GeneratedData | CocoData | YoloData:
+    common = dict(train_subset=data.train_subset, val_subset=data.val_subset,
+                  calibration_images=data.calibration_images, bad_images=data.bad_images)
+    if data.source == "default":
+        return GeneratedData(synth=data.synth, **common)
+    if data.source == "yolo" or data.root is not None:
+        return (YoloData if data.source == "yolo" else CocoData)(source=data.source, root=str(data.root), **common)
+    train, val = (SplitFiles(str(p.images), str(p.annotations)) for p in (data.train, data.val))
+    return CocoData(source="coco", train=train, val=val, **common)
 
 
 # ---- parsing -------------------------------------------------------------------------------------
-
-TOP_KEYS = ("name", "seed", "output_dir", "data", "student", "teachers", "training", "search", "fixed",
-            "objectives", "constraints", "searcher", "resources", "board", "mlflow")
-DATA_KEYS = tuple(f.name for f in fields(DataConfig))
-SYNTH_KEYS = tuple(f.name for f in fields(EmbeddedDefault))
-SPLIT_KEYS = ("images", "annotations")
-STUDENT_KEYS = tuple(f.name for f in fields(StudentConfig))
-TEACHER_KEYS = ("model", "epochs", "checkpoint")
-TRAINING_KEYS = tuple(f.name for f in fields(TrainSettings))
-LOSS_KEYS = tuple(f.name for f in fields(LossWeights))
-AUGMENT_KEYS = tuple(f.name for f in fields(AugmentConfig))
-OBJECTIVE_KEYS = ("metric", "mode")
-CONSTRAINT_KEYS = tuple(f.name for f in fields(ConstraintsConfig))
-SEARCHER_KEYS = tuple(f.name for f in fields(SearcherConfig))
-RESOURCES_KEYS = ("train", "export")
-RESOURCE_KEYS = ("cpu", "gpu")
-BOARD_KEYS = ("name", *(f.name for f in fields(BoardConfig)))
-TIMING_KEYS = tuple(f.name for f in fields(TimingProtocol))
-MLFLOW_KEYS = ("tracking_uri", "experiment")
 
 
 def load_config(path: Path) -> SweepConfig:
@@ -227,345 +438,103 @@ def load_config(path: Path) -> SweepConfig:
 def parse_config(data: object, *, source: str = "<dict>", base_dir: Path | None = None) -> SweepConfig:
     """Validate a parsed sweep file; relative paths resolve against `base_dir` (default: the CWD)."""
     base = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
+    one_board = isinstance(data, dict) and isinstance(data.get("board"), dict) and "name" in data["board"]
     try:
-        return _parse(data, base, source)
+        if data is None:
+            raise ConfigError(f"the file is empty; expected a mapping with keys {', '.join(s._fields(SweepFile))}")
+        if isinstance(data, dict):  # a section written with nothing under it takes its defaults
+            data = {k: v for k, v in data.items() if v is not None or k == "name"}
+            data = {**data, "board": _one_board(data["board"])} if "board" in data else data
+        return _resolve(s.validate(SweepFile, data, hints=_HINTS), data, base, source)
     except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        message = str(e).replace("board.names[0]", "board.name") if one_board else str(e)
+        raise ConfigError(f"{source}: {message}") from None
 
 
-def _parse(data: object, base: Path, source: str) -> SweepConfig:
-    if data is None:
-        raise ConfigError(f"the file is empty; expected a mapping with keys {', '.join(TOP_KEYS)}")
-    top = s.allowed_keys(data, "", TOP_KEYS)
-    name = s.name(s.required(top, "", "name", f"the sweep's name: {_NAME_RULE}"), "name", _NAME, _NAME_RULE)
-    seed = s.integer(top.get("seed", 0), "seed", minimum=0)
-    output_dir = top.get("output_dir", DEFAULT_OUTPUT_DIR)
-    if not isinstance(output_dir, str) or not output_dir:
-        raise ConfigError(f"output_dir: must be a directory path, {s.got(output_dir)}")
-    output_dir = (base / Path(output_dir).expanduser()).resolve()
-    data_cfg = _data(top.get("data"), base)
-    teachers = _teachers(top.get("teachers"), base)
+def _resolve(file: SweepFile, raw: dict, base: Path, source: str) -> SweepConfig:
+    output_dir = (base / Path(file.output_dir).expanduser()).resolve()
+    data = file.data.resolve(base)
+    teachers = {name: _teacher(name, spec, raw["teachers"][name], base) for name, spec in file.teachers.items()}
     ctx = KnobContext(base_dir=base, teachers=tuple(teachers), knobs=knob_table())
-    student = _student(top.get("student"), ctx)
-    training = _training(top.get("training"))
-    searcher_raw = s.allowed_keys(top.get("searcher"), "searcher", SEARCHER_KEYS)
-    algorithm = s.one_of(searcher_raw.get("algorithm", SearcherConfig.algorithm), "searcher.algorithm",
-                         ALGORITHMS.names(), "a search algorithm")
+    student = StudentConfig(model=check_knob("student", file.student.model, "student.model", ctx),
+                            init=check_knob("student_init", file.student.init, "student.init", ctx))
     defaults = {k: knob.default for k, knob in ctx.knobs.items()}
-    defaults.update(student=student.model, student_init=student.init, seed=seed, calib_images=data_cfg.calibration_images,
+    defaults.update(student=student.model, student_init=student.init, seed=file.seed,
+                    calib_images=file.data.calibration_images,
                     teacher=next(iter(teachers)) if len(teachers) == 1 else None)
-    space = parse_space(top.get("search"), top.get("fixed"), defaults, ctx,
-                        grid=ALGORITHMS.get(algorithm).enumerates)
-    searcher = _searcher(searcher_raw, algorithm, space, seed)
+    space = parse_space(raw.get("search"), raw.get("fixed"), defaults, ctx,
+                        grid=ALGORITHMS.get(file.searcher.algorithm).enumerates)
     _warn_frozen_scratch(space)
     _check_untrained(space)
     _check_user_onnx(space)
-    board = _board(top.get("board"))
-    objectives = _objectives(top.get("objectives"), board)
-    for i, objective in enumerate(objectives):
-        if objective.metric.startswith("board_") and not board.score_on_board:
-            raise ConfigError(f"objectives[{i}].metric: {objective.metric} is the accuracy measured on the board; "
-                              f"set board.score_on_board: true, or use {objective.metric.removeprefix('board_')}")
     return SweepConfig(
-        name=name, seed=seed, output_dir=output_dir, data=data_cfg, student=student, teachers=teachers,
-        training=training, search=space, objectives=objectives, constraints=_constraints(top.get("constraints"), board),
-        searcher=searcher, resources=_resources(top.get("resources")), board=board,
-        mlflow=_mlflow(top.get("mlflow"), output_dir / name, name), source=source)
+        name=file.name, seed=file.seed, output_dir=output_dir, data=data, student=student,
+        teachers=teachers, training=file.training, search=space, objectives=_objectives(file),
+        constraints=_constraints(file), searcher=_searcher(file, space), resources=file.resources, board=file.board,
+        mlflow=_mlflow(file.mlflow, output_dir / file.name, file.name), source=source)
 
 
-def _optional_int(raw: dict, path: str, key: str, minimum: int) -> int | None:
-    value = raw.get(key)
-    return None if value is None else s.integer(value, s.child(path, key), minimum=minimum)
+def _teacher(name: str, spec: TeacherSpec, raw: dict, base: Path) -> TeacherSpec:
+    if spec.checkpoint is None:
+        return spec
+    if "epochs" in raw:
+        raise ConfigError(f"teachers.{name}.epochs: only with model (a checkpoint is already trained)")
+    return replace(spec, checkpoint=s.existing_path(spec.checkpoint, f"teachers.{name}.checkpoint", base, kind="file"))
 
 
-def _data(raw: object, base: Path) -> DataConfig:
-    raw = s.allowed_keys(raw, "data", DATA_KEYS)
-    source = s.one_of(raw.get("source", "default"), "data.source", ("default", "coco", "yolo"), "a data source")
-    common = dict(train_subset=_optional_int(raw, "data", "train_subset", 1),
-                  val_subset=_optional_int(raw, "data", "val_subset", 1),
-                  calibration_images=s.integer(raw.get("calibration_images", DataConfig.calibration_images),
-                                               "data.calibration_images", minimum=1),
-                  bad_images=s.one_of(raw.get("bad_images", "skip"), "data.bad_images", BAD_IMAGE_POLICIES,
-                                      "a bad-image policy"))
-    if source == "default":
-        for key in ("root", "train", "val"):
-            if key in raw:
-                raise ConfigError(f"data.{key}: only with data.source: coco or yolo (source is 'default', the generated "
-                                  f"data set; its size is set by data.synth)")
-        synth = s.allowed_keys(raw.get("synth"), "data.synth", SYNTH_KEYS)
-        checked = {k: s.integer(synth.get(k, getattr(EmbeddedDefault, k)), f"data.synth.{k}",
-                                minimum=32 if k == "size" else 0 if k == "seed" else 1) for k in SYNTH_KEYS}
-        return DataConfig(source=source, synth=EmbeddedDefault(**checked), **common)
-    if "synth" in raw:
-        raise ConfigError("data.synth: only with data.source: default (the generated data set)")
-    if source == "yolo":
-        for key in ("train", "val"):
-            if key in raw:
-                raise ConfigError(f"data.{key}: not with data.source: yolo (its data.yaml names the splits)")
-        given = raw.get("root")
-        if given is None:
-            raise ConfigError("data.root: required with data.source: yolo (an Ultralytics data.yaml, or the "
-                              "directory holding one)")
-        root = s.existing_path(given, "data.root", base, kind="file" if str(given).endswith((".yaml", ".yml"))
-                               else "dir")
-        try:
-            train, val = find_layout(root)
-        except UserError as e:
-            raise ConfigError(f"data.root: {e}") from None
-        return DataConfig(source=source, root=root, train=train, val=val, **common)
-    if "root" in raw:
-        for key in ("train", "val"):
-            if key in raw:
-                raise ConfigError(f"data.{key}: give either data.root or data.train + data.val, not both")
-        root = s.existing_path(raw["root"], "data.root", base, kind="dir")
-        try:
-            train, val = find_layout(root)
-        except UserError as e:  # a COCO layout it lacks, or a data.yaml it cannot read
-            raise ConfigError(f"data.root: {e}") from None
-        return DataConfig(source=source, root=root, train=train, val=val, **common)
-    layouts = "; ".join(f"{a} + {b}/" for a, b, _, _ in LAYOUTS)
-    splits = {}
-    for split in ("train", "val"):
-        path = f"data.{split}"
-        if split not in raw:
-            raise ConfigError(f"{path}: required with data.source: coco unless data.root is given "
-                              f"(a directory with {layouts}); e.g. {split}: {{images: DIR, annotations: FILE}}")
-        entry = s.allowed_keys(raw[split], path, SPLIT_KEYS)
-        images = s.existing_path(s.required(entry, path, "images", "a directory of images"), f"{path}.images",
-                                 base, kind="dir")
-        annotations = s.existing_path(s.required(entry, path, "annotations", "a COCO instances json"),
-                                      f"{path}.annotations", base, kind="file")
-        splits[split] = SplitPaths(images, annotations)
-    return DataConfig(source=source, **splits, **common)
-
-
-def _teachers(raw: object, base: Path) -> dict[str, TeacherSpec]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"teachers: must be a mapping NAME -> {{model: SIZE, epochs: N}} or {{checkpoint: PATH}}, "
-                          f"{s.got(raw)}")
-    teachers = {}
-    for name, entry in raw.items():
-        path = s.child("teachers", str(name))
-        s.name(name, f"{path} (the name)", _NAME, _NAME_RULE)
-        entry = s.allowed_keys(entry, path, TEACHER_KEYS)
-        if ("model" in entry) == ("checkpoint" in entry):
-            raise ConfigError(f"{path}: give either model (a size trained once and cached, with epochs) or "
-                              f"checkpoint (a trained model's path)")
-        if "checkpoint" in entry:
-            if "epochs" in entry:
-                raise ConfigError(f"{path}.epochs: only with model (a checkpoint is already trained)")
-            teachers[name] = TeacherSpec(checkpoint=s.existing_path(entry["checkpoint"], f"{path}.checkpoint",
-                                                                     base, kind="file"))
-        else:
-            teachers[name] = TeacherSpec(
-                model=s.one_of(entry["model"], f"{path}.model", tuple(SIZES), "a model size"),
-                epochs=s.integer(entry.get("epochs", TeacherSpec.epochs), f"{path}.epochs", minimum=1))
-    return teachers
-
-
-def _student(raw: object, ctx: KnobContext) -> StudentConfig:
-    raw = s.allowed_keys(raw, "student", STUDENT_KEYS)
-    return StudentConfig(model=check_knob("student", raw.get("model", StudentConfig.model), "student.model", ctx),
-                         init=check_knob("student_init", raw.get("init", StudentConfig.init), "student.init", ctx))
-
-
-def _fraction(v, p):
-    return s.number(v, p, minimum=0, below=1)
-
-
-_TRAINING_CHECKS = {
-    "batch_size": lambda v, p: s.integer(v, p, minimum=1),
-    "nominal_batch": lambda v, p: s.integer(v, p, minimum=1),
-    "optimizer": lambda v, p: s.one_of(v, p, ("auto", "sgd", "adamw"), "an optimizer"),
-    "lr0": lambda v, p: None if v is None else s.number(v, p, above=0),
-    "lrf": lambda v, p: s.number(v, p, above=0, maximum=1),
-    "lr_schedule": lambda v, p: s.one_of(v, p, ("linear", "cosine"), "a learning-rate schedule"),
-    "momentum": _fraction,
-    "weight_decay": lambda v, p: s.number(v, p, minimum=0),
-    "warmup_epochs": lambda v, p: s.number(v, p, minimum=0),
-    "warmup_momentum": _fraction,
-    "warmup_bias_lr": lambda v, p: None if v is None else s.number(v, p, minimum=0),
-    "ema": s.boolean,
-    "amp": s.boolean,
-    "channels_last": s.boolean,
-    "workers": lambda v, p: s.integer(v, p, minimum=0),
-    "cache_images": s.boolean,
-    "val_every": lambda v, p: s.integer(v, p, minimum=1),
-}
-_KNOB_HINTS = {k: f"{k} is a trial knob: set it under fixed: or search:" for k in
-               ("epochs", "img_size", "freeze_backbone", "activation", "init", "seed", "teacher", "kd_method",
-                "kd_factor")}
-_KNOB_HINTS.update(device="the device follows resources.train.gpu", threads="threads follow resources.train.cpu")
-
-
-def _training(raw: object) -> TrainSettings:
-    raw = s.allowed_keys(raw, "training", TRAINING_KEYS, hints=_KNOB_HINTS)
-    values = {k: check(raw[k], f"training.{k}") for k, check in _TRAINING_CHECKS.items() if k in raw}
-    loss = s.allowed_keys(raw.get("loss"), "training.loss", LOSS_KEYS)
-    values["loss"] = LossWeights(**{k: s.number(v, f"training.loss.{k}", above=1 if k == "anchor_t" else None,
-                                               minimum=None if k == "anchor_t" else 0) for k, v in loss.items()})
-    augment = s.allowed_keys(raw.get("augment"), "training.augment", AUGMENT_KEYS)
-    try:
-        values["augment"] = AugmentConfig(**augment)
-    except ValueError as e:  # AugmentConfig's own range checks name the key ("augment.scale must be ...")
-        raise ConfigError(f"training.{e}") from None
-    return TrainSettings(**values)
-
-
-def _searcher(raw: dict, algorithm: str, space: SearchSpace, seed: int) -> SearcherConfig:
-    trials = raw.get("trials")
-    if ALGORITHMS.get(algorithm).enumerates:
+def _searcher(file: SweepFile, space: SearchSpace) -> SearcherConfig:
+    searcher, trials = file.searcher, file.searcher.trials
+    if ALGORITHMS.get(searcher.algorithm).enumerates:
         size = space.grid_size()
         if trials is not None and trials != size:
             raise ConfigError(f"searcher.trials: the grid has {size} distinct trials; omit trials or set it to "
                               f"{size}, got {trials!r}")
         trials = size
     elif trials is None:
-        raise ConfigError(f"searcher.trials: required for algorithm {algorithm} (an integer >= 1)")
-    return SearcherConfig(
-        algorithm=algorithm, trials=s.integer(trials, "searcher.trials", minimum=1),
-        concurrency=s.integer(raw.get("concurrency", SearcherConfig.concurrency), "searcher.concurrency", minimum=1),
-        max_failures=s.integer(raw.get("max_failures", SearcherConfig.max_failures), "searcher.max_failures",
-                               minimum=0),
-        seed=s.integer(raw.get("seed", seed), "searcher.seed", minimum=0))
+        raise ConfigError(f"searcher.trials: required for algorithm {searcher.algorithm} (an integer >= 1)")
+    return replace(searcher, trials=trials, seed=file.seed if searcher.seed is None else searcher.seed)
 
 
-def _objectives(raw: object, board: BoardConfig) -> tuple[Objective, ...]:
-    if raw is None:
-        return Objective("map50_95", "max"), Objective("latency_ms", "min")
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"objectives: must be a non-empty list of {{metric, mode}}, {s.got(raw)}")
-    allowed = (*METRICS, *board.latency_keys)
-    objectives = []
-    for i, entry in enumerate(raw):
-        path = s.child("objectives", i)
-        entry = s.allowed_keys(entry, path, OBJECTIVE_KEYS)
-        metric = entry.get("metric")
-        if isinstance(metric, str) and "@" in metric and metric not in allowed:
+def _objectives(file: SweepFile) -> tuple[Objective, ...]:
+    board, allowed = file.board, (*METRICS, *file.board.latency_keys)
+    objectives: list[Objective] = []
+    for i, objective in enumerate(file.objectives):
+        path, metric = f"objectives[{i}]", objective.metric
+        if "@" in metric and metric not in allowed:
             raise ConfigError(f"{path}.metric: {metric!r} names a board the sweep does not time on; per-board "
                               f"metrics are {', '.join(board.latency_keys) or 'only there with several board.names'}")
-        metric = s.one_of(s.required(entry, path, "metric", f"one of {', '.join(allowed)}"), f"{path}.metric",
-                          allowed, "a metric")
+        s.one_of(metric, f"{path}.metric", allowed, "a metric")
         natural = METRICS[metric.split("@")[0]]
-        mode = s.one_of(entry.get("mode", natural), f"{path}.mode", ("min", "max"), "a mode")
-        if mode != natural:
-            raise ConfigError(f"{path}.mode: {metric} can only be {natural}imized here (mode: {natural}), got {mode}")
+        if objective.mode not in (None, natural):
+            raise ConfigError(f"{path}.mode: {metric} can only be {natural}imized here (mode: {natural}), got "
+                              f"{objective.mode}")
         if any(o.metric == metric for o in objectives):
             raise ConfigError(f"{path}.metric: {metric} is listed twice")
-        objectives.append(Objective(metric, mode))
+        if metric.startswith("board_") and not board.score_on_board:
+            raise ConfigError(f"{path}.metric: {metric} is the accuracy measured on the board; set "
+                              f"board.score_on_board: true, or use {metric.removeprefix('board_')}")
+        objectives.append(Objective(metric, natural))
     return tuple(objectives)
 
 
-def _constraints(raw: object, board: BoardConfig) -> ConstraintsConfig:
-    raw = dict(s.allowed_keys(raw, "constraints", CONSTRAINT_KEYS))
-    checks = {"latency_ms_max": dict(above=0), "map50_95_min": dict(above=0, maximum=1), "size_mb_max": dict(above=0)}
-    per_board = raw.pop("latency_ms_max", None) if isinstance(raw.get("latency_ms_max"), dict) else None
-    out = {k: s.number(v, f"constraints.{k}", **checks[k]) for k, v in raw.items() if v is not None}
-    if per_board is not None:
-        if len(board.names) < 2:
+def _constraints(file: SweepFile) -> ConstraintsConfig:
+    limits, names = file.constraints.latency_ms_max, file.board.names
+    if isinstance(limits, dict):
+        if len(names) < 2:
             raise ConfigError("constraints.latency_ms_max: a mapping of board -> limit needs several board.names; "
                               "with one board give a number")
-        for name in per_board:
-            if name not in board.names:
-                raise ConfigError(f"constraints.latency_ms_max.{name}: not one of board.names "
-                                  f"({', '.join(board.names)})")
-        out["latency_ms_max"] = {n: s.number(v, f"constraints.latency_ms_max.{n}", above=0)
-                                 for n, v in per_board.items()}
-    return ConstraintsConfig(**out)
+        for name in limits:
+            if name not in names:
+                raise ConfigError(f"constraints.latency_ms_max.{name}: not one of board.names ({', '.join(names)})")
+    return file.constraints
 
 
-def _ray_quantity(value: object, path: str) -> float:
-    quantity = s.number(value, path, minimum=0)
-    if quantity > 1 and not quantity.is_integer():
-        raise ConfigError(f"{path}: Ray takes fractions only below 1; use a whole number or a value in [0, 1], "
-                          f"got {value!r}")
-    return quantity
+def _mlflow(given: MlflowConfig, sweep_dir: Path, name: str) -> MlflowConfig:
+    uri = given.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(sweep_dir / 'mlflow.db').as_posix()}"
+    return MlflowConfig(tracking_uri=uri, experiment=given.experiment or name)
 
 
-def _resources(raw: object) -> ResourcesConfig:
-    raw = s.allowed_keys(raw, "resources", RESOURCES_KEYS)
-    parts = {}
-    for key in RESOURCES_KEYS:
-        entry = s.allowed_keys(raw.get(key), f"resources.{key}", RESOURCE_KEYS)
-        parts[key] = Resources(**{k: _ray_quantity(v, f"resources.{key}.{k}") for k, v in entry.items()})
-    if parts["train"].gpu and parts["export"].gpu:
-        raise ConfigError("resources.export.gpu: must be 0 when resources.train.gpu is set: each GPU training slot "
-                          "is a trainer that keeps its GPU for the whole sweep, so an export task asking for one "
-                          "could wait forever; export, quantization and scoring run on CPUs")
-    return ResourcesConfig(**parts)
-
-
-def _board_names(raw: dict) -> tuple[str, ...]:
-    """board.name (one board) or board.names (a list, the first is the main one)."""
-    if "name" in raw and "names" in raw:
-        raise ConfigError("board: give name (one board) or names (several), not both")
-    if "names" not in raw:
-        names, paths = [raw.get("name", BoardConfig.names[0])], ["board.name"]
-    else:
-        names = s.string_list(raw["names"], "board.names")
-        paths = [s.child("board.names", i) for i in range(len(names))]
-    for i, (name, path) in enumerate(zip(names, paths)):
-        try:
-            check_board_name(name)
-        except BoardNameError as e:
-            raise ConfigError(f"{path}: {e}") from None
-        if names.index(name) != i:
-            raise ConfigError(f"{path}: {name} is listed twice")
-    return tuple(names)
-
-
-def _board(raw: object) -> BoardConfig:
-    raw = s.allowed_keys(raw, "board", BOARD_KEYS)
-    names = _board_names(raw)
-    timing = s.allowed_keys(raw.get("timing"), "board.timing", TIMING_KEYS)
-    defaults = TimingProtocol()
-    protocol = TimingProtocol(
-        warmup_runs=s.integer(timing.get("warmup_runs", defaults.warmup_runs), "board.timing.warmup_runs", minimum=0),
-        min_runs=s.integer(timing.get("min_runs", defaults.min_runs), "board.timing.min_runs", minimum=1),
-        min_seconds=s.number(timing.get("min_seconds", defaults.min_seconds), "board.timing.min_seconds", minimum=0),
-        max_runs=s.integer(timing.get("max_runs", defaults.max_runs), "board.timing.max_runs", minimum=1),
-        cooldown_seconds=s.number(timing.get("cooldown_seconds", defaults.cooldown_seconds),
-                                  "board.timing.cooldown_seconds", minimum=0))
-    if protocol.max_runs < protocol.min_runs:
-        raise ConfigError(f"board.timing.max_runs: must be >= min_runs ({protocol.min_runs}), got {protocol.max_runs}")
-    providers = s.string_list(raw.get("providers", list(BoardConfig.providers)), "board.providers")
-    for i, provider in enumerate(providers):
-        if not provider.endswith("ExecutionProvider"):
-            raise ConfigError(f"board.providers[{i}]: {provider!r} is not an onnxruntime execution provider name "
-                              f"(they end in ExecutionProvider, e.g. CPUExecutionProvider)")
-    delegate = raw.get("delegate")
-    if delegate is not None and (not isinstance(delegate, str) or not delegate):
-        raise ConfigError(f"board.delegate: must be a library path on the board or null, {s.got(delegate)}")
-    options = raw.get("delegate_options") or {}
-    if not isinstance(options, dict):
-        raise ConfigError(f"board.delegate_options: must be a mapping of option -> value, {s.got(options)}")
-    for key, value in options.items():
-        if not isinstance(key, str) or isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"board.delegate_options.{key}: must be a scalar value, {s.got(value)}")
-    if options and delegate is None:
-        raise ConfigError("board.delegate_options: only with board.delegate")
-    return BoardConfig(
-        names=names, emulate_if_missing=s.boolean(raw.get("emulate_if_missing", True), "board.emulate_if_missing"),
-        timeout_s=s.number(raw.get("timeout_s", BoardConfig.timeout_s), "board.timeout_s", above=0),
-        timing=protocol, providers=tuple(providers), delegate=delegate,
-        delegate_options={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()},
-        score_on_board=s.boolean(raw.get("score_on_board", BoardConfig.score_on_board), "board.score_on_board"))
-
-
-def _mlflow(raw: object, sweep_dir: Path, name: str) -> MlflowConfig:
-    raw = s.allowed_keys(raw, "mlflow", MLFLOW_KEYS)
-    uri = raw.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri is None:
-        uri = f"sqlite:///{(sweep_dir / 'mlflow.db').as_posix()}"
-    elif not isinstance(uri, str) or not uri:
-        raise ConfigError(f"mlflow.tracking_uri: must be a URI (http://HOST:5000, sqlite:///PATH) or null, "
-                          f"{s.got(uri)}")
-    experiment = raw.get("experiment", name)
-    if not isinstance(experiment, str) or not experiment.strip():
-        raise ConfigError(f"mlflow.experiment: must be a non-empty name, {s.got(experiment)}")
-    return MlflowConfig(tracking_uri=uri, experiment=experiment)
+# ---- rules across knobs ------------------------------------------------------------------------------
 
 
 def _check_untrained(space: SearchSpace) -> None:

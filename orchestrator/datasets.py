@@ -12,6 +12,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from common.errors import UserError
 from detection.coco import SplitSpec
@@ -35,10 +38,11 @@ class LayoutError(UserError, FileNotFoundError):
 class EmbeddedDefault:
     """The generated default data set: small enough to train on a 2-core laptop CPU in minutes."""
 
-    train: int = 2000
-    val: int = 300
-    size: int = 128
-    seed: int = 0
+    __pydantic_config__ = {"extra": "forbid"}  # the sweep file's `data.synth`
+    train: Annotated[int, Field(ge=1, description="training images")] = 2000
+    val: Annotated[int, Field(ge=1, description="val images")] = 300
+    size: Annotated[int, Field(ge=32, description="image side in pixels")] = 128
+    seed: Annotated[int, Field(ge=0, description="generator seed (same seed, same bytes)")] = 0
 
 
 @dataclass(frozen=True)

@@ -11,40 +11,43 @@ same continuous coordinates, which is why boxes mapped by the same matrix stay o
 """
 from __future__ import annotations
 
-import math
+import functools
+import typing
 from dataclasses import dataclass, fields
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import numpy as np
 from PIL import Image
+from pydantic import Field, TypeAdapter, ValidationError
 
 from detection.letterbox import PAD_VALUE
 
 
+def _bounded(low: float, high: float, doc: str) -> object:
+    return Field(ge=low, le=high, allow_inf_nan=False, description=doc)
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation knobs; defaults are YOLOv5's hyp.scratch-low, except mosaic (off by default)."""
+    """Augmentation knobs; defaults are YOLOv5's hyp.scratch-low, except mosaic (off by default).
+    Gains of 1 may zero a channel; translate and scale stop at YOLOv5's hyper-parameter evolution limits."""
 
-    hsv_h: float = 0.015  # hue gain (fraction)
-    hsv_s: float = 0.7  # saturation gain (fraction)
-    hsv_v: float = 0.4  # value gain (fraction)
-    translate: float = 0.1  # +/- fraction of the output size
-    scale: float = 0.5  # +/- scale gain
-    fliplr: float = 0.5  # probability of a horizontal flip
-    mosaic: float = 0.0  # probability of a 4-image mosaic (YOLOv5 uses 1.0)
+    __pydantic_config__ = {"extra": "forbid"}  # the sweep file's `training.augment`
+    hsv_h: Annotated[float, _bounded(0.0, 1.0, "hue gain (fraction)")] = 0.015
+    hsv_s: Annotated[float, _bounded(0.0, 1.0, "saturation gain (fraction)")] = 0.7
+    hsv_v: Annotated[float, _bounded(0.0, 1.0, "value gain (fraction)")] = 0.4
+    translate: Annotated[float, _bounded(0.0, 0.9, "+/- fraction of the output size")] = 0.1
+    scale: Annotated[float, _bounded(0.0, 0.9, "+/- scale gain")] = 0.5
+    fliplr: Annotated[float, _bounded(0.0, 1.0, "probability of a horizontal flip")] = 0.5
+    mosaic: Annotated[float, _bounded(0.0, 1.0, "probability of a 4-image mosaic (YOLOv5 uses 1.0)")] = 0.0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"augment.{f.name} must be a finite number, got {value!r}")
-        # gains of 1 may zero a channel; translate/scale stop at YOLOv5's hyper-parameter evolution limits
-        limits = {"hsv_h": (0.0, 1.0), "hsv_s": (0.0, 1.0), "hsv_v": (0.0, 1.0), "translate": (0.0, 0.9),
-                  "scale": (0.0, 0.9), "fliplr": (0.0, 1.0), "mosaic": (0.0, 1.0)}
-        for name, (low, high) in limits.items():
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ValueError(f"augment.{name} must be in [{low}, {high}], got {value!r}")
+        """Code that builds one by hand meets the same bounds as the sweep file (pydantic reads them there)."""
+        for name, adapter in _field_checks().items():
+            try:
+                adapter.validate_python(getattr(self, name), strict=True)
+            except ValidationError as e:
+                raise ValueError(f"augment.{name}: {e.errors()[0]['msg']}, got {getattr(self, name)!r}") from None
 
     @classmethod
     def none(cls) -> "AugmentConfig":
@@ -54,6 +57,12 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         return any(getattr(self, f.name) != 0 for f in fields(self))
+
+
+@functools.cache
+def _field_checks() -> dict[str, TypeAdapter]:
+    hints = typing.get_type_hints(AugmentConfig, include_extras=True)
+    return {f.name: TypeAdapter(hints[f.name]) for f in fields(AugmentConfig)}
 
 
 def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

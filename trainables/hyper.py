@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from common.knobs import knob, pick
+from pydantic import Field
+
+from common.knobs import Noun, knob, pick
 from detection.anchors import MAX_STRIDE
 from trainables.augment import AugmentConfig
 from trainables.kd.registry import KD_METHODS, kd_method
@@ -28,10 +30,11 @@ DISTILLATION_KNOBS = ("teacher", "kd_factor", "kd_off_last_epochs")  # read only
 class LossWeights:
     """YOLOv5 hyp.scratch-low gains, before the per-image-size scaling of `scaled`."""
 
-    box: float = 0.05
-    obj: float = 1.0
-    cls: float = 0.5
-    anchor_t: float = 4.0
+    __pydantic_config__ = {"extra": "forbid"}  # the sweep file's `training.loss` (orchestrator.config)
+    box: Annotated[float, Field(ge=0, description="box (CIoU) loss gain")] = 0.05
+    obj: Annotated[float, Field(ge=0, description="objectness loss gain")] = 1.0
+    cls: Annotated[float, Field(ge=0, description="classification loss gain")] = 0.5
+    anchor_t: Annotated[float, Field(gt=1, description="anchor-matching ratio threshold")] = 4.0
 
     def scaled(self, num_classes: int, img_size: int, levels: int = 3) -> "LossWeights":
         """Scale gains as YOLOv5's train.py does, so they suit any class count and image size."""
@@ -76,29 +79,40 @@ class TrainKnobs:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Fixed trainer hyper-parameters: the same for every trial of a sweep."""
+    """Fixed trainer hyper-parameters: the same for every trial of a sweep (the sweep file's
+    `training:` section, validated by pydantic through the bounds below)."""
 
-    batch_size: int = 16
-    nominal_batch: int = 16  # gradients are accumulated up to this many images per step (YOLOv5: 64)
+    __pydantic_config__ = {"extra": "forbid"}
+    batch_size: Annotated[int, Field(ge=1, description="images per forward/backward pass on the device")] = 16
+    nominal_batch: Annotated[int, Field(ge=1, description="gradients accumulate up to this many images per update "
+                                        "(YOLOv5 uses 64)")] = 16
     # "auto": AdamW for short schedules (< 10k optimizer steps), SGD with nesterov momentum for long
     # ones (Ultralytics' rule); on the embedded default AdamW reaches in 8 epochs what SGD does in 16.
-    optimizer: Literal["auto", "sgd", "adamw"] = "auto"
-    lr0: float | None = None  # None: 0.01 for SGD, 0.002 for AdamW
-    lrf: float = 0.01  # final LR = lr0 * lrf
-    lr_schedule: Literal["cosine", "linear"] = "linear"
-    momentum: float = 0.937
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    warmup_momentum: float = 0.8
-    warmup_bias_lr: float | None = None  # None: 0.1 for SGD (YOLOv5), 0 for AdamW
-    ema: bool = True
-    amp: bool = True  # mixed precision: float16 on CUDA, bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX)
-    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (oneDNN) and tensor cores
-    workers: int = 0  # data loader processes
-    cache_images: bool = True
-    val_every: int = 1  # evaluate on the val split every N epochs (and always after the last)
-    loss: LossWeights = field(default_factory=LossWeights)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optimizer: Annotated[Literal["auto", "sgd", "adamw"], Noun("an optimizer"), Field(
+        description="auto: AdamW below 10k optimizer steps, else SGD with nesterov momentum")] = "auto"
+    lr0: Annotated[float | None, Field(gt=0, description="initial learning rate; null: the optimizer's default "
+                                       "(SGD 0.01, AdamW 0.002)")] = None
+    lrf: Annotated[float, Field(gt=0, le=1, description="final learning rate = lr0 * lrf")] = 0.01
+    lr_schedule: Annotated[Literal["linear", "cosine"], Noun("a learning-rate schedule"),
+                           Field(description="how the learning rate falls from lr0 to lr0 * lrf")] = "linear"
+    momentum: Annotated[float, Field(ge=0, lt=1, description="SGD momentum / Adam beta1")] = 0.937
+    weight_decay: Annotated[float, Field(ge=0, description="L2 weight decay")] = 5e-4
+    warmup_epochs: Annotated[float, Field(ge=0, description="epochs of learning-rate and momentum warm-up")] = 1.0
+    warmup_momentum: Annotated[float, Field(ge=0, lt=1, description="momentum at the warm-up's start")] = 0.8
+    warmup_bias_lr: Annotated[float | None, Field(ge=0, description="bias learning rate at the warm-up's start; "
+                                                  "null: the optimizer's default (SGD 0.1, AdamW 0)")] = None
+    ema: Annotated[bool, Field(description="keep an exponential moving average of the weights (evaluated and "
+                               "exported)")] = True
+    amp: Annotated[bool, Field(description="mixed precision: float16 on CUDA, bfloat16 on CPUs with native bf16 "
+                               "(AVX512-BF16/AMX), else off")] = True
+    channels_last: Annotated[bool, Field(description="NHWC memory layout: faster convolutions on CPU (oneDNN) and "
+                                         "tensor cores")] = True
+    workers: Annotated[int, Field(ge=0, description="data loader processes")] = 0
+    cache_images: Annotated[bool, Field(description="keep decoded training images in RAM")] = True
+    val_every: Annotated[int, Field(ge=1, description="val mAP every N epochs (and always after the last)")] = 1
+    loss: Annotated[LossWeights, Field(description="YOLOv5 loss gains")] = field(default_factory=LossWeights)
+    augment: Annotated[AugmentConfig, Field(description="training augmentation")] = field(
+        default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)
@@ -140,10 +154,14 @@ class TrainConfig(TrainSettings):
 class TeacherSpec:
     """A teacher: a model size trained once (per data, size and epochs) and cached, or a checkpoint."""
 
-    model: str | None = None
-    epochs: int = 30
-    checkpoint: Path | None = None
+    __pydantic_config__ = {"extra": "forbid"}  # an entry of the sweep file's `teachers:`
+    model: Annotated[Literal[tuple(SIZES)] | None, Noun("a model size"), Field(  # type: ignore[valid-type]
+        description="a model size, trained once on the sweep's data at the trial's img_size and cached")] = None
+    epochs: Annotated[int, Field(ge=1, description="only with model: its training epochs (part of its cache key)")] = 30
+    checkpoint: Annotated[Path | None, Field(description="an already trained teacher (must exist); not with model "
+                                             "or epochs")] = None
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.checkpoint is None):
-            raise ValueError("a teacher is either a model size (trained once and cached) or a checkpoint")
+            raise ValueError("give either model (a size trained once and cached, with epochs) or checkpoint (a "
+                             "trained model's path)")

@@ -13,8 +13,7 @@ import yaml
 from PIL import Image
 
 from orchestrator import _knobs
-from orchestrator.config import (DATA_KEYS, SEARCHER_KEYS, TOP_KEYS, TRAINING_KEYS, ConstraintsConfig, load_config,
-                                 SweepConfig, parse_config)
+from orchestrator.config import ConstraintsConfig, SweepConfig, load_config, parse_config
 from orchestrator.datasets import data_splits
 from orchestrator.errors import ConfigError
 from orchestrator.pareto import violations
@@ -140,7 +139,7 @@ def test_thesis_grid_runs_each_distinct_combination_once(tmp_path):
     (with_change("training.ema", "yes"), ["training.ema: must be true or false, got 'yes' (a string)"]),
     (with_change("training.lr_schedule", "step"), ["training.lr_schedule: 'step' is not a learning-rate schedule; "
                                                    "allowed: linear, cosine"]),
-    (with_change("training.augment", {"scale": 2}), ["training.augment.scale must be in [0.0, 0.9], got 2"]),
+    (with_change("training.augment", {"scale": 2}), ["training.augment.scale: must be a number >= 0 and <= 0.9, got 2"]),
     (with_change("search.kd_method", {"choice": ["none", "output", "attn"]}),
      ["search.kd_method.choice[2]: 'attn' is not a KD method; allowed: none, output, feature, cwd, pkd"]),
     (with_change("search.kd_method", {"uniform": [0, 1]}),
@@ -375,19 +374,6 @@ def test_board_section_builds_runtime_options_and_timing_protocol():
     options = cfg.board.runtime_options(threads=2)
     assert options.threads == 2 and options.providers == ("CPUExecutionProvider",) and options.delegate is None
     assert (cfg.board.timing.warmup_runs, cfg.board.timing.min_runs, cfg.board.timing.min_seconds) == (5, 30, 1.0)
-
-
-def test_reference_documents_every_key_and_knob():
-    reference = (REPO / "docs" / "config-reference.md").read_text()
-    from orchestrator import config
-
-    keys = {*TOP_KEYS, *DATA_KEYS, *TRAINING_KEYS, *SEARCHER_KEYS, *config.SYNTH_KEYS, *config.TEACHER_KEYS,
-            *config.LOSS_KEYS, *config.AUGMENT_KEYS, *config.CONSTRAINT_KEYS, *config.BOARD_KEYS,
-            *config.TIMING_KEYS, *config.MLFLOW_KEYS, *config.RESOURCES_KEYS, *config.RESOURCE_KEYS,
-            *config.STUDENT_KEYS, *config.SPLIT_KEYS, *config.OBJECTIVE_KEYS, *_knobs.knob_table(),
-            *_knobs.DISTRIBUTIONS}
-    missing = sorted(k for k in keys if f"`{k}`" not in reference)
-    assert not missing, f"docs/config-reference.md does not mention {missing}"
 
 
 def test_validation_imports_neither_torch_nor_ray():
