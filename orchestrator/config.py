@@ -30,7 +30,7 @@ from orchestrator.algorithms import ALGORITHMS
 from orchestrator.datasets import LAYOUTS, DataConfig, EmbeddedDefault, SplitPaths, find_layout
 from orchestrator.errors import ConfigError
 from search_spaces import SearchSpace
-from trainables.hyper import SCRATCH, TeacherSpec, TrainKnobs, TrainSettings
+from trainables.hyper import SCRATCH, TeacherSpec, TrainKnobs, TrainSettings, is_user_model
 from trainables.models.family import DEFAULT_ACTIVATION
 
 log = logging.getLogger(__name__)
@@ -560,7 +560,7 @@ def _check_untrained(space: SearchSpace) -> None:
 
 def _check_user_onnx(space: SearchSpace) -> None:
     """A user's .onnx detector as student_init cannot be trained, nor converted to TFLite here."""
-    if not any(str(v).endswith(".onnx") for v in space.possible_values("student_init")):
+    if not any(is_user_model(v) for v in space.possible_values("student_init")):
         return
     if tuple(space.possible_values("epochs")) != (0,):
         raise ConfigError("student.init: an .onnx model cannot be trained; set fixed.epochs: 0 (quantize, time and "

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from orchestrator.console import console
 from orchestrator.stages import trial_format
-from trainables.kd.registry import distilling_methods
+from orchestrator.pareto import kd_name
 
 
 def _num(v, digits: int = 3) -> str:
@@ -40,9 +40,8 @@ class LiveProgress(tune.Callback):
     def _row(self, trial) -> dict:
         if trial.trial_id not in self.rows:
             knobs = self.complete_knobs(trial.config)
-            kd = knobs["kd_method"]
             self.rows[trial.trial_id] = {
-                "kd": f"{kd}/{knobs['teacher']} x{knobs['kd_factor']:.2g}" if kd in distilling_methods() else kd,
+                "kd": kd_name(knobs, teacher=True),
                 "format": trial_format(knobs), "state": "PENDING", "epoch": "-",
                 "val": None, "map": None, "lat": None, "stage": ""}
         return self.rows[trial.trial_id]

@@ -147,7 +147,7 @@ def kd_name(knobs: Mapping, *, teacher: bool = False) -> str:
     kd = knobs.get("kd_method", "none")
     if kd == "none":
         return "no KD"
-    return f"{kd}{'/' + str(knobs.get('teacher')) if teacher else ''} x{float(knobs.get('kd_factor', 1)):.2g}"
+    return f"{kd}{'/' + str(knobs.get('teacher')) if teacher else ''} x{float(knobs['kd_factor']):.2g}"
 
 
 def kd_label(r: TrialRecord) -> str:

@@ -19,7 +19,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.datasets import data_splits
 from orchestrator.errors import ConfigError
 from trainables.export.registry import format_for
-from trainables.hyper import SCRATCH
+from trainables.hyper import SCRATCH, is_user_model
 from trainables.kd.registry import distilling_methods
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def _checkpoints_to_check(cfg: SweepConfig) -> list[tuple[str, Path, str]]:
     out = []
     where = "search.student_init" if "student_init" in cfg.search.params else "student.init"
     for init in cfg.search.possible_values("student_init"):
-        if init != SCRATCH and not str(init).endswith(".onnx"):  # a user's ONNX: check_user_onnx
+        if init != SCRATCH and not is_user_model(init):  # a user's ONNX: check_user_onnx
             out.append((where, Path(init), "student"))
     if set(cfg.search.possible_values("kd_method")) & set(distilling_methods()):
         for name in cfg.search.possible_values("teacher"):
@@ -133,7 +133,7 @@ def check_user_onnx(cfg: SweepConfig, num_classes: int) -> None:
 
     where = "search.student_init" if "student_init" in cfg.search.params else "student.init"
     for init in cfg.search.possible_values("student_init"):
-        if not str(init).endswith(".onnx"):
+        if not is_user_model(init):
             continue
         for layout in cfg.search.possible_values("onnx_layout"):
             try:

@@ -24,7 +24,7 @@ from detection.coco import CocoDataset, SplitSpec
 from orchestrator.datasets import DataConfig, data_splits
 from orchestrator.trainers import StageTask
 from trainables.export.registry import ExportKnobs
-from trainables.hyper import TrainSettings
+from trainables.hyper import TrainSettings, is_user_model
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def export_artifact(student: bytes, knobs: dict, spec: TrainSpec) -> ExportedArt
     export = pick(ExportKnobs, knobs)
     fmt = export.format.name
     train, val = spec.datasets()
-    user_onnx = knobs["epochs"] == 0 and str(knobs["student_init"]).endswith(".onnx")  # a user's own detector
+    user_onnx = knobs["epochs"] == 0 and is_user_model(knobs["student_init"])
     with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
         source = Path(tmp) / ("student.onnx" if user_onnx else "student.pt")
         source.write_bytes(student)

@@ -26,6 +26,11 @@ SCRATCH = "scratch"  # student_init: random weights
 DISTILLATION_KNOBS = ("teacher", "kd_factor", "kd_off_last_epochs")  # read only by methods with a teacher
 
 
+def is_user_model(student_init: object) -> bool:
+    """A student_init that is a user's own .onnx detector: quantized, timed and scored, never trained."""
+    return str(student_init).endswith(".onnx")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """YOLOv5 hyp.scratch-low gains, before the per-image-size scaling of `scaled`."""
