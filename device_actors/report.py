@@ -20,7 +20,7 @@ DEFAULT_CAMERA_HW = (480, 640)
 @dataclass(frozen=True)
 class MeasureRequest:
     artifact_sha256: str
-    runtime: str  # "onnxruntime" or "tflite"
+    runtime: str  # a registered runtime's name (device_actors.runtimes)
     options: RuntimeOptions = RuntimeOptions()
     protocol: TimingProtocol = TimingProtocol()
     camera_hw: tuple[int, int] = DEFAULT_CAMERA_HW

@@ -19,7 +19,7 @@ class Artifact:
 
     format: str  # registry name, e.g. "onnx-int8"
     path: Path
-    runtime: str  # device_actors runtime name that loads it: "onnxruntime" or "tflite"
+    runtime: str  # the registered device_actors runtime that loads it (its format's runtime)
     img_size: int
     size_mb: float  # 10^6 bytes, as file sizes are usually quoted
     sha256: str
