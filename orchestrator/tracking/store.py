@@ -68,9 +68,8 @@ def _model_suffixes() -> set[str]:
 
 
 def _onnx_flavoured(path: Path) -> bool:
-    """Whether MLflow's ONNX flavour logs the file: it does what ONNX Runtime runs. The registry names
-    no MLflow flavour per format, so it is derived here from the formats' runtime."""
-    return path.suffix in {f.suffix for f in FORMATS.values() if f.runtime == "onnxruntime"}
+    """Whether MLflow's ONNX flavour logs the file: a format the registry gives that flavour has its suffix."""
+    return path.suffix in {f.suffix for f in FORMATS.values() if f.mlflow_flavor == "onnx"}
 
 
 def trial_files(checkpoint_dir: Path) -> list[Path]:
