@@ -83,7 +83,7 @@ def train_students(activations: list[str], train: CocoDataset, val: CocoDataset,
                 continue
             task = bar.add_task(f"YOLO-n {activation}", total=epochs, info="")
             result = train_student(TrainKnobs(activation=activation, epochs=epochs, img_size=128), train, val,
-                                   out / activation / "train", base=TrainConfig(threads=threads),
+                                   out / activation / "train", base=TrainConfig(torch_threads=threads),
                                    on_epoch=lambda r, _c, t=task: bar.update(
                                        t, completed=r.epoch,
                                        info=f"mAP {r.metrics['map50_95']:.3f}" if r.metrics else ""))

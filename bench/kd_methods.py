@@ -47,7 +47,7 @@ def train_teacher(size: str, epochs: int, threads: int) -> str:
     from trainables.hyper import TrainConfig
 
     train, val = _datasets()
-    cfg = teacher_config(TrainConfig(threads=threads), epochs=epochs, img_size=TrainConfig().img_size, seed=0)
+    cfg = teacher_config(TrainConfig(torch_threads=threads), epochs=epochs, img_size=TrainConfig().img_size, seed=0)
     return str(ensure_teacher(size, train, val, cfg, cache_dir()))
 
 
@@ -60,7 +60,7 @@ def train_one(method: str, seed: int, teacher: str, epochs: int, threads: int, f
     knobs = TrainKnobs(student="n", epochs=epochs, kd_method=method, seed=seed, kd_params=params,
                        kd_factor=factor if factor is not None else TrainKnobs.kd_factor)
     with tempfile.TemporaryDirectory() as out:
-        result = train_student(knobs, train, val, Path(out), base=TrainConfig(threads=threads, val_every=epochs),
+        result = train_student(knobs, train, val, Path(out), base=TrainConfig(torch_threads=threads, val_every=epochs),
                                teacher_checkpoint=Path(teacher) if knobs.distills else None)
     m = result.final_metrics
     # training time only (an epoch's seconds also hold its val pass): images per epoch / throughput

@@ -47,10 +47,10 @@ def _append(path: str, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def timed_stand_in_train(knobs, spec, teacher, resume, *, seconds, fail_when, log_path):
+def timed_stand_in_train(trial, spec, teacher, resume, *, seconds, fail_when, log_path):
     """The stand-in training task, logging when it really started and ended (it holds the GPU slot)."""
     start = time.time()
-    yield from stand_in_train(knobs, spec, teacher, resume, seconds=seconds, fail_when=fail_when)
+    yield from stand_in_train(trial, spec, teacher, resume, seconds=seconds, fail_when=fail_when)
     _append(log_path, {"phase": "train", "start": start, "end": time.time()})
 
 
@@ -68,8 +68,8 @@ class TimedStandInStages(StandInStages):
         return functools.partial(timed_stand_in_train, seconds=self.train_seconds, fail_when=self.fail_when,
                                  log_path=self.log_path)
 
-    def time_on_board(self, exported, knobs, ctx):
-        reports = StandInStages.time_on_board(exported, knobs, ctx)
+    def time_on_board(self, exported, trial, ctx):
+        reports = StandInStages.time_on_board(exported, trial, ctx)
         for latency in reports.values():
             _append(self.log_path, {"phase": "board", "start": latency["started_at"], "end": latency["ended_at"],
                                     "cached": latency["cached"]})
@@ -98,7 +98,7 @@ def sweep_config(root: Path, args, min_seconds: float) -> dict:
                  "calibration_images": 4},
         "teachers": {"t": {"model": "n", "epochs": 1}},  # named only: stand-in stages train no teacher
         "search": {"kd_factor": {"loguniform": [0.25, 4.0]}},  # continuous: every trial's artifact differs
-        "fixed": {"kd_method": "output", "teacher": "t", "epochs": 2, "img_size": 64, "threads": 1},
+        "fixed": {"kd_method": "output", "teacher": "t", "epochs": 2, "img_size": 64, "board_threads": 1},
         "searcher": {"algorithm": "random", "trials": args.trials, "concurrency": args.concurrency,
                      "max_failures": 0},
         "resources": {"train": {"gpu": 1, "cpu": 0}, "export": {"cpu": 0.25}},

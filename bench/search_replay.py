@@ -53,7 +53,7 @@ def grid_config(root: Path, algorithm: str = "grid", trials: int | None = None) 
         "search": {"kd_method": {choice: ["none", "output", "feature", "cwd"]},
                    "kd_factor": {choice: [0.5, 1.0, 2.0]},
                    "quantization": {choice: ["fp32", "fp16", "dynamic", "int8"]},
-                   "threads": {choice: [1, 2]}},
+                   "board_threads": {choice: [1, 2]}},
         "fixed": {"epochs": 5, "img_size": 128, "runtime": "onnxruntime", "teacher": "s"},
         "searcher": searcher,
         "board": {"name": "local", "timing": {"warmup_runs": 5, "min_runs": 30, "min_seconds": 1.0}},
@@ -73,6 +73,7 @@ def load_table(path: Path) -> dict[str, dict]:
 
 def record(args) -> int:
     from common.knobs import pick
+    from trainables.export.registry import ExportKnobs
     from device_actors.client import connect_board
     from orchestrator.config import parse_config
     from orchestrator.stages import TrainedModel, TrainSpec, export_artifact, train_student_stream, train_teacher
@@ -87,7 +88,7 @@ def record(args) -> int:
     if not todo:
         return 0
     args.table.parent.mkdir(parents=True, exist_ok=True)
-    spec = TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, threads=args.threads)
+    spec = TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, torch_threads=args.threads)
     init_ray(None)
     board = connect_board(cfg.board.name)
     teacher_spec = cfg.teachers["s"]
@@ -100,15 +101,15 @@ def record(args) -> int:
         train_key = _key(vars(pick(TrainKnobs, knobs)))
         if train_key not in students:
             t = time.perf_counter()
-            trained = [u for u in train_student_stream(knobs, spec, teacher, None) if isinstance(u, TrainedModel)][0]
+            trained = [u for u in train_student_stream(TrainKnobs.from_knobs(knobs), spec, teacher, None) if isinstance(u, TrainedModel)][0]
             students = {train_key: (trained, time.perf_counter() - t)}  # sorted: a student's configs are adjacent
         trained, train_s = students[train_key]
         t = time.perf_counter()
-        exported = export_artifact(trained.checkpoint, knobs, spec)
+        exported = export_artifact(trained.checkpoint, pick(ExportKnobs, knobs), False, spec)
         export_s = time.perf_counter() - t
         t = time.perf_counter()
         report = board.measure(exported.content, runtime=exported.runtime,
-                               options=cfg.board.runtime_options(knobs["threads"]), protocol=cfg.board.timing)
+                               options=cfg.board.runtime_options(knobs["board_threads"]), protocol=cfg.board.timing)
         row = {"knobs": knobs, "metrics": {"map50_95": exported.metrics["map50_95"], "map50": exported.metrics["map50"],
                                            "latency_ms": report.median_ms, "size_mb": exported.size_mb,
                                            "float_map50_95": trained.metrics.get("map50_95")},
@@ -117,7 +118,7 @@ def record(args) -> int:
         with args.table.open("a") as f:
             f.write(json.dumps(row, default=str) + "\n")
         print(f"[{i}/{len(todo)}] {knobs['kd_method']} x{knobs.get('kd_factor')} {knobs['quantization']} "
-              f"{knobs['threads']} thr: mAP {row['metrics']['map50_95']:.3f}, {report.median_ms:.2f} ms "
+              f"{knobs['board_threads']} thr: mAP {row['metrics']['map50_95']:.3f}, {report.median_ms:.2f} ms "
               f"(EMULATED board), {time.perf_counter() - t0:.0f} s so far", flush=True)
     return 0
 

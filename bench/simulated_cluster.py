@@ -50,8 +50,8 @@ class LoggedStandInStages(StandInStages):
 
     log_path: str = ""
 
-    def time_on_board(self, exported, knobs, ctx):
-        reports = StandInStages.time_on_board(exported, knobs, ctx)
+    def time_on_board(self, exported, trial, ctx):
+        reports = StandInStages.time_on_board(exported, trial, ctx)
         for name, r in reports.items():
             append_line(Path(self.log_path), json.dumps({"board": name, "start": r["started_at"],
                                                          "end": r["ended_at"], "cached": r["cached"]}))

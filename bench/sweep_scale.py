@@ -87,15 +87,15 @@ class TimedStandInStages(StandInStages):
         _append(self.log_path, {"trial": tune.get_context().get_trial_id(), "phase": phase, "start": start,
                                 "end": time.time()})
 
-    def export_and_score(self, student, knobs, ctx):
+    def export_and_score(self, student, trial, ctx):
         start = time.time()
-        exported = super().export_and_score(student, knobs, ctx)
+        exported = super().export_and_score(student, trial, ctx)
         self._log("export", start)
         return exported
 
-    def time_on_board(self, exported, knobs, ctx):
+    def time_on_board(self, exported, trial, ctx):
         start = time.time()
-        latency = StandInStages.time_on_board(exported, knobs, ctx)
+        latency = StandInStages.time_on_board(exported, trial, ctx)
         self._log("board", start)
         return latency
 
@@ -217,7 +217,7 @@ def sweep_config(root: Path, args) -> dict:
         "teachers": {"t": {"model": "n", "epochs": 1}},  # named only: stand-in stages train no teacher
         "search": {"kd_method": {"choice": ["none", "output"]}, "kd_factor": {"loguniform": [0.25, 4.0]},
                    "quantization": {"choice": ["fp32", "fp16", "dynamic", "int8"]}},
-        "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t"},
+        "fixed": {"epochs": 2, "img_size": 64, "board_threads": 1, "teacher": "t"},
         "searcher": {"algorithm": args.searcher, "trials": args.trials, "concurrency": args.concurrency,
                      "max_failures": 0},
         # --gpus: each training takes a (declared, MOCK) GPU slot, i.e. a long-lived trainer actor of the

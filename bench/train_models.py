@@ -35,7 +35,7 @@ def train_one(size: str, epochs: int, threads: int, out: Path) -> dict:
     train, val = CocoDataset(splits.train), CocoDataset(splits.val)
     spec = ModelSpec(size, train.num_classes)
     started = time.perf_counter()
-    result = fit(spec, train, val, TrainConfig(epochs=epochs, threads=threads, val_every=epochs), out)
+    result = fit(spec, train, val, TrainConfig(epochs=epochs, torch_threads=threads, val_every=epochs), out)
     m = result.final_metrics
     ips = sum(h.images_per_second for h in result.history) / len(result.history)
     return {"model": f"yolo{size}", "params_m": count_parameters(build_model(spec)) / 1e6, "epochs": epochs,

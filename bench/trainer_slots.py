@@ -35,6 +35,7 @@ from orchestrator.config import parse_config  # noqa: E402
 from orchestrator.stages import EpochUpdate, TrainSpec, train_student_stream  # noqa: E402
 from orchestrator.sweep import init_ray  # noqa: E402
 from orchestrator.trainers import _stream_task, start_train_slots  # noqa: E402
+from trainables.hyper import TrainKnobs  # noqa: E402
 
 GPU_SLOT = {"num_cpus": 0, "num_gpus": 1, "scheduling_strategy": "DEFAULT"}
 
@@ -61,8 +62,8 @@ def main() -> int:
     args = parser.parse_args()
 
     cfg = parse_config(_config(args.train))
-    spec = TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, threads=1)
-    knobs = cfg.search.complete({"seed": 0})
+    spec = TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, torch_threads=1)
+    knobs = TrainKnobs.from_knobs(cfg.search.complete({"seed": 0}))
     init_ray(None, num_cpus=2, num_gpus=1)
     print(f"local Ray with one MOCK GPU (declared only: training computes on this CPU, no CUDA); "
           f"{args.trainings} trainings per way of YOLO-n, 1 epoch, {args.train} images at 128 px")

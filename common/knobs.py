@@ -1,7 +1,7 @@
 """A trial knob as the stage that reads it declares it: name, YAML type, default, allowed values.
 
 Each stage of a trial takes its knobs as one frozen dataclass whose field names are the knob names
-(`trainables.hyper.TrainKnobs`, `trainables.export.ExportKnobs`, `device_actors.runtimes.RuntimeOptions`);
+(`trainables.hyper.TrainKnobs`, `trainables.export.ExportKnobs`, `device_actors.runtimes.BoardKnobs`);
 a field becomes a knob by its default being `knob(...)`. That dataclass is the one place a knob's
 default lives: the sweep schema, the CLI and the trainer all read it from there. Extension points
 declare the knobs only they read (a KD method's temperature) as `Knob` values in their registry.

@@ -1,7 +1,7 @@
 """The trial knobs of a sweep file and the `search:` / `fixed:` sections that range over them.
 
 No knob is declared here: the stages declare theirs (`trainables.hyper.TrainKnobs`,
-`trainables.export.ExportKnobs`, `device_actors.runtimes.RuntimeOptions`) and every registered KD
+`trainables.export.ExportKnobs`, `device_actors.runtimes.BoardKnobs`) and every registered KD
 method its own, all without torch. This module collects them into one table per parse, checks
 values against the declarations with key paths in every message, and turns the two sections into
 a `search_spaces.SearchSpace` with the knobs' conditions (a KD factor matters only when distilling).
@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import logging
+
 import yaml
 
 from common.knobs import Knob, declared_knobs
-from device_actors.runtimes import RuntimeOptions
+from device_actors.runtimes import BoardKnobs
 from orchestrator import _schema as s
 from orchestrator.errors import ConfigError
 from search_spaces import ActiveWhen, Choice, Grid, IntRange, LogUniform, Param, SearchSpace, Uniform
@@ -23,10 +25,14 @@ from trainables.export.registry import TFLITE_CALIB_METHODS, ExportError, Export
 from trainables.hyper import DISTILLATION_KNOBS, SCRATCH, TrainKnobs
 from trainables.kd.registry import KD_METHODS, distilling_methods, kd_method
 
+log = logging.getLogger(__name__)
+
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "int")
 CALIBRATION_KNOBS = ("calib_method", "calib_images")  # read only by the calibrated (static int8) formats
 CALIBRATED = ("int8",)
 FINITE = ("choice", "grid")
+# Knobs that had another name: a sweep file (or a sweep saved) with the old one still reads, with a warning.
+RENAMED = {"threads": "board_threads"}
 
 
 def knob_table() -> dict[str, Knob]:
@@ -34,7 +40,7 @@ def knob_table() -> dict[str, Knob]:
     table: dict[str, Knob] = {}
     method_knobs = [k for m in KD_METHODS.values() for k in m.knobs]
     for knob in (*declared_knobs(TrainKnobs), *method_knobs, *declared_knobs(ExportKnobs),
-                 *declared_knobs(RuntimeOptions)):
+                 *declared_knobs(BoardKnobs)):
         table.setdefault(knob.name, knob)
     return table
 
@@ -196,8 +202,8 @@ def parse_space(search_raw: object, fixed_raw: object, defaults: dict, ctx: Knob
     With `grid`, every searched knob must be finite and becomes a Grid; otherwise `grid:` entries
     are sampled like `choice:` (both are finite sets), so one file can switch searchers."""
     names = list(ctx.knobs)
-    search_raw = s.allowed_keys(search_raw, "search", names)
-    fixed_raw = s.allowed_keys(fixed_raw, "fixed", names)
+    search_raw = s.allowed_keys(_renamed(search_raw, "search"), "search", names)
+    fixed_raw = s.allowed_keys(_renamed(fixed_raw, "fixed"), "fixed", names)
     both = [k for k in names if k in search_raw and k in fixed_raw]
     if both:
         raise ConfigError(f"fixed.{both[0]}: also in search; a knob is either searched or fixed, not both")
@@ -215,9 +221,25 @@ def parse_space(search_raw: object, fixed_raw: object, defaults: dict, ctx: Knob
             param = Grid(param.values) if grid else Choice(param.values)
         params[knob] = param
     fixed = {k: check_knob(k, v, s.child("fixed", k), ctx) for k, v in fixed_raw.items()}
-    space = SearchSpace(params=params, fixed=fixed, defaults=defaults, conditions=knob_conditions())
+    space = SearchSpace(params=params, fixed=fixed, defaults=defaults, conditions=knob_conditions(),
+                        renamed=tuple(RENAMED.items()))
     _check_consistency(space, ctx)
     return space
+
+
+def _renamed(section: object, path: str) -> object:
+    """A section with every old knob name replaced by its new one (a warning names both)."""
+    if not isinstance(section, dict) or not set(section) & set(RENAMED):
+        return section
+    out = {}
+    for key, value in section.items():
+        new = RENAMED.get(key, key)
+        if new != key:
+            if new in section:
+                raise ConfigError(f"{path}.{key}: renamed {new}, which is there too; keep {path}.{new} only")
+            log.warning("%s.%s is now called %s: read as %s.%s (rename it in the file)", path, key, new, path, new)
+        out[new] = value
+    return out
 
 
 def where(space: SearchSpace, knob: str) -> str:

@@ -11,8 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.console import console
-from orchestrator.stages import trial_format
-from orchestrator.pareto import kd_name
+from orchestrator.trial_spec import TrialSpec
 
 
 def _num(v, digits: int = 3) -> str:
@@ -39,10 +38,10 @@ class LiveProgress(tune.Callback):
 
     def _row(self, trial) -> dict:
         if trial.trial_id not in self.rows:
-            knobs = self.complete_knobs(trial.config)
+            spec = TrialSpec.of(self.complete_knobs(trial.config))
             self.rows[trial.trial_id] = {
-                "kd": kd_name(knobs, teacher=True),
-                "format": trial_format(knobs), "state": "PENDING", "epoch": "-",
+                "kd": spec.kd_name(teacher=True),
+                "format": spec.format, "state": "PENDING", "epoch": "-",
                 "val": None, "map": None, "lat": None, "stage": ""}
         return self.rows[trial.trial_id]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from orchestrator.pareto import kd_label, per_board_latencies
 from orchestrator.results import TrialRecord
+from orchestrator.trial_spec import TrialSpec
 
 CARD_METRICS = ("map50_95", "map50", "precision", "recall", "board_map50_95", "float_map50_95", "latency_ms",
                 "latency_p90_ms", "latency_cv", "fps", "size_mb")
@@ -27,7 +28,7 @@ def model_card(record: TrialRecord, state: dict, *, file: str, chosen_by: str, r
         "metrics": {k: m[k] for k in (*CARD_METRICS, *per_board_latencies(m)) if m.get(k) is not None},
         "board": {"name": board_names(config)[0], "also_timed_on": board_names(config)[1:], "node": m.get("board_node"),
                   "emulated": bool(m.get("board_emulated")), "emulation": m.get("board_emulation"),
-                  "threads": record.knobs.get("threads")},
+                  "threads": TrialSpec.of(record.knobs).board.board_threads},
         "data": config.get("data", {}),
         "commit": state.get("commit", "unknown (the sweep predates commit records)"),
         "mlflow": {"tracking_uri": state.get("tracking_uri"), "run_id": run_id},

@@ -15,6 +15,7 @@ from typing import Sequence
 from orchestrator._knobs import knob_table
 from orchestrator.config import PER_BOARD, ConstraintsConfig, board_metric
 from orchestrator.results import TrialRecord
+from trainables.hyper import TrainKnobs
 
 METRIC_COLUMNS = ("map50_95", "map50", "board_map50_95", "latency_ms", "size_mb", "float_map50_95", "format",
                   "board_node", "board_emulated", "board_emulation")
@@ -144,10 +145,7 @@ def write_csv(path: Path, records: Sequence[TrialRecord], runs: Mapping[str, str
 
 def kd_name(knobs: Mapping, *, teacher: bool = False) -> str:
     """How a trial distilled, in a few characters: "output x2.5" ("output/s x2.5" with its teacher), or "no KD"."""
-    kd = knobs.get("kd_method", "none")
-    if kd == "none":
-        return "no KD"
-    return f"{kd}{'/' + str(knobs.get('teacher')) if teacher else ''} x{float(knobs['kd_factor']):.2g}"
+    return TrainKnobs.from_knobs(knobs).kd_name(teacher=teacher)
 
 
 def kd_label(r: TrialRecord) -> str:

@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterator, Protocol
 
 import ray
 
-from common.knobs import pick
 from detection.coco import CocoDataset, SplitSpec
 from orchestrator.datasets import DataConfig, data_splits
 from orchestrator.trainers import StageTask
 from trainables.export.registry import ExportKnobs
-from trainables.hyper import TrainSettings, is_user_model
+from orchestrator.trial_spec import TrialSpec
+from trainables.hyper import TrainKnobs, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class TrainSpec:
     data: DataConfig
     seed: int
     training: TrainSettings
-    threads: int | None  # torch CPU threads (the train resources' CPU count)
+    torch_threads: int | None  # torch CPU threads (the train resources' CPU count)
     cache_dir: Path | None = None  # teacher cache on the training node (None: the node's default)
 
     def datasets(self) -> tuple[CocoDataset, CocoDataset]:
@@ -109,14 +109,19 @@ def _stream_training(run) -> Iterator[EpochUpdate | TrainedModel]:
             return
 
 
-def train_student_stream(knobs: dict, spec: TrainSpec, teacher: "TrainedModel | None",
+def train_trial_stream(trial: TrialSpec, spec: TrainSpec, teacher: "TrainedModel | None",
+                       resume: bytes | None) -> Iterator[EpochUpdate | TrainedModel]:
+    """The train stage of a trial: its student, trained on its own section of the knobs."""
+    yield from train_student_stream(trial.train, spec, teacher, resume)
+
+
+def train_student_stream(student: TrainKnobs, spec: TrainSpec, teacher: "TrainedModel | None",
                          resume: bytes | None) -> Iterator[EpochUpdate | TrainedModel]:
-    """Train one trial's student; `resume` is a last.pt from an interrupted attempt of this trial."""
-    from trainables.hyper import TrainConfig, TrainKnobs
+    """Train one student; `resume` is a last.pt from an interrupted attempt of this trial."""
+    from trainables.hyper import TrainConfig
     from trainables.student import train_student
 
     train, val = spec.datasets()
-    student = TrainKnobs.from_knobs(knobs)
     with tempfile.TemporaryDirectory(prefix="edgesweep-train-") as tmp:
         work = Path(tmp)
         if resume is not None:
@@ -125,7 +130,7 @@ def train_student_stream(knobs: dict, spec: TrainSpec, teacher: "TrainedModel | 
         if teacher is not None and student.distills:
             teacher_path = work / "teacher.pt"
             teacher_path.write_bytes(teacher.checkpoint)
-        base = TrainConfig.from_settings(spec.training, threads=spec.threads)
+        base = TrainConfig.from_settings(spec.training, torch_threads=spec.torch_threads)
 
         def run(on_epoch):
             result = train_student(student, train, val, work, base=base, teacher_checkpoint=teacher_path,
@@ -142,15 +147,10 @@ def train_teacher(size: str, epochs: int, img_size: int, spec: TrainSpec) -> Tra
     from trainables.kd.teachers import ensure_teacher, teacher_config, teacher_metrics
 
     train, val = spec.datasets()
-    cfg = teacher_config(TrainConfig.from_settings(spec.training, threads=spec.threads), epochs=epochs,
+    cfg = teacher_config(TrainConfig.from_settings(spec.training, torch_threads=spec.torch_threads), epochs=epochs,
                          img_size=img_size, seed=0)
     path = ensure_teacher(size, train, val, cfg, spec.cache_dir or cache_dir())
     return TrainedModel(checkpoint=Path(path).read_bytes(), metrics=teacher_metrics(path))
-
-
-def trial_format(knobs: dict) -> str:
-    """The export format a trial's knobs ask for, e.g. onnxruntime + int8 -> "onnx-int8"."""
-    return pick(ExportKnobs, knobs).format.name
 
 
 @dataclass(frozen=True)
@@ -173,23 +173,21 @@ class ExportedArtifact:
                 "size_mb": self.size_mb, "metrics": self.metrics, "eval_ms": self.eval_ms, "settings": self.settings}
 
 
-def export_artifact(student: bytes, knobs: dict, spec: TrainSpec) -> ExportedArtifact:
+def export_artifact(student: bytes, export: ExportKnobs, user_model: bool, spec: TrainSpec) -> ExportedArtifact:
     """Export the student as its `ExportKnobs` say (calibrating on training images) and score the
     file itself through its runtime on the val split: a trial's accuracy is the deployed artifact's."""
     from device_actors.accuracy import evaluate_artifact
     from device_actors.runtimes import RuntimeOptions
     from trainables.export import export_formats, export_onnx_model
 
-    export = pick(ExportKnobs, knobs)
     fmt = export.format.name
     train, val = spec.datasets()
-    user_onnx = knobs["epochs"] == 0 and is_user_model(knobs["student_init"])
     with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
-        source = Path(tmp) / ("student.onnx" if user_onnx else "student.pt")
+        source = Path(tmp) / ("student.onnx" if user_model else "student.pt")
         source.write_bytes(student)
         calibrated = dict(calibration=train, calib_images=export.calib_images, calib_method=export.calib_method,
                           calib_seed=spec.seed)
-        if user_onnx:
+        if user_model:
             (artifact,) = export_onnx_model(source, [fmt], Path(tmp) / "out", layout=export.onnx_layout,
                                             num_classes=train.num_classes, img_size=export.img_size, **calibrated)
         else:
@@ -232,32 +230,32 @@ class Stages(Protocol):
 
     @property
     def train_stream(self) -> Callable[..., Iterator[EpochUpdate | TrainedModel]]:
-        """`(knobs, spec, teacher, resume)` -> `EpochUpdate`s, then one `TrainedModel`; a plain
+        """`(trial, spec, teacher, resume)` -> `EpochUpdate`s, then one `TrainedModel`; a plain
         generator function (picklable by reference), run on a trainer slot."""
 
-    def export_and_score(self, student: bytes, knobs: dict, ctx: Any) -> ExportedArtifact:
-        """The trial's artifact (its format follows the knobs), scored through its runtime."""
+    def export_and_score(self, student: bytes, trial: TrialSpec, ctx: Any) -> ExportedArtifact:
+        """The trial's artifact (its format follows `trial.export`), scored through its runtime."""
 
-    def time_on_board(self, exported: ExportedArtifact, knobs: dict, ctx: Any) -> dict:
+    def time_on_board(self, exported: ExportedArtifact, trial: TrialSpec, ctx: Any) -> dict:
         """The board's latency report of the artifact, as a dict."""
 
-    def score_on_board(self, exported: ExportedArtifact, knobs: dict, ctx: Any) -> dict:
+    def score_on_board(self, exported: ExportedArtifact, trial: TrialSpec, ctx: Any) -> dict:
         """The artifact's COCO metrics computed on the board (`board.score_on_board`)."""
 
 
 class RealStages:
     """Training, export and timing as a real sweep runs them."""
 
-    train_stream = staticmethod(train_student_stream)
+    train_stream = staticmethod(train_trial_stream)
 
     @staticmethod
-    def export_and_score(student: bytes, knobs: dict, ctx) -> ExportedArtifact:
+    def export_and_score(student: bytes, trial: TrialSpec, ctx) -> ExportedArtifact:
         """A Ray task on the export resources: the trial process itself needs no CPU, nor torch."""
-        ref = export_task.options(**ctx.export_options).remote(student, knobs, ctx.train_spec)
+        ref = export_task.options(**ctx.export_options).remote(student, trial.export, trial.user_model, ctx.train_spec)
         return ray.get(ref)
 
     @staticmethod
-    def time_on_board(exported: ExportedArtifact, knobs: dict, ctx) -> dict[str, dict]:
+    def time_on_board(exported: ExportedArtifact, trial: TrialSpec, ctx) -> dict[str, dict]:
         """Each board's latency report of the artifact (cached there if it was timed before), by board
         name. Several boards time at once, each behind its own actor's queue.
 
@@ -270,7 +268,7 @@ class RealStages:
         def measure(board) -> dict:
             try:
                 report = board.measure(exported.content, runtime=exported.runtime,
-                                       options=ctx.runtime_options(knobs["threads"]), protocol=ctx.timing,
+                                       options=ctx.runtime_options(trial.board.board_threads), protocol=ctx.timing,
                                        timeout_s=ctx.board_timeout_s)
             except BoardTimeout as e:
                 raise BoardTimeout(f"{e}{_absence(board)}") from None
@@ -280,14 +278,14 @@ class RealStages:
             return dict(zip((b.name for b in ctx.boards), pool.map(measure, ctx.boards)))
 
     @staticmethod
-    def score_on_board(exported: ExportedArtifact, knobs: dict, ctx) -> dict:
+    def score_on_board(exported: ExportedArtifact, trial: TrialSpec, ctx) -> dict:
         """The artifact's mAP on the board's own runtime and delegate, on the sweep's val split
         (sent to the board once, as `ctx.board_val`)."""
         from device_actors.client import BoardTimeout
 
         try:
             return ctx.board.score(exported.content, ctx.board_val, runtime=exported.runtime,
-                                   options=ctx.runtime_options(knobs["threads"]), timeout_s=ctx.board_timeout_s)
+                                   options=ctx.runtime_options(trial.board.board_threads), timeout_s=ctx.board_timeout_s)
         except BoardTimeout as e:
             raise BoardTimeout(f"{e}{_absence(ctx.board)}") from None
 

@@ -15,29 +15,29 @@ from dataclasses import dataclass
 
 from device_actors.measure import sniff_runtime
 from device_actors.runtimes import get_runtime
-from orchestrator.stages import EpochUpdate, ExportedArtifact, RealStages, TrainedModel, trial_format
-from trainables.export.registry import get_format
+from orchestrator.stages import EpochUpdate, ExportedArtifact, RealStages, TrainedModel
+from orchestrator.trial_spec import TrialSpec
 
 
 class StandInFailure(RuntimeError):
     """Raised on purpose by stand-in stages, to test how a sweep handles a failing trial."""
 
 
-def _matches(knobs: dict, when: dict | None) -> bool:
-    return bool(when) and all(knobs.get(k) == v for k, v in when.items())
+def _matches(trial: TrialSpec, when: dict | None) -> bool:
+    return bool(when) and all(trial.knobs.get(k) == v for k, v in when.items())
 
 
-def stand_in_train(knobs: dict, spec, teacher, resume: bytes | None, *, seconds: float, fail_when: dict | None,
+def stand_in_train(trial: TrialSpec, spec, teacher, resume: bytes | None, *, seconds: float, fail_when: dict | None,
                    crash_first_attempt_at: int | None = None):
     """Sleeps `seconds` per trial, split over the epochs; resumes after the epoch in `resume`.
 
     `crash_first_attempt_at`: a fresh attempt (no resume point) crashes in that epoch, as a
     preempted node would; an attempt that resumes from a checkpoint does not."""
-    epochs = int(knobs["epochs"])
+    epochs = trial.train.epochs
     start = int(resume.decode()) if resume else 0
     for epoch in range(start + 1, epochs + 1):
         time.sleep(seconds / epochs)
-        if _matches(knobs, fail_when) and epoch == epochs:
+        if _matches(trial, fail_when) and epoch == epochs:
             raise StandInFailure(f"stand-in training failed on purpose for knobs {fail_when}")
         if resume is None and epoch == crash_first_attempt_at:
             raise StandInFailure(f"stand-in training crashed on purpose in epoch {epoch} of its first attempt")
@@ -59,14 +59,14 @@ class StandInStages:
         return functools.partial(stand_in_train, seconds=self.train_seconds, fail_when=self.fail_when,
                                  crash_first_attempt_at=self.crash_first_attempt_at)
 
-    def export_and_score(self, student: bytes, knobs: dict, ctx) -> ExportedArtifact:
+    def export_and_score(self, student: bytes, trial: TrialSpec, ctx) -> ExportedArtifact:
         from device_actors.toy_model import toy_detector_onnx
 
-        key = hashlib.sha256(repr(sorted(knobs.items())).encode()).digest()
+        key = hashlib.sha256(repr(sorted(trial.knobs.items())).encode()).digest()
         seed = int.from_bytes(key[:4], "little") if self.distinct_artifacts else 0
-        content = toy_detector_onnx(knobs["img_size"], width=self.toy_width, seed=seed)
+        content = toy_detector_onnx(trial.export.img_size, width=self.toy_width, seed=seed)
         score = 0.2 + 0.1 * key[4] / 255  # stand-in accuracy: a function of the knobs, not a measurement
-        fmt = get_format(trial_format(knobs))
+        fmt = trial.export.format
         # The toy ONNX runs in the format's runtime when that one reads ONNX files, else in the one that does.
         runtime = get_runtime(fmt.runtime if get_runtime(fmt.runtime).recognises(content) else sniff_runtime(content))
         return ExportedArtifact(format=fmt.name, runtime=runtime.name, filename=f"stand-in-{fmt.name}{runtime.suffix}",

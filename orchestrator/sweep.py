@@ -41,6 +41,7 @@ from orchestrator.tracking.callback import MlflowTrialCallback
 from orchestrator.tracking.store import SweepTracking
 from orchestrator.trainers import TrainSlots, start_train_slots
 from orchestrator.trial import TrialContext, run_trial
+from orchestrator.trial_spec import teacher_key
 from trainables.kd.registry import distilling_methods
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
 
 def _train_spec(cfg: SweepConfig) -> TrainSpec:
     return TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training,
-                     threads=max(math.ceil(cfg.resources.train.cpu), 1))  # 1.5 CPUs: 2 torch threads
+                     torch_threads=max(math.ceil(cfg.resources.train.cpu), 1))  # 1.5 CPUs: 2 torch threads
 
 
 # The trial process only waits for its tasks and the board: it reserves no CPU, so every CPU is a
@@ -154,8 +155,8 @@ def start_teachers(cfg: SweepConfig, spec: TrainSpec, slots: TrainSlots) -> dict
 
 
 def _teacher_for_trials(refs: dict) -> dict:
-    """Trials look teachers up by "name@img_size"; ObjectRefs of TrainedModel are unwrapped there."""
-    return {f"{name}@{size}": ref for (name, size), ref in refs.items()}
+    """Trials look teachers up by `teacher_key`; ObjectRefs of TrainedModel are unwrapped there."""
+    return {teacher_key(name, size): ref for (name, size), ref in refs.items()}
 
 
 def source_tags(cfg: SweepConfig) -> dict[str, str]:
@@ -282,11 +283,11 @@ class Sweep:
             teacher = self.cfg.teachers[name]
             what = f"YOLO-{teacher.model}, {teacher.epochs} epochs" if teacher.model else f"checkpoint {teacher.checkpoint}"
             try:
-                self.teacher_runs[f"{name}@{size}"] = self.tracking.teacher_run(self.parent, f"{name}@{size}", what,
-                                                                               self.run_tags)
+                key = teacher_key(name, size)
+                self.teacher_runs[key] = self.tracking.teacher_run(self.parent, key, what, self.run_tags)
             except Exception as e:  # noqa: BLE001 - MLflow is a mirror; trials then carry no teacher link
-                log.warning("MLflow: no run for teacher %s@%s (%s)", name, size, e)
-        return [f"{name}@{size}px" for name, size in self.teachers]
+                log.warning("MLflow: no run for teacher %s (%s)", teacher_key(name, size), e)
+        return [f"{teacher_key(name, size)}px" for name, size in self.teachers]
 
     def _tuner(self, show_progress: bool) -> tune.Tuner:
         cfg = self.cfg
@@ -379,8 +380,8 @@ class Sweep:
                         metrics = ray.get(ref).metrics
                     except ray.exceptions.RayError:  # its trials failed with the teacher's error
                         continue
-                    if f"{name}@{size}" in self.teacher_runs:
-                        self.tracking.log_teacher(self.teacher_runs[f"{name}@{size}"], metrics)
+                    if teacher_key(name, size) in self.teacher_runs:
+                        self.tracking.log_teacher(self.teacher_runs[teacher_key(name, size)], metrics)
             self.tracking.close_orphans(self.parent, reason)
             self.tracking.log_report(self.parent, files, summary)
             self.tracking.register_front(self.cfg.name, on_front, [(o.metric, o.mode) for o in self.cfg.objectives],

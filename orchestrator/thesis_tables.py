@@ -13,6 +13,7 @@ from typing import Sequence
 
 from orchestrator.pareto import kd_name
 from orchestrator.results import TrialRecord
+from orchestrator.trial_spec import TrialSpec
 
 SESSION_COLUMNS = ("trial", "model", "kd", "node", "device", "resolution", "runtime", "format", "threads", "fps",
                    "mean_inference_ms", "median_inference_ms", "preprocess_ms", "postprocess_ms", "map50_95",
@@ -28,7 +29,7 @@ def session_rows(records: Sequence[TrialRecord], *, board: str, data: str, devic
         m, k = r.metrics, r.knobs
         out.append({"trial": r.trial_id, "model": f"YOLO-{k.get('student')}", "kd": kd_name(k), "node": m.get("board_node"),
                     "device": devices.get(str(k.get("runtime")), ""), "resolution": k.get("img_size"), "runtime": k.get("runtime"),
-                    "format": m.get("format"), "threads": k.get("threads"), "fps": m.get("fps"),
+                    "format": m.get("format"), "threads": TrialSpec.of(k).board.board_threads, "fps": m.get("fps"),
                     "mean_inference_ms": m.get("latency_mean_ms"), "median_inference_ms": m.get("latency_ms"),
                     "preprocess_ms": m.get("preprocess_ms"), "postprocess_ms": m.get("postprocess_ms"),
                     "map50_95": m.get("map50_95"), "map50": m.get("map50"), "data": data, "size_mb": m.get("size_mb"),

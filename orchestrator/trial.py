@@ -12,16 +12,24 @@ import json
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import ray
 from ray import tune
 
 from orchestrator.config import METRICS, latency_keys
 from orchestrator.stages import EpochUpdate, Stages, TrainedModel, TrainSpec
-from trainables.kd.registry import kd_method
+from orchestrator.trial_spec import TrialSpec
+
+if TYPE_CHECKING:
+    from device_actors.client import Board
+    from device_actors.runtimes import RuntimeOptions
+    from device_actors.timing import TimingProtocol
+    from orchestrator.trainers import TrainSlots
+    from search_spaces import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +42,20 @@ STUDENT_FILE = "student.pt"
 class TrialContext:
     """Everything a trial needs besides its knobs; built once by the driver."""
 
-    space: Any  # search_spaces.SearchSpace: completes the sampled knobs
+    space: SearchSpace  # completes the sampled knobs
     train_spec: TrainSpec
-    trainers: Any  # orchestrator.trainers.TrainSlots: where a student trains
+    trainers: TrainSlots  # where a student trains
+    stages: Stages  # RealStages; tests swap in the stand-ins of orchestrator.stand_in_stages
+    timing: TimingProtocol
+    runtime_options: Callable[[int], RuntimeOptions]  # the board's threads -> how the board runs an artifact
     export_options: dict = field(default_factory=dict)  # Ray options of the export-and-score task
-    teachers: dict = field(default_factory=dict)  # "name@img_size" -> ObjectRef of its TrainedModel (may be training)
-    boards: tuple = ()  # device_actors.client.Board per board.names; every artifact is timed on each
+    teachers: dict[str, ray.ObjectRef] = field(default_factory=dict)  # teacher_key -> its TrainedModel (may train)
+    boards: tuple[Board, ...] = ()  # one per board.names; every artifact is timed on each
     board_timeout_s: float = 3600.0
-    timing: Any = None  # device_actors.timing.TimingProtocol
-    runtime_options: Any = None  # callable threads -> RuntimeOptions
-    board_val: Any = None  # ObjectRef of the packed val split when the board scores artifacts too
-    stages: Stages | None = None  # RealStages; tests swap in the stand-ins of orchestrator.stand_in_stages
+    board_val: ray.ObjectRef | None = None  # the packed val split when the board scores artifacts too
 
     @property
-    def board(self) -> Any:
+    def board(self) -> Board:
         """The first board: latency_ms and scoring on the board are its."""
         return self.boards[0]
 
@@ -86,10 +94,11 @@ def _epoch_metrics(update: EpochUpdate, ctx: TrialContext) -> dict:
     return m
 
 
-def _report_stage(stage: str, knobs: dict, ctx: TrialContext, epoch: int | None = None) -> None:
+def _report_stage(stage: str, trial: TrialSpec, ctx: TrialContext, epoch: int | None = None) -> None:
     """Say where the trial is (the live view's stage column; a failed trial's record keeps it).
     No checkpoint: the last one still holds everything a retry needs."""
-    tune.report({"stage": stage, "epoch": knobs["epochs"] if epoch is None else epoch, "epochs": knobs["epochs"],
+    epochs = trial.train.epochs
+    tune.report({"stage": stage, "epoch": epochs if epoch is None else epoch, "epochs": epochs,
                  "trial_complete": False, **_nan_objectives(ctx)})
 
 
@@ -102,21 +111,20 @@ def _system(facts: dict) -> str:
 def run_trial(config: dict, ctx: TrialContext) -> None:
     """The Tune trainable (bound to its context with `tune.with_parameters`)."""
     stages = ctx.stages
-    knobs = ctx.space.complete(config)
+    trial = TrialSpec.of(ctx.space.complete(config))
     state, student = _read_state(tune.get_checkpoint())
     if state["stage"] == "done":  # finished before the driver went down: report again, redo nothing
         tune.report(state["final"])
         return
     float_metrics: dict = state.get("float_metrics", {})
-    if knobs["epochs"] == 0:  # a quantization-only sweep: the given checkpoint is the student
-        student = Path(knobs["student_init"]).read_bytes()
+    if trial.train.epochs == 0:  # a quantization-only sweep: the given checkpoint is the student
+        student = Path(trial.train.student_init).read_bytes()
     elif state["stage"] != "trained":
-        distills = kd_method(knobs["kd_method"]).needs_teacher
-        teacher = ctx.teachers.get(f"{knobs['teacher']}@{knobs['img_size']}") if distills else None
+        teacher = ctx.teachers.get(trial.teacher_key) if trial.teacher_key else None
         if teacher is not None and not ray.wait([teacher], timeout=0)[0]:
-            _report_stage("teacher", knobs, ctx, epoch=0)  # teachers train alongside the first trials
+            _report_stage("teacher", trial, ctx, epoch=0)  # teachers train alongside the first trials
             ray.wait([teacher], timeout=None)
-        for item in ctx.trainers.stream(stages.train_stream, knobs, ctx.train_spec, teacher, student):
+        for item in ctx.trainers.stream(stages.train_stream, trial, ctx.train_spec, teacher, student):
             if isinstance(item, EpochUpdate):
                 trained = item.epoch == item.epochs
                 float_metrics = item.metrics or float_metrics
@@ -125,14 +133,15 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
                          "float_metrics": float_metrics})
             elif isinstance(item, TrainedModel):
                 student, float_metrics = item.checkpoint, item.metrics or float_metrics
-    _report_stage("export", knobs, ctx)
-    exported = stages.export_and_score(student, knobs, ctx)
-    _report_stage("board", knobs, ctx)  # queued or timing: a board that left the cluster shows here until the timeout
-    reports = stages.time_on_board(exported, knobs, ctx)
+    _report_stage("export", trial, ctx)
+    exported = stages.export_and_score(student, trial, ctx)
+    _report_stage("board", trial, ctx)  # queued or timing: a board that left the cluster shows here until the timeout
+    reports = stages.time_on_board(exported, trial, ctx)
     latency = reports[ctx.board.name]
-    on_board = stages.score_on_board(exported, knobs, ctx) if ctx.board_val is not None else {}
+    on_board = stages.score_on_board(exported, trial, ctx) if ctx.board_val is not None else {}
+    epochs = trial.train.epochs
     final = {
-        "stage": "done", "trial_complete": True, "epoch": knobs["epochs"], "epochs": knobs["epochs"],
+        "stage": "done", "trial_complete": True, "epoch": epochs, "epochs": epochs,
         "map50_95": exported.metrics["map50_95"], "map50": exported.metrics["map50"],
         "precision": exported.metrics["precision"], "recall": exported.metrics["recall"],
         "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency_cv": latency["cv"],
@@ -152,4 +161,4 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
                     **({f"latency-{name}.json": json.dumps(r, indent=2, default=str) for name, r in reports.items()}
                        if len(reports) > 1 else {}),
                     "export.json": json.dumps(exported.describe(), indent=2, default=str)},
-            {"stage": "done", "epoch": knobs["epochs"], "float_metrics": float_metrics, "final": final})
+            {"stage": "done", "epoch": epochs, "float_metrics": float_metrics, "final": final})

@@ -60,6 +60,8 @@ class SearchSpace:
     fixed: dict[str, object] = field(default_factory=dict)
     defaults: dict[str, object] = field(default_factory=dict)
     conditions: dict[str, ActiveWhen] = field(default_factory=dict)
+    # old knob name -> new one: configs sampled before a rename (a resumed sweep's trials) still complete
+    renamed: tuple[tuple[str, str], ...] = ()  # a class default: a space pickled before the field had none
 
     def __post_init__(self) -> None:
         if not self.params:
@@ -146,6 +148,7 @@ class SearchSpace:
                 flat.update(value)
             else:
                 flat[key] = value
+        flat = {dict(self.renamed).get(k, k): v for k, v in flat.items()}
         unknown = sorted(set(flat) - set(self.knobs))
         if unknown:
             raise ValueError(f"not knobs of this space: {', '.join(unknown)}; knobs: {', '.join(self.knobs)}")

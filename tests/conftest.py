@@ -43,9 +43,18 @@ def trained_student(tmp_path_factory) -> SimpleNamespace:
     data_dir = root / "data"
     generate(data_dir, train=400, val=60, seed=0, config=SynthConfig(size=128))
     train = CocoDataset(SplitSpec(data_dir / "train", data_dir / "instances_train.json"))
-    result = fit(ModelSpec("n", train.num_classes), train, None, TrainConfig(epochs=8, img_size=128, threads=2),
+    result = fit(ModelSpec("n", train.num_classes), train, None, TrainConfig(epochs=8, img_size=128, torch_threads=2),
                  root / "run")
     return SimpleNamespace(checkpoint=Path(result.checkpoint), data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def student_exports(trained_student, tmp_path_factory):
+    """The trained student's file in each registered format, exported on first use and scored once
+    (`tests.exports.StudentExports`): export tests and the format and runtime conformance classes."""
+    from tests.exports import StudentExports
+
+    return StudentExports.of(trained_student, tmp_path_factory.mktemp("student-exports"))
 
 
 # ---- a real two-node Ray cluster on localhost: a head, and a board node that joined with `board join` ----

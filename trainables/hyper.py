@@ -81,6 +81,12 @@ class TrainKnobs:
     def distills(self) -> bool:
         return kd_method(self.kd_method).needs_teacher
 
+    def kd_name(self, *, teacher: bool = False) -> str:
+        """How it distils, in a few characters: "output x2.5" ("output/s x2.5" with its teacher), or "no KD"."""
+        if not self.distills:
+            return "no KD"
+        return f"{self.kd_method}{'/' + str(self.teacher) if teacher else ''} x{self.kd_factor:.2g}"
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -130,11 +136,11 @@ class TrainConfig(TrainSettings):
     freeze_backbone: bool = TrainKnobs.freeze_backbone
     init: str | None = None  # start from this checkpoint's weights (a "pretrained" student)
     device: str = "auto"  # "auto" picks CUDA when present
-    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    torch_threads: int | None = None  # torch CPU threads; None leaves torch's default
 
     @classmethod
     def from_settings(cls, settings: TrainSettings, **run: object) -> "TrainConfig":
-        """`settings` (a sweep's `training:` section) plus the run's own fields (device, threads, ...)."""
+        """`settings` (a sweep's `training:` section) plus the run's own fields (device, torch_threads, ...)."""
         shared = {f.name: getattr(settings, f.name) for f in fields(TrainSettings)}
         return cls(**shared, **run)
 

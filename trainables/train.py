@@ -165,8 +165,8 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.pt"
     device = select_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     if spec.num_classes != train_data.num_classes:
         raise ValueError(f"model has {spec.num_classes} classes but the training data has {train_data.num_classes}")

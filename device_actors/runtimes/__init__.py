@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.registry import Registry
-from device_actors.runtimes.base import Runtime, RuntimeLoadError, RuntimeOptions, Session
+from device_actors.runtimes.base import BoardKnobs, Runtime, RuntimeLoadError, RuntimeOptions, Session
 from device_actors.runtimes.litert import LiteRt
 from device_actors.runtimes.ort import OnnxRuntime
 from device_actors.runtimes.probe import import_problem
 
 RUNTIMES: Registry[Runtime] = Registry("runtime", error=RuntimeLoadError)
 
-__all__ = ["RUNTIMES", "Runtime", "RuntimeCheck", "RuntimeLoadError", "RuntimeOptions", "Session", "check_runtimes",
+__all__ = ["BoardKnobs", "RUNTIMES", "Runtime", "RuntimeCheck", "RuntimeLoadError", "RuntimeOptions", "Session", "check_runtimes",
            "get_runtime", "register_runtime", "runtime_for"]
 
 

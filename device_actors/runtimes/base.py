@@ -21,10 +21,19 @@ class RuntimeLoadError(UserError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class RuntimeOptions:
-    """How the board runs an artifact: `threads` is a trial knob, the rest the sweep's `board:` section."""
+class BoardKnobs:
+    """The board stage of one trial: its one knob (the rest of how a board runs an artifact is the
+    sweep's `board:` section, the same for every trial)."""
 
-    threads: int = knob(1, "inference threads on the board", minimum=1)
+    board_threads: int = knob(1, "inference threads on the board", minimum=1)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How the board runs an artifact: `threads` is the trial's `board_threads`, the rest the sweep's
+    `board:` section."""
+
+    threads: int = 1
     providers: tuple[str, ...] = ("CPUExecutionProvider",)  # onnxruntime execution providers, in order
     delegate: str | None = None  # TFLite external delegate library, e.g. /usr/lib/libvx_delegate.so
     delegate_options: dict[str, str] = field(default_factory=dict)

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise KDConfigError(f"--kd {args.kd} needs --teacher (a model size or a checkpoint path)")
     train_data, val_data = load_data(args)
     base = TrainConfig(batch_size=args.batch_size, lr_schedule=args.lr_schedule, device=args.device,
-                       threads=args.threads, workers=args.workers)
+                       torch_threads=args.threads, workers=args.workers)
     kd = f"-{args.kd}" if knobs.distills else ""
     out = args.out or Path("runs/train") / f"{args.model}{kd}-e{args.epochs}-{args.img_size}px-s{args.seed}"
     console.print(f"training YOLO-{args.model} on {len(train_data)} images for {args.epochs} epochs"

@@ -18,6 +18,7 @@ from ray import tune
 from orchestrator.results import TrialRecord, record_of, trial_error
 from orchestrator.tracking.names import EPOCH_KEYS, TEACHER_RUN_TAG
 from orchestrator.tracking.store import SweepTracking, retried, run_metrics, trial_files
+from orchestrator.trial_spec import TrialSpec
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,8 @@ class MlflowTrialCallback(tune.Callback):
         """The trial's run, found or created (on the writer thread)."""
         if trial_id not in self._runs:
             knobs = self.complete_knobs(config)
-            teacher = self.teacher_runs.get(f"{knobs.get('teacher')}@{knobs.get('img_size')}")
-            tags = {**self.tags, TEACHER_RUN_TAG: teacher} if teacher and knobs.get("kd_method") != "none" else self.tags
+            teacher = self.teacher_runs.get(TrialSpec.of(knobs).teacher_key)
+            tags = {**self.tags, TEACHER_RUN_TAG: teacher} if teacher else self.tags
             run_id, finished = retried(lambda: self.tracking.trial_run(
                 self.parent_run_id, trial_id, knobs, self.settings, tags, self.dataset), "finding a trial's run")
             if not finished:

@@ -45,15 +45,10 @@ def metric_name(key: str) -> str | None:
 
 
 def run_name(knobs: dict) -> str:
-    """What a trial is, in a few words: "cwd x0.8 · onnx-int8 · 320px", "no KD · tflite · 128px";
-    a student activation other than YOLOv5's SiLU is named too ("... · 128px · relu6")."""
-    from orchestrator.pareto import kd_name
-    from trainables.export.registry import format_for
-    from trainables.models.family import DEFAULT_ACTIVATION
+    """A trial's run name: its `TrialSpec.label` ("cwd x0.8 · onnx-int8 · 320px")."""
+    from orchestrator.trial_spec import TrialSpec
 
-    activation = knobs.get("activation", DEFAULT_ACTIVATION)
-    return (f"{kd_name(knobs)} · {format_for(knobs['runtime'], knobs['quantization']).name} · {knobs['img_size']}px"
-            + ("" if activation == DEFAULT_ACTIVATION else f" · {activation}"))
+    return TrialSpec.of(knobs).label
 
 
 def result_tags(m: dict) -> dict[str, str]:

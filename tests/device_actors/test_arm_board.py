@@ -93,7 +93,7 @@ def test_a_sweep_times_and_scores_on_an_emulated_arm_board_node(tmp_path):
                      "calibration_images": 16},
             "training": {"batch_size": 16, "nominal_batch": 16, "warmup_epochs": 0},
             "search": {"quantization": {"grid": ["fp32", "int8"]}},
-            "fixed": {"epochs": 8, "img_size": 128, "runtime": "onnxruntime", "threads": 1},
+            "fixed": {"epochs": 8, "img_size": 128, "runtime": "onnxruntime", "board_threads": 1},
             "searcher": {"algorithm": "grid", "concurrency": 2},
             "resources": {"train": {"cpu": 1}, "export": {"cpu": 1}},
             "board": {"name": BOARD, "emulate_if_missing": False, "score_on_board": True, "timeout_s": 1200,

@@ -88,7 +88,7 @@ def board_gone(board_cluster, tmp_path_factory) -> BoardGone:
         "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0},
                  "calibration_images": 4},
         "search": {"quantization": {"grid": ["fp32", "fp16", "dynamic", "int8"]}},
-        "fixed": {"epochs": 2, "img_size": 64, "threads": 1},
+        "fixed": {"epochs": 2, "img_size": 64, "board_threads": 1},
         "searcher": {"algorithm": "grid", "concurrency": 2, "max_failures": 0},
         "resources": {"train": {"cpu": 0.25}},
         "board": {"name": board_cluster.board_name, "emulate_if_missing": False, "timeout_s": BOARD_TIMEOUT_S,

@@ -20,7 +20,7 @@ def _sweep_file(tmp_path, name: str, board_name: str, **board) -> str:
         "data": {"source": "default", "synth": {"train": 24, "val": 8, "size": 64, "seed": 0}},
         "training": {"batch_size": 8, "nominal_batch": 8, "warmup_epochs": 0},
         "search": {"runtime": {"grid": ["onnxruntime", "tflite"]}},
-        "fixed": {"epochs": 1, "img_size": 64, "quantization": "fp32", "threads": 1},
+        "fixed": {"epochs": 1, "img_size": 64, "quantization": "fp32", "board_threads": 1},
         "searcher": {"algorithm": "grid", "concurrency": 2},
         "resources": {"train": {"cpu": 0.5}, "export": {"cpu": 0.5}},
         "board": {"name": board_name, "emulate_if_missing": False,

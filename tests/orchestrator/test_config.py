@@ -76,7 +76,7 @@ def test_demo_example_loads_as_is():
     assert cfg.searcher.algorithm == "tpe" and cfg.searcher.uses_optuna and cfg.searcher.concurrency >= 2
     assert cfg.search.params["kd_method"] == Choice(("none", "output", "feature", "cwd"))
     assert isinstance(cfg.search.params["kd_factor"], LogUniform)
-    assert set(cfg.search.fixed) == {"epochs", "img_size", "threads", "teacher"} and cfg.search.fixed["teacher"] == "s"
+    assert set(cfg.search.fixed) == {"epochs", "img_size", "board_threads", "teacher"} and cfg.search.fixed["teacher"] == "s"
     assert cfg.output_dir == REPO / "runs" / "sweeps"  # relative to the file, not the working directory
     assert cfg.mlflow.tracking_uri == f"sqlite:///{REPO / 'runs' / 'sweeps' / 'kd-demo' / 'mlflow.db'}"
     assert cfg.board.name == "local" and cfg.board.emulate_if_missing
@@ -364,8 +364,8 @@ def test_training_section_builds_the_trainer_config():
 
     cfg = parse_config(with_change("training", {"batch_size": 8, "lr_schedule": "cosine", "loss": {"obj": 0.7},
                                                 "augment": {"fliplr": 0.0}}))
-    train = TrainConfig.from_settings(cfg.training, device="cpu", threads=1)
-    assert (train.batch_size, train.lr_schedule, train.device, train.threads) == (8, "cosine", "cpu", 1)
+    train = TrainConfig.from_settings(cfg.training, device="cpu", torch_threads=1)
+    assert (train.batch_size, train.lr_schedule, train.device, train.torch_threads) == (8, "cosine", "cpu", 1)
     assert train.loss.obj == 0.7 and train.augment.fliplr == 0.0 and train.nominal_batch == 16
 
 

@@ -58,7 +58,7 @@ def test_a_sweep_outlives_its_tracking_server_and_report_backfills_mlflow(tmp_pa
         "name": "outage", "output_dir": str(tmp_path / "runs"),
         "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0},
                  "calibration_images": 4},
-        "search": {"quantization": {"grid": ["fp32", "int8"]}, "threads": {"grid": [1, 2]}},
+        "search": {"quantization": {"grid": ["fp32", "int8"]}, "board_threads": {"grid": [1, 2]}},
         "fixed": {"epochs": 2, "img_size": 64, "runtime": "onnxruntime"},
         "searcher": {"algorithm": "grid", "concurrency": 1, "max_failures": 0},
         "resources": {"train": {"cpu": 0.5}, "export": {"cpu": 0.5}},

@@ -15,7 +15,7 @@ def _config(root, checkpoint, data_dir, **fixed) -> dict:
         "data": {"source": "coco", "root": str(data_dir), "val_subset": 12, "calibration_images": 4},
         "student": {"model": "n", "init": str(checkpoint)},
         "search": {"quantization": {"grid": ["fp32", "int8"]}, "calib_method": {"grid": ["minmax", "percentile"]}},
-        "fixed": {"epochs": 0, "img_size": 128, "runtime": "onnxruntime", "threads": 1, **fixed},
+        "fixed": {"epochs": 0, "img_size": 128, "runtime": "onnxruntime", "board_threads": 1, **fixed},
         "searcher": {"algorithm": "grid", "concurrency": 2, "max_failures": 0},
         "resources": {"train": {"cpu": 0.5}, "export": {"cpu": 0.5}},
         "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.05}},

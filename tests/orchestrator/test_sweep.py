@@ -19,7 +19,7 @@ from orchestrator.tracking.names import SWEEP_TAG
 
 KNOBS = {"student", "student_init", "freeze_backbone", "activation", "epochs", "img_size", "kd_method", "teacher", "kd_factor",
          "kd_off_last_epochs", "fm_nms", "cwd_tau", "runtime", "quantization", "calib_method", "calib_images", "onnx_layout",
-         "threads", "seed"}
+         "board_threads", "seed"}
 
 
 def tiny_config(root, **overrides):
@@ -30,7 +30,7 @@ def tiny_config(root, **overrides):
         "student": {"model": "n"}, "teachers": {"t": {"model": "n", "epochs": 1}},
         "training": {"batch_size": 8, "nominal_batch": 8, "warmup_epochs": 0},
         "search": {"kd_method": {"choice": ["none", "output"]}, "quantization": {"choice": ["fp32", "int8"]}},
-        "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t", "runtime": "onnxruntime"},
+        "fixed": {"epochs": 2, "img_size": 64, "board_threads": 1, "teacher": "t", "runtime": "onnxruntime"},
         "searcher": {"algorithm": "tpe", "trials": 3, "concurrency": 2},
         "resources": {"train": {"cpu": 0.5}, "export": {"cpu": 0.5}},
         "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.1}},

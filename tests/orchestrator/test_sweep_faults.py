@@ -40,7 +40,7 @@ def stand_in_config(root: Path, name: str, **overrides) -> dict:
                  "calibration_images": 4},
         "student": {"model": "n"}, "teachers": {"t": {"model": "n", "epochs": 1}},
         "search": {"kd_method": {"grid": ["none", "output"]}, "quantization": {"grid": ["fp32", "int8"]}},
-        "fixed": {"epochs": 2, "img_size": 64, "threads": 1, "teacher": "t", "runtime": "onnxruntime"},
+        "fixed": {"epochs": 2, "img_size": 64, "board_threads": 1, "teacher": "t", "runtime": "onnxruntime"},
         "searcher": {"algorithm": "grid", "concurrency": 2, "max_failures": 0},
         "resources": {"train": {"cpu": 0.25}, "export": {"cpu": 0.25}},
         "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.05}},

@@ -29,7 +29,7 @@ def _sweep_file(tmp_path: Path, name: str) -> Path:
         "name": name, "output_dir": str(tmp_path / "runs"),
         "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0},
                  "calibration_images": 4},
-        "search": {"quantization": {"choice": ["fp32", "int8"]}, "threads": {"choice": [1, 2]}},
+        "search": {"quantization": {"choice": ["fp32", "int8"]}, "board_threads": {"choice": [1, 2]}},
         "fixed": {"epochs": 2, "img_size": 64, "runtime": "onnxruntime"},
         "searcher": {"algorithm": "tpe", "trials": 4, "concurrency": 1, "max_failures": 0},
         "resources": {"train": {"cpu": 0.5}, "export": {"cpu": 0.5}},

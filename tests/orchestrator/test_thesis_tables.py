@@ -9,7 +9,7 @@ import pytest
 from orchestrator.results import TrialRecord
 from orchestrator.thesis_tables import SESSION_COLUMNS, quantization_table, write_sessions
 
-BASE = {"student": "n", "kd_method": "none", "img_size": 128, "threads": 1, "calib_method": "minmax"}
+BASE = {"student": "n", "kd_method": "none", "img_size": 128, "board_threads": 1, "calib_method": "minmax"}
 
 
 def _t(trial_id, runtime, quantization, map50_95, latency_ms, size_mb, status="complete", **knobs):

@@ -18,6 +18,7 @@ import torch
 from orchestrator.config import parse_config
 from orchestrator.stages import TrainedModel, TrainSpec, train_student_stream
 from orchestrator.trainers import StageTask, start_train_slots
+from trainables.hyper import TrainKnobs
 from trainables.checkpoint import load_checkpoint
 
 CONFIG = {
@@ -33,7 +34,8 @@ CONFIG = {
 
 def _train(knobs: dict, spec: TrainSpec) -> tuple[int, tuple[int, int], bytes]:
     """(worker pid, ids of the split objects the stage trained on, final checkpoint)."""
-    final = [u for u in train_student_stream(knobs, spec, None, None) if isinstance(u, TrainedModel)][0]
+    student = TrainKnobs.from_knobs(knobs)
+    final = [u for u in train_student_stream(student, spec, None, None) if isinstance(u, TrainedModel)][0]
     return os.getpid(), tuple(id(split) for split in spec.datasets()), final.checkpoint
 
 
@@ -65,7 +67,7 @@ def one_trainer_slot(tmp_path_factory):
 @pytest.mark.parametrize("slot", ["cpu-task", "gpu-trainer"])
 def test_a_reused_trainer_trains_a_trial_bit_identically_to_a_fresh_one(one_trainer_slot, tmp_path, slot):
     cfg = parse_config(CONFIG, base_dir=tmp_path)
-    spec = TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, threads=1)
+    spec = TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, torch_threads=1)
     trial_b = cfg.search.complete({"seed": 0})
     trial_a = cfg.search.complete({"seed": 1})
 

@@ -68,7 +68,7 @@ def _config(root, model, data_dir, layout: str) -> dict:
         "data": {"source": "coco", "root": str(data_dir), "calibration_images": 4},
         "student": {"model": "n", "init": str(model)},
         "search": {"quantization": {"grid": ["fp32", "int8"]}},
-        "fixed": {"epochs": 0, "img_size": IMG, "runtime": "onnxruntime", "threads": 1, "onnx_layout": layout},
+        "fixed": {"epochs": 0, "img_size": IMG, "runtime": "onnxruntime", "board_threads": 1, "onnx_layout": layout},
         "searcher": {"algorithm": "grid", "concurrency": 2, "max_failures": 0},
         "resources": {"train": {"cpu": 0.5}, "export": {"cpu": 0.5}},
         "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.05}},

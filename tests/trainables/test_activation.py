@@ -49,7 +49,7 @@ def test_a_silu_checkpoint_starts_a_student_of_another_activation(trained_studen
     root = Path(trained_student.data_dir)
     data = CocoDataset(SplitSpec(root / "train", root / "instances_train.json", subset=32))
     knobs = TrainKnobs(student_init=str(trained_student.checkpoint), activation="hardswish", epochs=1, img_size=64)
-    result = train_student(knobs, data, None, tmp_path, base=TrainConfig(threads=1, warmup_epochs=0))
+    result = train_student(knobs, data, None, tmp_path, base=TrainConfig(torch_threads=1, warmup_epochs=0))
     spec = ModelSpec.from_dict(load_checkpoint(result.checkpoint)["model_spec"])
     assert spec.activation == "hardswish"
     assert {type(m.act) for m in load_model(result.checkpoint).modules() if hasattr(m, "act")} == {torch.nn.Hardswish}

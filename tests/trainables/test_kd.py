@@ -288,6 +288,6 @@ def test_a_teacher_trained_on_other_threads_is_another_cache_entry(tiny_data):
     from trainables.kd.teachers import teacher_config, teacher_key
 
     cfg = teacher_config(TINY, epochs=1, img_size=64, seed=0)
-    one, two = (teacher_key("n", tiny_data[0], replace(cfg, threads=t)) for t in (1, 2))
+    one, two = (teacher_key("n", tiny_data[0], replace(cfg, torch_threads=t)) for t in (1, 2))
     assert one != two
-    assert teacher_key("n", tiny_data[0], replace(cfg, threads=1, workers=3)) == one
+    assert teacher_key("n", tiny_data[0], replace(cfg, torch_threads=1, workers=3)) == one

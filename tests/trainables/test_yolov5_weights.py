@@ -278,5 +278,5 @@ def test_an_imported_yolov5n_with_evolved_anchors_fine_tunes_as_a_student_and_ke
 
     result = train_student(TrainKnobs(student="n", student_init=str(tmp_path / "init.pt"), epochs=1, img_size=64),
                            train, None, tmp_path / "run",
-                           base=TrainConfig(batch_size=4, nominal_batch=4, warmup_epochs=0, val_every=99, threads=1))
+                           base=TrainConfig(batch_size=4, nominal_batch=4, warmup_epochs=0, val_every=99, torch_threads=1))
     assert checkpoint_spec(load_checkpoint(result.checkpoint)).anchors == spec.anchors

@@ -35,6 +35,7 @@ def teacher_key(size: str, data: CocoDataset, cfg: TrainConfig) -> str:
     above all) sum in an order that depends on it, so the same seed trained on 1 and on 2 threads
     gives different teachers. Data-loading workers and the device request ("auto") are not."""
     cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in {"device", "workers"}}
+    cfg_dict["threads"] = cfg_dict.pop("torch_threads")  # its name before the rename: cached teachers stay valid
     payload = json.dumps({"size": size, "data": data_fingerprint(data), "train": cfg_dict}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
