@@ -18,7 +18,6 @@ from collections.abc import Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 TUNE_STOP = signal.SIGUSR1
-os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # this module handles SIGINT, see above
 
 
 class StopSignals:
@@ -49,6 +48,7 @@ class StopSignals:
 
     @contextlib.contextmanager
     def during_tune(self) -> Iterator[None]:
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # read by Tune as it starts: SIGINT is handled here
         self._in_tune = True
         try:
             yield
