@@ -1,33 +1,67 @@
 """The search algorithms a sweep can name (`searcher.algorithm`), declared without Ray or Optuna.
 
-An Optuna algorithm is its sampler, built lazily from the searcher's seed and trial budget and run
-through Ray Tune's `OptunaSearch`; the others are Tune's own variant generator, sampling (random)
-or enumerating (grid). `orchestrator.searcher` turns an entry into Tune's search algorithm. A new
-Optuna sampler is one `register_algorithm` call with a function that builds it.
+An algorithm is a factory: `build(SearchSetup) -> TuneSearch`, the search algorithm, param space
+and sample count that `tune.Tuner` takes. Optuna samplers are built lazily from the searcher's seed
+and trial budget and run through the project's `ParetoOptunaSearch` (objectives, constraints,
+SQLite study: `Algorithm.optuna`); random and grid search are Tune's own variant generator; any
+other Ray Tune `Searcher` fits the same way. A new algorithm is one `register_algorithm` call.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from common.registry import Registry
+from common.registry import Registry, load
 from orchestrator.errors import ConfigError
 
 if TYPE_CHECKING:
     import optuna
+
+    from search_spaces import SearchSpace
+
+
+@dataclass(frozen=True)
+class SearchSetup:
+    """What a sweep gives its searcher: the space, the objectives and the budget."""
+
+    name: str  # the sweep's name (an Optuna study's)
+    sweep_dir: Path  # where a searcher keeps files of its own (Optuna's SQLite study)
+    space: "SearchSpace"  # `.suggest` (define-by-run), `.tune_param_space()`, `.complete(config)`
+    metrics: tuple[str, ...]  # the objectives, each reported by every trial
+    modes: tuple[str, ...]  # "min" or "max", one per metric
+    seed: int
+    trials: int  # the trial budget (a grid's size for an enumerating algorithm)
+    concurrency: int  # trials running at once
+    constraints: Callable[[dict], dict[str, float]]  # a finished trial's result -> {name: value}, feasible when <= 0
+
+
+class TuneSearch(NamedTuple):
+    """What `tune.Tuner` takes from a searcher."""
+
+    search_alg: Any  # a ray.tune.search.Searcher, or Tune's BasicVariantGenerator
+    param_space: dict  # Tuner's param_space: {} for a searcher that holds the space itself
+    num_samples: int
 
 
 @dataclass(frozen=True)
 class Algorithm:
     name: str
     summary: str
-    sampler: Callable[[int, int], "optuna.samplers.BaseSampler"] | None = None  # (seed, trials) -> sampler
+    build: str | Callable[[SearchSetup], TuneSearch]  # "module:function", imported when a sweep starts
+    uses_optuna: bool = False  # its searcher keeps an Optuna study in the sweep directory (`Algorithm.optuna`)
     enumerates: bool = False  # a grid: every searched knob is finite and each combination runs once
 
-    @property
-    def uses_optuna(self) -> bool:
-        return self.sampler is not None
+    def make(self, setup: SearchSetup) -> TuneSearch:
+        return load(self.build)(setup)
+
+    @classmethod
+    def optuna(cls, name: str, summary: str,
+               sampler: Callable[[int, int], "optuna.samplers.BaseSampler"]) -> Algorithm:
+        """An Optuna sampler, `sampler(seed, trials)`, run through ParetoOptunaSearch."""
+        return cls(name, summary, functools.partial(_optuna_search, sampler), uses_optuna=True)
 
 
 ALGORITHMS: Registry[Algorithm] = Registry("search algorithm", error=ConfigError)
@@ -35,6 +69,12 @@ ALGORITHMS: Registry[Algorithm] = Registry("search algorithm", error=ConfigError
 
 def register_algorithm(algorithm: Algorithm) -> Algorithm:
     return ALGORITHMS.register(algorithm.name, algorithm)
+
+
+def _optuna_search(sampler: Callable[[int, int], "optuna.samplers.BaseSampler"], setup: SearchSetup) -> TuneSearch:
+    from orchestrator.searcher import optuna_search
+
+    return optuna_search(setup, sampler(setup.seed, setup.trials))
 
 
 def _startup(trials: int) -> int:
@@ -61,10 +101,11 @@ def _gp(seed: int, trials: int):
 
 
 for _algorithm in (
-    Algorithm("tpe", "Optuna's multivariate TPE (multi-objective)", _tpe),
-    Algorithm("nsga2", "Optuna's NSGA-II genetic algorithm", _nsga2),
-    Algorithm("gp", "Optuna's Gaussian-process sampler", _gp),
-    Algorithm("random", "Ray Tune's random sampling"),
-    Algorithm("grid", "every combination of the finite search space, once", enumerates=True),
+    Algorithm.optuna("tpe", "Optuna's multivariate TPE (multi-objective)", _tpe),
+    Algorithm.optuna("nsga2", "Optuna's NSGA-II genetic algorithm", _nsga2),
+    Algorithm.optuna("gp", "Optuna's Gaussian-process sampler", _gp),
+    Algorithm("random", "Ray Tune's random sampling", "orchestrator.searcher:random_search"),
+    Algorithm("grid", "every combination of the finite search space, once", "orchestrator.searcher:grid_search",
+              enumerates=True),
 ):
     register_algorithm(_algorithm)

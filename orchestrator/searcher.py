@@ -5,7 +5,8 @@ sweep directory, so a resumed sweep and `optuna-dashboard sqlite:///<sweep>/optu
 same history. Two additions to OptunaSearch, both at the moment a trial ends: the config's
 constraints go to Optuna's constraint mechanism (`trial.set_constraint`, feasible when <= 0), and a
 trial that did not finish every stage is told as PRUNED, never COMPLETE, so it can never sit on the
-front. Random and grid search are Tune's variant generator.
+front. Random and grid search are Tune's variant generator. `optuna_search`, `random_search` and
+`grid_search` are what the built-in algorithms of `orchestrator.algorithms` build from a `SearchSetup`.
 
 No configuration is trained twice: a proposal equal to a finished trial's configuration is closed
 at once (a PRUNED Optuna trial tagged `edgesweep_repeats` with the trial that trained it: the
@@ -22,16 +23,20 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator._ray_internals import live_optuna_trial, optuna_study
-from orchestrator.algorithms import ALGORITHMS
+from orchestrator.algorithms import ALGORITHMS, SearchSetup, TuneSearch
 from orchestrator.config import SweepConfig
 from orchestrator.pareto import violations
 from search_spaces import Choice, SearchSpace
 from trainables.hyper import TrainKnobs
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger(__name__)
 
@@ -150,25 +155,47 @@ def baseline_first(space: SearchSpace) -> list[dict] | None:
     return None
 
 
-def make_searcher(cfg: SweepConfig, sweep_dir: Path):
-    """(search_alg, param_space, num_samples) for `tune.Tuner`."""
-    algorithm = ALGORITHMS.get(cfg.searcher.algorithm)
-    if algorithm.uses_optuna:
-        import optuna
+def search_setup(cfg: SweepConfig, sweep_dir: Path) -> SearchSetup:
+    """What the sweep's algorithm builds its searcher from."""
+    return SearchSetup(name=cfg.name, sweep_dir=Path(sweep_dir), space=cfg.search,
+                       metrics=tuple(o.metric for o in cfg.objectives), modes=tuple(o.mode for o in cfg.objectives),
+                       seed=cfg.searcher.seed, trials=cfg.searcher.trials, concurrency=cfg.searcher.concurrency,
+                       constraints=functools.partial(violations, cfg.constraints))  # pickled with the searcher's state
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view shows trials; no per-trial log lines
-        storage = optuna.storages.RDBStorage(study_url(sweep_dir))
-        searcher = ParetoOptunaSearch(
-            space=cfg.search.suggest, metric=[o.metric for o in cfg.objectives], mode=[o.mode for o in cfg.objectives],
-            sampler=algorithm.sampler(cfg.searcher.seed, cfg.searcher.trials), study_name=cfg.name, storage=storage,
-            points_to_evaluate=baseline_first(cfg.search),
-            constraints=functools.partial(violations, cfg.constraints),  # pickled with the searcher's state
-            seed=cfg.searcher.seed)
-        return searcher, {}, cfg.searcher.trials
+
+def make_searcher(cfg: SweepConfig, sweep_dir: Path) -> TuneSearch:
+    """(search_alg, param_space, num_samples) for `tune.Tuner`, built by the sweep's registered algorithm."""
+    return ALGORITHMS.get(cfg.searcher.algorithm).make(search_setup(cfg, sweep_dir))
+
+
+def optuna_search(setup: SearchSetup, sampler: "optuna.samplers.BaseSampler") -> TuneSearch:
+    """An Optuna sampler as the sweep's searcher: ParetoOptunaSearch on the define-by-run space, with the
+    objectives, the constraints and the study in the sweep directory."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view shows trials; no per-trial log lines
+    searcher = ParetoOptunaSearch(
+        space=setup.space.suggest, metric=list(setup.metrics), mode=list(setup.modes), sampler=sampler,
+        study_name=setup.name, storage=optuna.storages.RDBStorage(study_url(setup.sweep_dir)),
+        points_to_evaluate=baseline_first(setup.space), constraints=setup.constraints, seed=setup.seed)
+    return TuneSearch(searcher, {}, setup.trials)
+
+
+def _variant_generator(setup: SearchSetup, num_samples: int) -> TuneSearch:
     # Tune ignores max_concurrent_trials for a generator passed in (it only wraps Searchers in a
     # ConcurrencyLimiter), and trials reserve almost no CPU: the generator itself must cap them.
-    generator = BasicVariantGenerator(random_state=cfg.searcher.seed, max_concurrent=cfg.searcher.concurrency)
-    return generator, cfg.search.tune_param_space(), 1 if algorithm.enumerates else cfg.searcher.trials
+    generator = BasicVariantGenerator(random_state=setup.seed, max_concurrent=setup.concurrency)
+    return TuneSearch(generator, setup.space.tune_param_space(), num_samples)
+
+
+def random_search(setup: SearchSetup) -> TuneSearch:
+    """Tune's variant generator, sampling the space `trials` times."""
+    return _variant_generator(setup, setup.trials)
+
+
+def grid_search(setup: SearchSetup) -> TuneSearch:
+    """Tune's variant generator over the grid: one pass runs every combination once."""
+    return _variant_generator(setup, 1)
 
 
 def _running_trials(cfg: SweepConfig, sweep_dir: Path):
