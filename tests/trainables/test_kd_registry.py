@@ -1,9 +1,9 @@
-"""The KD method registry: every registered method builds, trains a step and is zero when student
-and teacher agree; a method registered from outside the package is a valid `kd_method` at once."""
+"""The KD method registry: a method's own knobs are checked and defaulted, and a method registered
+from outside the package is a valid `kd_method` at once and passes the KD method conformance class
+(which tests/conformance/test_registered.py runs over every registered method)."""
 from __future__ import annotations
 
 import pytest
-import torch
 import yaml
 
 from common.knobs import Knob
@@ -11,7 +11,7 @@ from detection.coco import CocoDataset, SplitSpec
 from detection.synth import SynthConfig, generate
 from orchestrator.config import load_config
 from search_spaces import ActiveWhen
-from tests.kd_helpers import identity_adapters_
+from tests.conformance.kd_methods import KDMethodConformance
 from trainables.checkpoint import save_checkpoint
 from trainables.hyper import TrainConfig, TrainKnobs
 from trainables.kd import (KD_METHODS, DistillContext, Distiller, KDConfigError, KDMethod, build_distiller,
@@ -20,38 +20,6 @@ from trainables.models.yolo import ModelSpec, build_model
 from trainables.student import train_student
 
 SPEC = ModelSpec("n", 3)
-TARGETS = torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.4], [1, 0, 0.25, 0.25, 0.3, 0.3]])
-
-
-@pytest.mark.parametrize("method", distilling_methods())
-def test_every_registered_method_is_zero_when_student_and_teacher_agree(method):
-    torch.manual_seed(0)
-    teacher = build_model(SPEC).eval()
-    distiller = build_distiller(method, teacher, SPEC, img_size=64)
-    identity_adapters_(distiller)
-    with torch.no_grad():
-        raw, feats = teacher(torch.rand(2, 3, 64, 64))
-        agree = distiller.distill(raw, feats, raw, feats, TARGETS).item()
-        differ = distiller.distill([r + torch.randn_like(r) for r in raw], [f + torch.randn_like(f) for f in feats],
-                                   raw, feats, TARGETS).item()
-    assert agree == pytest.approx(0.0, abs=1e-5)
-    assert differ > 1e-3
-
-
-@pytest.mark.parametrize("method", distilling_methods())
-def test_every_registered_method_trains_one_step(method):
-    torch.manual_seed(0)
-    distiller = build_distiller(method, build_model(ModelSpec("s", 3)).eval(), SPEC, img_size=64)
-    student = build_model(SPEC).train()
-    params = list(student.parameters()) + [p for _, p in distiller.named_trainable_parameters()]
-    before = [p.detach().clone() for p in student.parameters()]
-    x = torch.rand(2, 3, 64, 64)
-    raw, feats = student(x)
-    loss, parts = distiller(x, raw, feats, TARGETS, epoch=0, epochs=1, detection=torch.tensor(1.0))
-    loss.backward()
-    torch.optim.SGD(params, lr=0.01).step()
-    assert torch.isfinite(loss) and loss.item() > 0 and parts["kd"].item() > 0
-    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
 
 
 def test_a_methods_own_knobs_are_checked_and_defaulted():
@@ -87,6 +55,12 @@ def toy_method():
                                          knobs=(Knob("toy_gain", float, 1.0, "the toy's weight", above=0),)))
     yield method
     KD_METHODS.unregister("toy")
+
+
+class TestToyMethodConforms(KDMethodConformance):
+    @pytest.fixture
+    def method(self, toy_method) -> str:
+        return toy_method.name
 
 
 def test_a_method_registered_in_a_test_is_a_valid_kd_method_in_a_yaml_and_trains(toy_method, tmp_path):
