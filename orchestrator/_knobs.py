@@ -21,15 +21,14 @@ from device_actors.runtimes import BoardKnobs
 from orchestrator import _schema as s
 from orchestrator.errors import ConfigError
 from search_spaces import ActiveWhen, Choice, Grid, IntRange, LogUniform, Param, SearchSpace, Uniform
-from trainables.export.registry import TFLITE_CALIB_METHODS, ExportError, ExportKnobs, format_for
+from trainables.export.registry import FORMATS, ExportError, ExportKnobs, format_for
 from trainables.hyper import DISTILLATION_KNOBS, SCRATCH, TrainKnobs
 from trainables.kd.registry import KD_METHODS, distilling_methods, kd_method
 
 log = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "int")
-CALIBRATION_KNOBS = ("calib_method", "calib_images")  # read only by the calibrated (static int8) formats
-CALIBRATED = ("int8",)
+CALIBRATION_KNOBS = ("calib_method", "calib_images")  # read only by the formats that calibrate (static int8)
 FINITE = ("choice", "grid")
 # Knobs that had another name: a sweep file (or a sweep saved) with the old one still reads, with a warning.
 RENAMED = {"threads": "board_threads"}
@@ -48,7 +47,8 @@ def knob_table() -> dict[str, Knob]:
 def knob_conditions() -> dict[str, ActiveWhen]:
     """Knobs that only some KD methods read; a define-by-run space does not sample them otherwise."""
     conditions = {k: ActiveWhen("kd_method", distilling_methods()) for k in DISTILLATION_KNOBS}
-    conditions.update({k: ActiveWhen("quantization", CALIBRATED) for k in CALIBRATION_KNOBS})
+    calibrated = tuple(dict.fromkeys(f.quantization for f in FORMATS.values() if f.needs_calibration))
+    conditions.update({k: ActiveWhen("quantization", calibrated) for k in CALIBRATION_KNOBS})
     for method in KD_METHODS.values():
         for knob in method.knobs:
             readers = tuple(m.name for m in KD_METHODS.values() if knob in m.knobs)
@@ -260,18 +260,19 @@ def _check_consistency(space: SearchSpace, ctx: KnobContext) -> None:
             raise ConfigError(f"search.{knob}: only used when {cond.parent} is one of {', '.join(cond.values)}, but "
                               f"{cond.parent} is always {' or '.join(map(repr, parents))}; search {cond.parent} "
                               f"or drop search.{knob}")
-    uncalibrated = [m for m in space.possible_values("calib_method") if m not in TFLITE_CALIB_METHODS]
-    if uncalibrated and "tflite" in space.possible_values("runtime") and "int8" in space.possible_values("quantization"):
-        raise ConfigError(f"{where(space, 'calib_method')}: tflite-int8 calibrates by {', '.join(TFLITE_CALIB_METHODS)} "
-                          f"only, but calib_method can be {uncalibrated[0]!r} while runtime can be tflite; search "
-                          f"calib_method with runtime: onnxruntime")
     for runtime in space.possible_values("runtime"):
         for quantization in space.possible_values("quantization"):
             try:
-                format_for(runtime, quantization)
+                fmt = format_for(runtime, quantization)
             except ExportError as e:
                 raise ConfigError(f"{where(space, 'quantization')}: {e} (the runtime can be {runtime!r} while the "
                                   f"quantization can be {quantization!r})") from None
+            refused = [m for m in space.possible_values("calib_method") if m not in fmt.calib_methods]
+            if fmt.needs_calibration and refused:
+                raise ConfigError(f"{where(space, 'calib_method')}: {fmt.name} calibrates by "
+                                  f"{', '.join(fmt.calib_methods)} only, but calib_method can be {refused[0]!r} while "
+                                  f"runtime can be {runtime}; search calib_method with a runtime whose {quantization} "
+                                  f"format takes it")
     distills = [m for m in methods if m in distilling_methods()]
     if not distills:
         return
