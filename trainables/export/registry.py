@@ -76,6 +76,11 @@ def quantizations() -> tuple[str, ...]:
     return tuple(dict.fromkeys(f.quantization for f in FORMATS.values()))
 
 
+def calib_methods() -> tuple[str, ...]:
+    """Calibration methods some format accepts, in registration order."""
+    return tuple(dict.fromkeys(m for f in FORMATS.values() for m in f.calib_methods))
+
+
 def suffixes() -> tuple[str, ...]:
     """The file suffixes of every format's artifact (.onnx, .tflite), in registration order."""
     return tuple(dict.fromkeys(f.suffix for f in FORMATS.values()))
@@ -100,7 +105,7 @@ class ExportKnobs:
                         choices=runtimes)
     quantization: str = knob("fp32", "precision of the artifact", noun="a quantization", choices=quantizations)
     calib_method: str = knob("minmax", "how the int8 formats calibrate activations (percentile and entropy: ONNX "
-                             "Runtime only)", noun="a calibration method", choices=ONNX_CALIB_METHODS)
+                             "Runtime only)", noun="a calibration method", choices=calib_methods)
     calib_images: int = knob(64, "training images that calibrate the int8 formats (default: data.calibration_images)",
                              minimum=1)
     onnx_layout: str = knob("yolov5", "output layout of a student_init that is a user's .onnx file: yolov5 "
