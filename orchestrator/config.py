@@ -30,6 +30,7 @@ from orchestrator.algorithms import ALGORITHMS
 from orchestrator.datasets import LAYOUTS, DataConfig, EmbeddedDefault, SplitPaths, find_layout
 from orchestrator.errors import ConfigError
 from search_spaces import SearchSpace
+from trainables.export.registry import FORMATS, format_for
 from trainables.hyper import SCRATCH, TeacherSpec, TrainKnobs, TrainSettings, is_user_model
 from trainables.models.family import DEFAULT_ACTIVATION
 
@@ -565,10 +566,12 @@ def _check_user_onnx(space: SearchSpace) -> None:
     if tuple(space.possible_values("epochs")) != (0,):
         raise ConfigError("student.init: an .onnx model cannot be trained; set fixed.epochs: 0 (quantize, time and "
                           "score it as it is)")
-    others = [r for r in space.possible_values("runtime") if r != "onnxruntime"]
+    pairs = [(r, q) for r in space.possible_values("runtime") for q in space.possible_values("quantization")]
+    others = [fmt.name for r, q in pairs if not (fmt := format_for(r, q)).from_float_onnx]
     if others:
-        raise ConfigError(f"runtime: an .onnx student_init becomes ONNX Runtime formats only; the space also has "
-                          f"{', '.join(map(str, others))}")
+        able = ", ".join(f.name for f in FORMATS.values() if f.from_float_onnx)
+        raise ConfigError(f"runtime: an .onnx student_init becomes only the formats built from a float ONNX ({able}); "
+                          f"the space can also pick {', '.join(others)}")
 
 
 def _warn_frozen_scratch(space: SearchSpace) -> None:

@@ -38,7 +38,7 @@ from orchestrator.results import TrialRecord
 from orchestrator.tracking.names import (EPOCH_KEYS, ERROR_TAG, FINISHED_TAG, FORMAT_TAG, PARETO_TAG, SHA256_TAG,
                                          STATUS_TAG, SWEEP_TAG, TEACHER_TAG, TRIAL_TAG, WINS_TAG, metric_name,
                                          result_tags, run_name)
-from trainables.export.registry import FORMATS
+from trainables.export.registry import FORMATS, suffixes
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,6 @@ def retried(call: Callable[[], T], what: str) -> T:
     return call()
 
 
-def _model_suffixes() -> set[str]:
-    """The suffixes of the files a trial deploys (.onnx, .tflite): those of the export formats."""
-    return {f.suffix for f in FORMATS.values()}
 
 
 def _onnx_flavoured(path: Path) -> bool:
@@ -76,7 +73,7 @@ def trial_files(checkpoint_dir: Path) -> list[Path]:
     """The files of a trial's checkpoint that its run keeps (`SweepTracking.record_trial`): the
     artifact, its previews (.png), export.json and the board's latency reports (latency-NAME.json)."""
     return [f for f in sorted(Path(checkpoint_dir).iterdir())
-            if f.suffix in _model_suffixes() | {".png"} or f.name == "export.json"
+            if f.suffix in {*suffixes(), ".png"} or f.name == "export.json"
             or (f.name.startswith("latency") and f.suffix == ".json")]
 
 
@@ -226,7 +223,7 @@ class SweepTracking:
         self.client.log_batch(run_id, metrics=run_metrics(final, int(time.time() * 1000), int(m.get("epoch") or 0)),
                               tags=[RunTag(k, v) for k, v in result_tags(m).items()])
         for f in files:
-            if f.suffix in _model_suffixes():
+            if f.suffix in suffixes():
                 self.log_model(run_id, f, record)
                 continue
             if f.name == "latency.json":  # the runtime versions the board timed with

@@ -110,7 +110,7 @@ def test_an_onnx_output_that_fits_neither_layout_stops_the_sweep_before_anything
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"runtime": {"choice": ["onnxruntime", "tflite"]}}, "becomes ONNX Runtime formats only"),
+    ({"runtime": {"choice": ["onnxruntime", "tflite"]}}, "becomes only the formats built from a float ONNX"),
 ])
 def test_an_onnx_student_init_is_never_trained_nor_converted_to_tflite(change, message, tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"an onnx file")
