@@ -12,7 +12,7 @@ from trainables.hyper import TrainConfig
 from trainables.train import _lr_factor, autocast_dtype, choose_optimizer, fit, select_device
 
 TINY = TrainConfig(epochs=2, img_size=64, batch_size=4, nominal_batch=8, warmup_epochs=0.5, val_every=99,
-                   threads=1)
+                   torch_threads=1)
 
 
 @pytest.fixture(scope="module")
