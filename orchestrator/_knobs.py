@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import logging
 
 import yaml
+from pydantic import Field, TypeAdapter
 
-from common.knobs import Knob, declared_knobs
+from common.knobs import Knob, Noun, declared_knobs
 from device_actors.runtimes import BoardKnobs
 from orchestrator import _schema as s
 from orchestrator.errors import ConfigError
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "int")
 CALIBRATION_KNOBS = ("calib_method", "calib_images")  # read only by the formats that calibrate (static int8)
 FINITE = ("choice", "grid")
+STEP = Annotated[int, Field(ge=1)]  # the step of an int distribution
+_STEP = TypeAdapter(STEP)
 # Knobs that had another name: a sweep file (or a sweep saved) with the old one still reads, with a warning.
 RENAMED = {"threads": "board_threads"}
 
@@ -93,25 +97,23 @@ def _teacher(value, path, ctx):
 _IN_CONTEXT: dict[str, Callable[[object, str, KnobContext], object]] = {"student_init": _init, "teacher": _teacher}
 
 
-def _declared(knob: Knob, value: object, path: str) -> object:
-    """A value checked against its knob's declaration."""
+def value_type(knob: Knob) -> Any:
+    """A knob's declaration as a type pydantic checks, as it checks the file's sections (its allowed
+    values are read now: a registry may have grown since the last time)."""
     values = knob.allowed_values()
     if values is not None:
-        return s.one_of(value, path, values, knob.noun or f"a {knob.name}")
-    if knob.kind is bool:
-        return s.boolean(value, path)
-    if knob.kind is float:
-        return s.number(value, path, minimum=knob.minimum, above=knob.above, maximum=knob.maximum)
-    if knob.kind is int and knob.multiple_of > 1:
-        low = int(knob.minimum or knob.multiple_of)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or value % knob.multiple_of:
-            raise ConfigError(f"{path}: must be a multiple of {knob.multiple_of} that is >= {low}, {s.got(value)}")
-        return value
-    if knob.kind is int:
-        return s.integer(value, path, minimum=None if knob.minimum is None else int(knob.minimum))
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{path}: must be a non-empty string, {s.got(value)}")
-    return value
+        return Annotated[Literal[values], Noun(knob.noun or f"a {knob.name}")]
+    if knob.kind is str:
+        return Annotated[str, Field(min_length=1)]
+    bounds = {"ge": knob.minimum, "gt": knob.above, "le": knob.maximum,
+              "multiple_of": knob.multiple_of if knob.multiple_of > 1 else None}
+    return Annotated[knob.kind, Field(allow_inf_nan=False, **{k: v for k, v in bounds.items() if v is not None})]
+
+
+def _declared(knob: Knob, value: object, path: str) -> object:
+    """A value checked against its knob's declaration."""
+    kind = value_type(knob)
+    return s.validate(kind, value, path=path, checker=TypeAdapter(kind))
 
 
 def check_knob(name: str, value: object, path: str, ctx: KnobContext) -> object:
@@ -186,7 +188,7 @@ def parse_param(knob_name: str, raw: object, path: str, ctx: KnobContext) -> Par
         return Uniform(low, high)
     if kind == "loguniform":
         return LogUniform(low, high)
-    step = s.integer(raw.get("step", knob.multiple_of), s.child(path, "step"), minimum=1)
+    step = s.validate(STEP, raw.get("step", knob.multiple_of), path=s.child(path, "step"), checker=_STEP)
     if step % knob.multiple_of:
         raise ConfigError(f"{s.child(path, 'step')}: must be a multiple of {knob.multiple_of} so that every "
                           f"{knob_name} is, got {step}")

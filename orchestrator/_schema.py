@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import re
 import types
 import typing
@@ -68,14 +67,16 @@ def adapter(cls: type) -> TypeAdapter:
     return TypeAdapter(cls)
 
 
-def validate(cls: type, data: object, *, hints: dict[str, dict[str, str]] | None = None) -> Any:
-    """`data` as a `cls` (a dataclass tree), validated strictly as JSON would be: YAML lists fill
-    tuples, strings fill paths, and nothing else is coerced. The first error is a ConfigError."""
+def validate(cls: Any, data: object, *, hints: dict[str, dict[str, str]] | None = None, path: str = "",
+             checker: TypeAdapter | None = None) -> Any:
+    """`data` as a `cls` (a dataclass tree, or any type), validated strictly as JSON would be: YAML
+    lists fill tuples, strings fill paths, and nothing else is coerced. The first error is a
+    ConfigError; `path` is where `data` sits in the file."""
     try:
         text = json.dumps(data, default=str, allow_nan=True)
-        return adapter(cls).validate_json(text, strict=True)
+        return (checker or adapter(cls)).validate_json(text, strict=True)
     except ValidationError as e:
-        raise ConfigError(explain(cls, _first(e.errors()), hints or {})) from None
+        raise ConfigError(explain(cls, _first(e.errors()), hints or {}, path)) from None
 
 
 def _first(errors: list[dict]) -> dict:
@@ -108,6 +109,8 @@ def _absorb(slot: _Slot, meta: object) -> None:
     elif isinstance(meta, at.GroupedMetadata):
         for m in meta:
             _absorb(slot, m)
+    elif isinstance(meta, at.MultipleOf):
+        slot.bounds["multiple_of"] = meta.multiple_of
     else:
         for name in ("ge", "gt", "le", "lt"):
             if isinstance(meta, getattr(at, name.capitalize())):
@@ -177,9 +180,9 @@ def _name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).lower()
 
 
-def _display(loc: tuple) -> str:
+def _display(loc: tuple, prefix: str = "") -> str:
     """The key path a user reads: union tags and dict-key markers left out."""
-    path = ""
+    path = prefix
     for key in loc:
         if key == "[key]" or (isinstance(key, str) and (key.endswith("]") or key in _UNION_TAGS)):
             continue
@@ -198,6 +201,9 @@ def expected(slot: _Slot) -> str:
     kind = slot.kind
     if kind is bool:
         return "true or false"
+    if "multiple_of" in slot.bounds:
+        step = slot.bounds["multiple_of"]
+        return f"a multiple of {step:g} that is >= {slot.bounds.get('ge', step):g}"
     if kind in (int, float):
         words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
         bounds = " and ".join(f"{words[k]} {v:g}" for k, v in slot.bounds.items())
@@ -210,17 +216,17 @@ def expected(slot: _Slot) -> str:
     return slot.noun or "a non-empty string"
 
 
-def explain(root: type, error: dict, hints: dict[str, dict[str, str]]) -> str:
-    """One pydantic error as the config's message: "<path>: <problem>"."""
+def explain(root: Any, error: dict, hints: dict[str, dict[str, str]], prefix: str = "") -> str:
+    """One pydantic error as the config's message: "<path>: <problem>" (`prefix`: where `root` sits)."""
     loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
     if loc and loc[-1] == "[key]":  # a mapping's key, e.g. a teacher's name
         mapping, _ = _walk(root, loc[:-2])
-        return f"{_display(loc[:-1])} (the name): must be {_slot(typing.get_args(mapping.kind)[0]).noun}, {got(value)}"
+        return f"{_display(loc[:-1], prefix)} (the name): must be {_slot(typing.get_args(mapping.kind)[0]).noun}, {got(value)}"
     slot, parents = _walk(root, loc)
-    path = _display(loc)
+    path = _display(loc, prefix)
     where = path or "the config"
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        parent = _display(loc[:-1])
+        parent = _display(loc[:-1], prefix)
         return unknown_key(str(loc[-1]), parent, list(_fields(parents[-1].kind)), hints.get(parent, {}),
                            elsewhere=_other_members(parents[-2] if len(parents) > 1 else None, str(loc[-1])))
     if kind == "missing":
@@ -276,31 +282,6 @@ def allowed_keys(mapping: object, path: str, allowed: Sequence[str]) -> dict:
         if key not in allowed:
             raise ConfigError(unknown_key(str(key), path, allowed, {}))
     return mapping
-
-
-def integer(value: object, path: str, *, minimum: int | None = None) -> int:
-    what = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-        raise ConfigError(f"{path}: must be {what}, {got(value)}")
-    return value
-
-
-def number(value: object, path: str, *, minimum: float | None = None, above: float | None = None,
-           maximum: float | None = None) -> float:
-    """A finite float; integers are accepted (YAML writes 1, not 1.0)."""
-    bounds = {"ge": minimum, "gt": above, "le": maximum}
-    slot = _Slot(float, {k: v for k, v in bounds.items() if v is not None})
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or (minimum is not None and value < minimum) or (above is not None and value <= above) \
-            or (maximum is not None and value > maximum):
-        raise ConfigError(f"{path}: must be {expected(slot)}, {got(value)}")
-    return float(value)
-
-
-def boolean(value: object, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{path}: must be true or false, {got(value)}")
-    return value
 
 
 def one_of(value: object, path: str, allowed: Sequence[str], what: str) -> str:
