@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ray import tune
 
+from common import atomic
 from common.hashing import file_sha256
 from common.jsonlines import append_line
 from trainables.export.registry import suffixes
@@ -83,8 +83,7 @@ def keep_artifact(sweep_dir: Path, trial, record: TrialRecord) -> TrialRecord:
         if not found:
             return record
         target = Path(sweep_dir) / MODELS / record.trial_id / found[0].name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(found[0], target)
+        atomic.copy_file(found[0], target)
     expected = record.metrics.get("artifact_sha256")
     if expected and file_sha256(target) != expected:
         raise RuntimeError(f"{target}: the copied artifact's sha256 differs from the trial's {expected}")
@@ -132,16 +131,21 @@ class ResultsLog(tune.Callback):
     def __getstate__(self) -> dict:  # saved with Tune's experiment state: the journal is read again on resume
         return {**self.__dict__, "_complete": None}
 
-    def _append(self, record: TrialRecord) -> None:
+    def _is_complete(self, trial_id: str) -> bool:
         if self._complete is None:
             self._complete = {r.trial_id for r in load_records(self.sweep_dir) if r.complete}
-        if record.trial_id in self._complete:
+        return trial_id in self._complete
+
+    def _append(self, record: TrialRecord) -> None:
+        if self._is_complete(record.trial_id):
             return
         append_record(self.sweep_dir, record)
         if record.complete:
             self._complete.add(record.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if self._is_complete(trial.trial_id):  # a resumed sweep re-reporting it: its kept file stays as recorded
+            return
         self._append(keep_artifact(self.sweep_dir, trial, record_of(trial, self.complete_knobs)))
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -17,14 +17,20 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from common import atomic
 from common.errors import UserError
 from orchestrator.config import SweepConfig, parse_config
+from orchestrator.results import RECORDS
 
 STATE = "sweep.json"
 LOCK = "driver.lock"
 # Keys a resumed sweep may take from an edited YAML: they change nothing a finished trial measured.
 # The trial count and concurrency live in Tune's saved state and cannot change on resume.
 RESUMABLE_CHANGES = ("board.timeout_s",)
+
+
+class StateDamaged(UserError, ValueError):
+    """sweep.json that cannot be read: named with what still holds the results."""
 
 
 class SweepLocked(UserError, RuntimeError):
@@ -89,10 +95,10 @@ def write_state(sweep_dir: Path, cfg: SweepConfig, *, tracking_uri: str, experim
                 parent_run_id: str) -> None:
     """sweep.json; the commit stays the one that started the sweep (a resume adds its own if it differs)."""
     path = sweep_dir / STATE
-    commits = json.loads(path.read_text()).get("commits", []) if path.exists() else []
+    commits = read_state(sweep_dir).get("commits", []) if path.exists() else []
     commit = project_commit()
     commits += [] if commit in commits else [commit]
-    path.write_text(json.dumps(
+    atomic.write_text(path, json.dumps(
         {"name": cfg.name, "source": str(cfg.source), "tracking_uri": tracking_uri, "experiment_id": experiment_id,
          "parent_run_id": parent_run_id, "commit": commits[0], "commits": commits, "config": cfg.to_dict()},
         indent=2, default=str))
@@ -102,7 +108,15 @@ def read_state(sweep_dir: Path) -> dict:
     path = Path(sweep_dir) / STATE
     if not path.exists():
         raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no {STATE}): give runs/sweeps/NAME or the YAML")
-    return json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        raise StateDamaged(f"{path}: the sweep's state file is damaged ({e}); the journal {Path(sweep_dir) / RECORDS} "
+                           f"and the report files are intact, but --resume, report and best need this file: restore "
+                           f"it from a backup, or run the YAML again under a new name") from None
+    if not isinstance(state, dict) or "config" not in state:
+        raise StateDamaged(f"{path}: not a sweep's state file (no config in it)")
+    return state
 
 
 def stored_config(sweep_dir: Path) -> SweepConfig:

@@ -6,11 +6,11 @@ Only tensors and plain Python values go in, so loading never unpickles code.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from common.atomic import replacing
 from common.errors import UserError
 from trainables.models.yolo import YOLO, ModelSpec, build_model
 
@@ -23,11 +23,8 @@ class CheckpointError(UserError, ValueError):
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save({"format": FORMAT, **payload}, tmp)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

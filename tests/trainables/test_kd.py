@@ -283,6 +283,24 @@ def test_teacher_is_trained_once_and_reused(tiny_data, tmp_path):
     assert other != first
 
 
+@pytest.mark.parametrize("damage", ["complete.json", "last.pt"])
+def test_a_damaged_teacher_cache_entry_is_trained_again_never_trusted(damage, tiny_data, tmp_path, caplog):
+    from trainables.checkpoint import load_checkpoint
+    from trainables.kd.teachers import ensure_teacher, teacher_config, teacher_metrics
+
+    cfg = teacher_config(TINY, epochs=1, img_size=64, seed=0)
+    first = ensure_teacher("n", tiny_data[0], None, cfg, tmp_path)
+    (first.parent / damage).write_bytes(b"{torn")  # what a crash mid-write or a bad disk leaves
+    calls = []
+    with caplog.at_level("WARNING"):
+        again = ensure_teacher("n", tiny_data[0], None, cfg, tmp_path, on_epoch=lambda r, c: calls.append(r.epoch))
+    assert again == first and calls == [1]  # trained again
+    assert f"teacher cache entry {first.parent} is damaged" in caplog.text
+    load_checkpoint(again)
+    assert isinstance(teacher_metrics(again), dict)
+    assert not list(first.parent.glob(".*.tmp"))  # nothing half-written is left beside the entry
+
+
 def test_a_teacher_trained_on_other_threads_is_another_cache_entry(tiny_data):
     """bf16 CPU training depends on the thread count, so a cached teacher must be reproducible from its key."""
     from trainables.kd.teachers import teacher_config, teacher_key

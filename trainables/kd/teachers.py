@@ -9,13 +9,17 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from common import atomic
 from detection.coco import CocoDataset
+from trainables.checkpoint import load_checkpoint
 from trainables.models.family import SIZES
 from trainables.models.yolo import ModelSpec
 from trainables.hyper import TrainConfig
 from trainables.train import TrainResult, fit
 
 log = logging.getLogger(__name__)
+
+DONE = "complete.json"  # written last, atomically: its presence says the entry's checkpoint is final
 
 
 def data_fingerprint(data: CocoDataset) -> str:
@@ -51,18 +55,34 @@ def ensure_teacher(size: str, train_data: CocoDataset, val_data: CocoDataset | N
         raise ValueError(f"unknown teacher size {size!r}; known sizes: {', '.join(SIZES)}")
     entry = Path(cache_dir) / "teachers" / f"yolo{size}-{cfg.img_size}px-e{cfg.epochs}-s{cfg.seed}-{teacher_key(size, train_data, cfg)}"
     entry.mkdir(parents=True, exist_ok=True)
-    done = entry / "complete.json"
     with open(entry / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
+        if not _finished(entry):
             log.info("training teacher YOLO-%s (%d epochs at %d px) into %s", size, cfg.epochs, cfg.img_size, entry)
             result: TrainResult = fit(ModelSpec(size, train_data.num_classes), train_data, val_data, cfg, entry,
                                       **fit_kwargs)
-            done.write_text(json.dumps({"metrics": result.final_metrics}, indent=2))
+            atomic.write_text(entry / DONE, json.dumps({"metrics": result.final_metrics}, indent=2))
     return entry / "last.pt"
+
+
+def _finished(entry: Path) -> bool:
+    """Whether a cache entry holds a trained teacher. A damaged one (its marker or its checkpoint
+    unreadable) is cleared with a warning and trained again, never trusted."""
+    done = entry / DONE
+    if not done.exists():
+        return False
+    try:
+        json.loads(done.read_text())["metrics"]
+        load_checkpoint(entry / "last.pt")
+        return True
+    except (ValueError, KeyError, TypeError, OSError) as e:  # CheckpointError is a ValueError
+        log.warning("teacher cache entry %s is damaged (%s): training the teacher again", entry, e)
+        for name in (DONE, "last.pt"):
+            (entry / name).unlink(missing_ok=True)
+        return False
 
 
 def teacher_metrics(checkpoint: Path) -> dict:
     """Val metrics recorded when a cached teacher finished training ({} for external checkpoints)."""
-    done = Path(checkpoint).parent / "complete.json"
+    done = Path(checkpoint).parent / DONE
     return json.loads(done.read_text())["metrics"] if done.exists() else {}
