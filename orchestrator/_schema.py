@@ -76,14 +76,17 @@ def validate(cls: Any, data: object, *, hints: dict[str, dict[str, str]] | None 
         text = json.dumps(data, default=str, allow_nan=True)
         return (checker or adapter(cls)).validate_json(text, strict=True)
     except ValidationError as e:
-        raise ConfigError(explain(cls, _first(e.errors()), hints or {}, path)) from None
+        raise ConfigError(explain(cls, _first(cls, e.errors()), hints or {}, path)) from None
 
 
-def _first(errors: list[dict]) -> dict:
-    """The error to report: of several members of one union, the one that is not about the type."""
-    first = errors[0]
-    same = [e for e in errors if _display(e["loc"]) == _display(first["loc"])]
-    return next((e for e in same if not e["type"].endswith("_type")), first)
+def _first(root: Any, errors: list[dict]) -> dict:
+    """The error to report: the first, unless it is one member of a union refusing the value's type;
+    then the member that took the type and found something else wrong."""
+    first, loc = errors[0], tuple(errors[0]["loc"])
+    if not loc or _walk(root, loc)[2] != _walk(root, loc[:-1])[2]:  # its last key is not a union member
+        return first
+    members = [e for e in errors if tuple(e["loc"])[:len(loc) - 1] == loc[:-1]]
+    return next((e for e in members if not e["type"].endswith("_type")), first)
 
 
 # ---- walking the declared types along an error's location ----------------------------------------
@@ -151,15 +154,19 @@ def _tag_of(tp: Any) -> str | None:
         if typing.get_origin(tp) is Annotated else None
 
 
-def _walk(root: type, loc: tuple) -> tuple[_Slot, list[_Slot]]:
-    """The slot at `loc` and the slots of its parents (a union member is chosen by its tag)."""
-    slot, parents = _slot(root), []
+def _walk(root: Any, loc: tuple, prefix: str = "") -> tuple[_Slot, list[_Slot], str]:
+    """The slot at `loc`, the slots of its parents, and the key path a user reads there: pydantic's
+    loc also names the union member it tried (a tag, or a type such as `float`), which the walk
+    consumes without adding it to the path."""
+    slot, parents, path = _slot(root), [], prefix
     for key in loc:
         parents.append(slot)
         kind = slot.kind
         if _is_union(kind):
             members = _members(kind)
-            chosen = next((m for m in members if _tag_of(m) == key or _name(_slot(m).kind) == str(key)), None)
+            # pydantic names the member it tried by its tag, or by its type ("constrained-float", "dict[str,...]")
+            tried = str(key).removeprefix("constrained-").split("[")[0]
+            chosen = next((m for m in members if _tag_of(m) == key or _name(_slot(m).kind) == tried), None)
             if chosen is not None:
                 slot = _slot(chosen)
                 continue
@@ -173,24 +180,19 @@ def _walk(root: type, loc: tuple) -> tuple[_Slot, list[_Slot]]:
             slot = _slot(_fields(kind)[key])
         else:
             slot = _Slot(Any)
-    return slot, parents
+        path = path if key == "[key]" else child(path, key)
+    return slot, parents, path
 
 
 def _name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).lower()
+    return getattr(typing.get_origin(tp) or tp, "__name__", str(tp)).lower()
 
 
-def _display(loc: tuple, prefix: str = "") -> str:
-    """The key path a user reads: union tags and dict-key markers left out."""
-    path = prefix
-    for key in loc:
-        if key == "[key]" or (isinstance(key, str) and (key.endswith("]") or key in _UNION_TAGS)):
-            continue
-        path = child(path, key)
-    return path
-
-
-_UNION_TAGS = {"float", "int", "str", "bool", "default", "coco", "yolo"}
+def _tag_field(union: _Slot) -> str:
+    """The key whose value picks a member of a tagged union: the field every member pins to its tag."""
+    member = _members(union.kind)[0]
+    return next(name for name, tp in _fields(_slot(member).kind).items()
+                if typing.get_args(_slot(tp).kind) == (_tag_of(member),))
 
 
 # ---- phrasing ------------------------------------------------------------------------------------
@@ -219,16 +221,19 @@ def expected(slot: _Slot) -> str:
 def explain(root: Any, error: dict, hints: dict[str, dict[str, str]], prefix: str = "") -> str:
     """One pydantic error as the config's message: "<path>: <problem>" (`prefix`: where `root` sits)."""
     loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
-    if loc and loc[-1] == "[key]":  # a mapping's key, e.g. a teacher's name
-        mapping, _ = _walk(root, loc[:-2])
-        return f"{_display(loc[:-1], prefix)} (the name): must be {_slot(typing.get_args(mapping.kind)[0]).noun}, {got(value)}"
-    slot, parents = _walk(root, loc)
-    path = _display(loc, prefix)
+    slot, parents, path = _walk(root, loc, prefix)
     where = path or "the config"
+    if loc and loc[-1] == "[key]":  # a mapping's key, e.g. a teacher's name
+        mapping = _walk(root, loc[:-2])[0]
+        return f"{path} (the name): must be {_slot(typing.get_args(mapping.kind)[0]).noun}, {got(value)}"
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        parent = _display(loc[:-1], prefix)
-        return unknown_key(str(loc[-1]), parent, list(_fields(parents[-1].kind)), hints.get(parent, {}),
-                           elsewhere=_other_members(parents[-2] if len(parents) > 1 else None, str(loc[-1])))
+        parent = _walk(root, loc[:-1], prefix)[2]
+        union = parents[-2] if len(parents) > 1 and _is_union(parents[-2].kind) else None
+        others = [t for m in _members(union.kind) if str(loc[-1]) in _fields(_slot(m).kind)
+                  and (t := _tag_of(m))] if union else []
+        if others:
+            return f"{child(parent, loc[-1])}: only with {child(parent, _tag_field(union))}: {' or '.join(others)}"
+        return unknown_key(str(loc[-1]), parent, list(_fields(parents[-1].kind)), hints.get(parent, {}))
     if kind == "missing":
         return f"{where}: required ({slot.doc or expected(slot)})"
     if kind == "value_error":
@@ -236,8 +241,7 @@ def explain(root: Any, error: dict, hints: dict[str, dict[str, str]], prefix: st
         named = FIELD_PATH.match(message)
         return f"{child(path, named.group(1))}: {message[named.end():]}" if named else f"{where}: {message}"
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        # a field name, or a callable named after the field it reads (`_source()`: source)
-        key = error["ctx"].get("discriminator", "source").strip("'_()")
+        key = _tag_field(slot)
         tags, given = error["ctx"].get("expected_tags", ""), error["ctx"].get("tag")
         if not isinstance(value, dict):
             return f"{where}: must be a mapping with keys {key}, ..., {got(value)}"
@@ -251,18 +255,8 @@ def explain(root: Any, error: dict, hints: dict[str, dict[str, str]], prefix: st
     return f"{where}: must be {expected(slot)}, {got(value)}"
 
 
-def _other_members(union: _Slot | None, key: str) -> list[str]:
-    """The tags of the union members that have `key` (data.root: only with data.source coco or yolo)."""
-    if union is None or not _is_union(union.kind):
-        return []
-    return [t for m in _members(union.kind) if key in _fields(_slot(m).kind) and (t := _tag_of(m))]
-
-
-def unknown_key(key: str, path: str, allowed: Sequence[str], hints: dict[str, str], *,
-                elsewhere: Sequence[str] = ()) -> str:
+def unknown_key(key: str, path: str, allowed: Sequence[str], hints: dict[str, str]) -> str:
     where = child(path, key)
-    if elsewhere:
-        return f"{where}: only with {child(path, 'source')}: {' or '.join(elsewhere)}"
     hint = hints.get(key)
     close = difflib.get_close_matches(key, allowed, n=1)
     extra = f" ({hint})" if hint else (f" (did you mean {close[0]!r}?)" if close else "")

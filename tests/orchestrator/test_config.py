@@ -401,3 +401,15 @@ def test_byo_example_reads_a_yolo_data_yaml_and_imported_checkpoints_once_they_e
     assert cfg.data.source == "yolo" and cfg.teachers["s"].checkpoint == tmp_path / "yolov5s-parts.pt"
     assert cfg.search.base_value("student_init") == str(tmp_path / "yolov5n-parts.pt")
     assert cfg.constraints.map50_95_min == 0.25 and cfg.board.name == "imx8mp"
+
+
+@pytest.mark.parametrize("data, expected", [
+    # a key that happens to equal a union member's tag ("coco") is still part of the path
+    (with_change("teachers", {"coco": {"model": "s", "epochs": 0}}, with_change("fixed.teacher", "coco")),
+     "teachers.coco.epochs: must be an integer >= 1, got 0"),
+    # of a union's members, the one that takes the value's type says what is wrong
+    (with_change("constraints.latency_ms_max", {"imx8mp": -1}, with_change("board", {"names": ["imx8mp", "rpi4"]})),
+     "constraints.latency_ms_max.imx8mp: must be a number > 0, got -1"),
+])
+def test_union_members_never_leak_into_the_key_path(data, expected):
+    assert expected in error_of(data)
