@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
 
+from common.errors import UserError
 from common.knobs import Noun
 from detection.coco import BAD_IMAGE_POLICIES
 from device_actors.naming import check_board_name
@@ -323,9 +324,7 @@ class YoloData(_DataCommon):
 def _found(data: CocoData | YoloData, root: Path) -> DataConfig:
     try:
         train, val = find_layout(root)
-    except ConfigError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a layout it lacks, or a data.yaml it cannot read (UserError)
+    except UserError as e:  # a layout it lacks, or a data.yaml it cannot read
         raise ConfigError(f"data.root: {e}") from None
     return DataConfig(source=data.source, root=root, train=train, val=val, **data._common())
 

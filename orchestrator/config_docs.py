@@ -103,7 +103,7 @@ GPU cluster, real board), `examples/thesis-grid.yaml` (an exhaustive grid), `exa
 
 def _type_name(tp: Any) -> str:
     slot = s._slot(tp)
-    kind, optional = slot.kind, s._is_union(tp) or "None" in str(tp)
+    kind = slot.kind
     if s._is_union(kind):
         name = " or ".join(dict.fromkeys(_type_name(m) for m in s._members(kind)))
     elif kind is Path:
@@ -116,7 +116,7 @@ def _type_name(tp: Any) -> str:
         name = "list"
     else:
         name = "mapping"
-    return f"{name} or null" if optional and "null" not in name and _accepts_null(tp) else name
+    return f"{name} or null" if "null" not in name and _accepts_null(tp) else name
 
 
 def _accepts_null(tp: Any) -> bool:
