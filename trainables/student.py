@@ -37,7 +37,7 @@ def train_student(knobs: TrainKnobs, train_data: CocoDataset, val_data: CocoData
         if teacher_checkpoint is None:
             raise KDConfigError(f"KD method {knobs.kd_method!r} needs a teacher checkpoint")
         teacher = load_model(teacher_checkpoint)
-    distiller = build_distiller(knobs.kd_method, teacher, spec, img_size=knobs.img_size, factor=knobs.kd_factor,
-                                off_last_epochs=knobs.kd_off_last_epochs, loss_weights=cfg.loss,
-                                params=knobs.kd_params)
+    distiller = build_distiller(knobs.kd_method, teacher, spec, img_size=knobs.img_size, seed=cfg.seed,
+                                factor=knobs.kd_factor, off_last_epochs=knobs.kd_off_last_epochs,
+                                loss_weights=cfg.loss, params=knobs.kd_params)
     return fit(spec, train_data, val_data, cfg, out_dir, distiller=distiller, on_batch=on_batch, on_epoch=on_epoch)

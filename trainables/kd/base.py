@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +31,7 @@ from trainables.hyper import LossWeights, TrainKnobs
 from trainables.kd.registry import KDConfigError, kd_method
 from trainables.models.yolo import YOLO, ModelSpec
 
+DISTILLER_STREAM = 0x6B64  # "kd": the distiller's stream of a trial's seed (see distiller_seed)
 CALIBRATION_BATCHES = 16  # distilled batches that measure the KD loss's scale (see the module docstring)
 
 
@@ -113,13 +115,18 @@ class Distiller(nn.Module):
 
 
 def build_distiller(method: str, teacher: YOLO | None, student: ModelSpec, *, img_size: int,
-                    factor: float = TrainKnobs.kd_factor, off_last_epochs: int = TrainKnobs.kd_off_last_epochs,
-                    loss_weights: LossWeights = LossWeights(), params: Mapping[str, object] | None = None,
-                    **knobs: object) -> Distiller | None:
+                    seed: int = TrainKnobs.seed, factor: float = TrainKnobs.kd_factor,
+                    off_last_epochs: int = TrainKnobs.kd_off_last_epochs, loss_weights: LossWeights = LossWeights(),
+                    params: Mapping[str, object] | None = None, **knobs: object) -> Distiller | None:
     """The distiller of a registered `method`, or None for a method without a teacher ("none").
 
     The method's own knobs come as `params` (a trial's `TrainKnobs.kd_params`) or as keywords;
-    unknown ones are refused. The teacher must share anchors and classes with the student."""
+    unknown ones are refused. The teacher must share anchors and classes with the student.
+
+    Whatever the method draws at random while it is built (its adaptation convs' initial weights)
+    comes from `seed`, the trial's seed, not from torch's global generator: a trainer process that
+    trained another trial before would otherwise hand this one other adapters (the global generator
+    is left as it was)."""
     entry = kd_method(method)
     values = entry.params({**(params or {}), **knobs})
     if not entry.needs_teacher:
@@ -134,4 +141,12 @@ def build_distiller(method: str, teacher: YOLO | None, student: ModelSpec, *, im
         teacher.strides, dtype=torch.float32).view(-1, 1, 1)
     ctx = DistillContext(teacher=teacher, student=student, teacher_spec=t, anchors_grid=anchors_grid,
                          img_size=img_size, loss_weights=loss_weights.scaled(student.num_classes, img_size))
-    return entry.load().from_context(ctx, factor=factor, off_last_epochs=off_last_epochs, **values)
+    with torch.random.fork_rng(devices=[]):  # the adapters are built on the CPU; the global state is restored
+        torch.manual_seed(distiller_seed(seed))
+        return entry.load().from_context(ctx, factor=factor, off_last_epochs=off_last_epochs, **values)
+
+
+def distiller_seed(seed: int) -> int:
+    """The seed of a trial's distiller: derived from the trial's seed but another stream than the
+    student's initialisation, which `fit` draws from `torch.manual_seed(seed)`."""
+    return int(np.random.SeedSequence([seed, DISTILLER_STREAM]).generate_state(1, dtype=np.uint64)[0])
