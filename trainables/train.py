@@ -139,6 +139,21 @@ def _build_optimizer(model: nn.Module, distiller: Distiller | None, cfg: TrainCo
     return opt
 
 
+CLIP_NORM = 10.0  # YOLOv5's max_norm (train.py)
+
+
+def clip_gradients(model: nn.Module, distiller: Distiller | None) -> None:
+    """Clip the student's gradients to norm 10, as YOLOv5 does (train.py:
+    `clip_grad_norm_(model.parameters(), max_norm=10.0)`), and the distiller's own parameters (its
+    adaptation convs) in a clip group of their own at the same norm. Clipped together, as before,
+    a large adapter gradient shrank the student's step; DAMO-YOLO's trainer likewise clips only the
+    student's parameters when it distils (`clip_grad_norm_(self.model.parameters(), 30)`), leaving
+    its CWD align convs out of the student's norm."""
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=CLIP_NORM)
+    if distiller is not None:
+        torch.nn.utils.clip_grad_norm_([p for _, p in distiller.named_trainable_parameters()], max_norm=CLIP_NORM)
+
+
 def _set_momentum(group: dict, momentum: float) -> None:
     if "betas" in group:
         group["betas"] = (momentum, group["betas"][1])
@@ -244,17 +259,16 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 raw, feats = model(images)
                 loss, parts = criterion(raw, targets)
-                if distiller is not None:
-                    kd_loss, kd_parts = distiller(images, raw, feats, targets, epoch=epoch, epochs=cfg.epochs,
-                                                   detection=loss.detach() / images.shape[0])
-                    loss = loss + kd_loss
-                    parts = {**parts, **kd_parts}
+            if distiller is not None:  # outside autocast: the teacher and the KD loss run in float32
+                kd_loss, kd_parts = distiller(images, raw, feats, targets, epoch=epoch, epochs=cfg.epochs,
+                                               detection=loss.detach() / images.shape[0])
+                loss = loss + kd_loss
+                parts = {**parts, **kd_parts}
             scaler.scale(loss).backward()
             last_batch = i == batches - 1
             if (i + 1) % accumulate == 0 or last_batch:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                               max_norm=10.0)
+                clip_gradients(model, distiller)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)

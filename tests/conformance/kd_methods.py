@@ -3,7 +3,8 @@
 Subclass `KDMethodConformance` with a `method` fixture that gives a registered method's name (one
 with a teacher). Each test checks one promise: it builds from its knobs' defaults and refuses a knob
 it does not have, its loss is zero when student and teacher agree and positive when they differ,
-and one training step through it moves the student.
+its teacher and loss run in float32 even inside the student's autocast, and one training step
+through it moves the student.
 """
 from __future__ import annotations
 
@@ -39,6 +40,26 @@ class KDMethodConformance:
                                        raw, feats, TARGETS).item()
         assert agree == pytest.approx(0.0, abs=1e-5)
         assert differ > 1e-3
+
+    def test_its_teacher_and_loss_run_in_float32_even_inside_autocast(self, method):
+        torch.manual_seed(0)
+        distiller = build_distiller(method, build_model(ModelSpec("s", 3)).eval(), SPEC, img_size=64)
+        x = torch.rand(2, 3, 64, 64)
+        with torch.no_grad():
+            raw, feats = build_model(SPEC).train()(x)
+        calls, distill = [], distiller.distill
+
+        def spy(s_raw, s_feats, t_raw, t_feats, targets):
+            calls.append(({t.dtype for group in (s_raw, s_feats, t_raw, t_feats) for t in group},
+                          torch.is_autocast_enabled("cpu")))
+            return distill(s_raw, s_feats, t_raw, t_feats, targets)
+
+        distiller.distill = spy
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, parts = distiller(x, [r.bfloat16() for r in raw], [f.bfloat16() for f in feats], TARGETS, epoch=0,
+                                    epochs=1, detection=torch.tensor(1.0))
+        assert calls == [({torch.float32}, False)]  # the teacher's outputs, the student's cast ones; autocast off
+        assert loss.dtype == parts["kd"].dtype == torch.float32
 
     def test_it_trains_one_step(self, method):
         torch.manual_seed(0)

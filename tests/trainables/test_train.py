@@ -1,5 +1,6 @@
 """The trainer: exact resume, frozen backbone, init from a checkpoint, accumulation, schedules."""
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -104,3 +105,19 @@ def test_cuda_is_chosen_when_present_with_float16_autocast(monkeypatch):
     assert select_device("auto") == torch.device("cuda")
     assert autocast_dtype(torch.device("cuda")) is torch.float16
     assert select_device("cpu") == torch.device("cpu")
+
+
+def test_the_distillers_parameters_are_clipped_apart_from_the_students():
+    """A large adapter gradient must not shrink the student's step (one clip group each, at norm 10)."""
+    from trainables.train import CLIP_NORM, clip_gradients
+
+    student, adapter = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    distiller = SimpleNamespace(named_trainable_parameters=lambda: adapter.named_parameters())
+    for p in student.parameters():
+        p.grad = torch.full_like(p, 0.1)
+    for p in adapter.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    clip_gradients(student, distiller)
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.1)) for p in student.parameters())
+    adapter_norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in adapter.parameters()]))
+    assert adapter_norm.item() == pytest.approx(CLIP_NORM, rel=1e-4)

@@ -4,6 +4,11 @@ The teacher is held outside the module tree on purpose: its weights are never tr
 saved with the student's checkpoint and never exported. It runs in eval mode under no_grad, so its
 BatchNorm statistics cannot drift during distillation (a bug of the public YOLOv5 KD fork).
 
+Precision: the teacher's forward, the adapters and every KD loss run in float32 with autocast off,
+even when the caller (the trainer) runs the student under bfloat16 or float16 autocast: the teacher
+then predicts what its float32 mAP was measured on, and softmaxes and KL terms keep their precision.
+`distill` receives the student's outputs cast to float32.
+
 Calibration: a method's raw loss can be 0.1x or 10x the detection loss at the start of training
 (measured on the embedded default: output KD 0.13x, feature imitation 2.3x, CWD 7x, PKD 9.5x), so
 one factor would mean a 70-fold different pull across methods. The first CALIBRATION_BATCHES
@@ -91,7 +96,9 @@ class Distiller(nn.Module):
 
     def distill(self, s_raw: list[torch.Tensor], s_feats: list[torch.Tensor], t_raw: list[torch.Tensor],
                 t_feats: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        """Per-image distillation loss (scalar) before the factor; zero when student and teacher agree."""
+        """Per-image distillation loss (scalar) before the factor; zero when student and teacher agree.
+
+        Every tensor is float32 and autocast is off (see the module docstring)."""
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, s_raw: list[torch.Tensor], s_feats: list[torch.Tensor],
@@ -103,9 +110,10 @@ class Distiller(nn.Module):
         if w == 0.0:
             zero = images.new_zeros(())
             return zero, {"kd": zero}
-        with torch.no_grad():
-            t_raw, t_feats = self.teacher(images)
-        loss = self.distill(s_raw, s_feats, t_raw, t_feats, targets)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            with torch.no_grad():
+                t_raw, t_feats = self.teacher(images.float())
+            loss = self.distill([r.float() for r in s_raw], [f.float() for f in s_feats], t_raw, t_feats, targets)
         if self.calibration[2] < CALIBRATION_BATCHES:
             self.calibration += torch.tensor([float(detection), float(loss.detach()), 1.0], dtype=torch.float64)
             self.kd_scale.fill_(float(self.calibration[0] / self.calibration[1].clamp(min=1e-8)))

@@ -51,7 +51,7 @@ class _AlignedFeatureDistiller(Distiller):
     def distill(self, s_raw, s_feats, t_raw, t_feats, targets):
         loss = s_feats[0].new_zeros(())
         for s, t, align in zip(s_feats, t_feats, self.align):
-            loss = loss + self.pair_loss(align(s.float()), t.float())
+            loss = loss + self.pair_loss(align(s), t)
         return loss
 
 

@@ -86,6 +86,6 @@ class FeatureImitationDistiller(Distiller):
             n_pos = mask.sum()
             if n_pos == 0:
                 continue
-            sq = (adapt(s.float()) - t.float()).pow(2).mean(1)  # (B, H, W), averaged over channels
+            sq = (adapt(s) - t).pow(2).mean(1)  # (B, H, W), averaged over channels
             loss = loss + (sq * mask).sum() / (2 * n_pos)
         return loss

@@ -76,7 +76,6 @@ class OutputDistiller(Distiller):
         lobj = s_raw[0].new_zeros(())
         cls_num, box_num, weight_sum = lobj.clone(), lobj.clone(), lobj.clone()
         for level, (s, t) in enumerate(zip(s_raw, t_raw)):
-            s, t = s.float(), t.float()
             o_t = t[..., 4].sigmoid()
             p_t = t[..., 5:].sigmoid()
             lobj = lobj + bernoulli_kl(s[..., 4], o_t).mean() * LEVEL_BALANCE[level]
