@@ -186,7 +186,7 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
     if spec.num_classes != train_data.num_classes:
         raise ValueError(f"model has {spec.num_classes} classes but the training data has {train_data.num_classes}")
 
-    model = build_model(spec)
+    model = build_model(spec, img_size=cfg.img_size)
     if cfg.init:
         init = load_checkpoint(Path(cfg.init))
         if not checkpoint_spec(init).same_weights(spec):

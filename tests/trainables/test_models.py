@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -37,3 +39,20 @@ def test_unknown_size_lists_known_sizes():
 def test_spec_round_trips_through_dict():
     spec = ModelSpec("s", num_classes=10)
     assert ModelSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_the_objectness_prior_follows_the_training_image_size():
+    """About 8 objects per image: at 128 px each level has 25x fewer cells than at 640 px."""
+    spec = ModelSpec("n", 3)
+    torch.manual_seed(0)
+    at_640 = build_model(spec)
+    torch.manual_seed(0)
+    at_128 = build_model(spec, img_size=128)
+    for small, large, stride in zip(at_128.head.m, at_640.head.m, at_640.strides):
+        diff = (small.bias - large.bias).view(at_640.head.na, -1)
+        assert torch.allclose(diff[:, 4], torch.full_like(diff[:, 4], math.log(25)), atol=1e-5)
+        assert torch.equal(diff[:, :4], torch.zeros_like(diff[:, :4])) and torch.equal(diff[:, 5:], torch.zeros_like(diff[:, 5:]))
+    p3 = at_128.head.m[0]
+    obj = p3.bias.view(at_128.head.na, -1)[:, 4]
+    # log(8 / 16^2) = -3.47 on the 16 x 16 grid, give or take the conv's own bias init (within 1 / sqrt(fan-in))
+    assert (obj - math.log(8 / 16 ** 2)).abs().max() <= 1 / math.sqrt(p3.in_channels)

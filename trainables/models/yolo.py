@@ -123,7 +123,10 @@ class Detect(nn.Module):
         self.m = nn.ModuleList(nn.Conv2d(ch, self.no * self.na, 1) for ch in in_channels)
 
     def init_biases(self, num_classes: int, strides=STRIDES, image_size: int = 640) -> None:
-        """YOLOv5's prior: about 8 objects per 640 px image, class probability 0.6 / C."""
+        """YOLOv5's prior (models/yolo.py, `_initialize_biases`): about 8 objects per image, class
+        probability 0.6 / C. YOLOv5 writes the image as 640 px; here it is the image the model trains
+        on, so each level's objectness starts at 8 objects over that image's cells (at 128 px,
+        log(8 / 16^2) = -3.47 on P3, where 640 px would give log(8 / 80^2) = -6.68)."""
         for conv, s in zip(self.m, strides):
             b = conv.bias.view(self.na, -1)
             b.data[:, 4] += math.log(8 / (image_size / s) ** 2)
@@ -141,17 +144,18 @@ class Detect(nn.Module):
 class YOLO(nn.Module):
     """`forward(x)` returns (raw head outputs per level, neck features per level).
 
-    raw[l]: (B, A, H_l, W_l, 5+C) logits; feats[l]: (B, C_l, H_l, W_l).
+    raw[l]: (B, A, H_l, W_l, 5+C) logits; feats[l]: (B, C_l, H_l, W_l). `img_size` only sets the
+    head's initial objectness prior (see `Detect.init_biases`); loaded weights replace it.
     """
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, *, img_size: int = 640):
         super().__init__()
         depth, width = SIZES[spec.size]
         self.spec = spec
         self.backbone = Backbone(depth, width)
         self.neck = Neck(depth, width)
         self.head = Detect(spec.num_classes, spec.feature_channels, len(spec.anchors[0]))
-        self.head.init_biases(spec.num_classes)
+        self.head.init_biases(spec.num_classes, image_size=img_size)
         self.register_buffer("anchors", torch.tensor(spec.anchors, dtype=torch.float32), persistent=False)
         self.strides = STRIDES
 
@@ -160,8 +164,9 @@ class YOLO(nn.Module):
         return self.head(feats), feats
 
 
-def build_model(spec: ModelSpec) -> YOLO:
-    model = YOLO(spec)
+def build_model(spec: ModelSpec, *, img_size: int = 640) -> YOLO:
+    """A freshly initialised detector whose objectness prior suits `img_size`-pixel images."""
+    model = YOLO(spec, img_size=img_size)
     if spec.activation != DEFAULT_ACTIVATION:
         for module in model.modules():
             if isinstance(module, Conv):
