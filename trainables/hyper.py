@@ -102,7 +102,7 @@ class TrainSettings:
     optimizer: Annotated[Literal["auto", "sgd", "adamw"], Noun("an optimizer"), Field(
         description="auto: AdamW below 10k optimizer steps, else SGD with nesterov momentum")] = "auto"
     lr0: Annotated[float | None, Field(gt=0, description="initial learning rate; null: the optimizer's default "
-                                       "(SGD 0.01, AdamW 0.002)")] = None
+                                       "(SGD 0.01, AdamW 0.01 / (4 + classes), Ultralytics' rule)")] = None
     lrf: Annotated[float, Field(gt=0, le=1, description="final learning rate = lr0 * lrf")] = 0.01
     lr_schedule: Annotated[Literal["linear", "cosine"], Noun("a learning-rate schedule"),
                            Field(description="how the learning rate falls from lr0 to lr0 * lrf")] = "linear"

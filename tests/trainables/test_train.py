@@ -93,10 +93,19 @@ def test_learning_rate_schedules_start_at_one_and_end_at_lrf():
 
 
 def test_auto_optimizer_is_adamw_for_short_schedules_and_sgd_for_long_ones():
-    short, long = choose_optimizer(TrainConfig(), steps=1000), choose_optimizer(TrainConfig(), steps=50_000)
+    short, long = (choose_optimizer(TrainConfig(), steps=s, num_classes=1) for s in (1000, 50_000))
     assert (short.name, short.lr0, short.warmup_bias_lr) == ("adamw", 0.002, 0.0)
     assert (long.name, long.lr0, long.warmup_bias_lr) == ("sgd", 0.01, 0.1)
-    assert choose_optimizer(TrainConfig(optimizer="sgd", lr0=0.02), steps=10).lr0 == 0.02
+    assert choose_optimizer(TrainConfig(optimizer="sgd", lr0=0.02), steps=10, num_classes=1).lr0 == 0.02
+
+
+def test_adamws_learning_rate_follows_the_class_count_as_ultralytics_does():
+    """Ultralytics' optimizer=auto: lr0 = round(0.002 * 5 / (4 + nc), 6) for AdamW; SGD's stays 0.01."""
+    assert [choose_optimizer(TrainConfig(), steps=1000, num_classes=nc).lr0 for nc in (1, 10, 80)] == \
+        [0.002, 0.000714, 0.000119]
+    assert choose_optimizer(TrainConfig(optimizer="adamw"), steps=50_000, num_classes=10).lr0 == 0.000714
+    assert choose_optimizer(TrainConfig(), steps=50_000, num_classes=80).lr0 == 0.01
+    assert choose_optimizer(TrainConfig(lr0=0.003), steps=1000, num_classes=80).lr0 == 0.003  # a set lr0 stays
 
 
 def test_cuda_is_chosen_when_present_with_float16_autocast(monkeypatch):
