@@ -66,7 +66,7 @@ class TrainKnobs:
     seed: int = knob(0, "initialisation, data order and augmentation", minimum=0)
     kd_method: str = knob("none", "distillation method", noun="a KD method", choices=KD_METHODS)
     teacher: str | None = knob(None, "a teacher: a key of teachers: (sweeps), a model size or checkpoint (CLI)")
-    kd_factor: float = knob(1.0, "weight of the distillation loss", above=0)
+    kd_factor: float = knob(1.0, "multiplies the KD method's reference weight (1: its reference recipe's)", above=0)
     kd_off_last_epochs: int = knob(0, "switch distillation off for the last K epochs", minimum=0)
     kd_params: Mapping[str, object] = field(default_factory=dict)
 

@@ -24,7 +24,7 @@ from trainables.data import DetectionDataset, make_loader
 from trainables.ema import ModelEMA
 from trainables.evaluate import evaluate
 from trainables.hyper import TrainConfig
-from trainables.kd.base import Distiller
+from trainables.kd.base import CALIBRATION_BUFFERS, Distiller
 from trainables.loss import DETECTION_PARTS, DetectionLoss
 from trainables.models.yolo import YOLO, ModelSpec, build_model
 
@@ -232,6 +232,11 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
             ema.ema.load_state_dict(ckpt["model"])
             ema.updates = int(ckpt["ema_updates"])
         if distiller is not None and ckpt.get("distiller"):
+            if set(CALIBRATION_BUFFERS) & set(ckpt["distiller"]):
+                raise CheckpointError(f"{last} was distilled with the loss-value calibration (kd_scale) of an earlier "
+                                      f"EdgeSweep, which now weighs KD by each method's reference weight: resuming "
+                                      f"it would change the KD weight mid-run; use another output directory or "
+                                      f"delete it")
             distiller.load_state_dict(ckpt["distiller"])
         start_epoch = int(ckpt["epoch"])
         history = [EpochResult(**h) for h in ckpt["history"]]
@@ -247,7 +252,7 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
         loader = make_loader(dataset, batch_size=cfg.batch_size, shuffle=True, workers=cfg.workers,
                              seed=cfg.seed, epoch=epoch)
         sums: dict[str, float] = {}
-        seen = 0
+        seen, kd_pull = 0, 0.0  # images of this epoch so far; sum of the weighted KD losses
         optimizer.zero_grad(set_to_none=True)
         lr_epoch = _lr_factor(cfg, epoch)
         for i, (images, targets, _) in enumerate(loader):
@@ -269,7 +274,8 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
                 loss, parts = criterion(raw, targets)
             if distiller is not None:  # outside autocast: the teacher and the KD loss run in float32
                 kd_loss, kd_parts = distiller(images, raw, feats, targets, epoch=epoch, epochs=cfg.epochs,
-                                               detection=loss.detach() / images.shape[0])
+                                               seen=epoch * len(dataset) + seen)
+                kd_pull += float(kd_loss.detach())
                 loss = loss + kd_loss
                 parts = {**parts, **kd_parts}
             scaler.scale(loss).backward()
@@ -297,9 +303,9 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
             m = res.metrics
             metrics = {"map50_95": m.map50_95, "map50": m.map50, "precision": m.precision, "recall": m.recall}
         losses = {k: v / seen for k, v in sums.items()}
-        if distiller is not None:  # what the factor did: the weighted KD pull against the detection loss's
+        if distiller is not None:  # what the weight did: the weighted KD loss against the detection loss
             detection = sum(losses.get(k, 0.0) for k in DETECTION_PARTS)
-            losses["kd_to_detection"] = distiller.weight(epoch, cfg.epochs) * losses["kd"] / max(detection, 1e-12)
+            losses["kd_to_detection"] = kd_pull / seen / max(detection, 1e-12)
         result = EpochResult(epoch=epoch + 1, epochs=cfg.epochs, losses=losses,
                              metrics=metrics, lr=choice.lr0 * lr_epoch, seconds=time.perf_counter() - started,
                              images_per_second=seen / train_seconds)

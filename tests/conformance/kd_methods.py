@@ -3,8 +3,8 @@
 Subclass `KDMethodConformance` with a `method` fixture that gives a registered method's name (one
 with a teacher). Each test checks one promise: it builds from its knobs' defaults and refuses a knob
 it does not have, its loss is zero when student and teacher agree and positive when they differ,
-its teacher and loss run in float32 even inside the student's autocast, and one training step
-through it moves the student.
+its teacher and loss run in float32 even inside the student's autocast, its weight is its recipe's
+times the factor, and one training step through it moves the student.
 """
 from __future__ import annotations
 
@@ -57,9 +57,21 @@ class KDMethodConformance:
         distiller.distill = spy
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss, parts = distiller(x, [r.bfloat16() for r in raw], [f.bfloat16() for f in feats], TARGETS, epoch=0,
-                                    epochs=1, detection=torch.tensor(1.0))
+                                    epochs=1, seen=distiller.warmup_images)
         assert calls == [({torch.float32}, False)]  # the teacher's outputs, the student's cast ones; autocast off
         assert loss.dtype == parts["kd"].dtype == torch.float32
+
+    def test_its_loss_is_its_recipes_weight_times_the_factor_times_the_batch(self, method):
+        torch.manual_seed(0)
+        distiller = build_distiller(method, build_model(ModelSpec("s", 3)).eval(), SPEC, img_size=64, factor=2.5)
+        assert distiller.reference_weight > 0 and distiller.warmup_images >= 0
+        x = torch.rand(2, 3, 64, 64)
+        with torch.no_grad():
+            raw, feats = build_model(SPEC).train()(x)
+            (loss, parts), (again, _) = (distiller(x, raw, feats, TARGETS, epoch=0, epochs=1,
+                                                   seen=distiller.warmup_images) for _ in range(2))
+        assert loss.item() == pytest.approx(2.5 * distiller.reference_weight * parts["kd"].item() * 2, rel=1e-6)
+        assert torch.equal(loss, again)  # nothing is measured from the loss values: the weight stays
 
     def test_it_trains_one_step(self, method):
         torch.manual_seed(0)
@@ -69,7 +81,7 @@ class KDMethodConformance:
         before = [p.detach().clone() for p in student.parameters()]
         x = torch.rand(2, 3, 64, 64)
         raw, feats = student(x)
-        loss, parts = distiller(x, raw, feats, TARGETS, epoch=0, epochs=1, detection=torch.tensor(1.0))
+        loss, parts = distiller(x, raw, feats, TARGETS, epoch=0, epochs=1, seen=distiller.warmup_images)
         loss.backward()
         torch.optim.SGD(params, lr=0.01).step()
         assert torch.isfinite(loss) and loss.item() > 0 and parts["kd"].item() > 0

@@ -1,4 +1,4 @@
-"""What every distillation method shares: a frozen teacher, a factor, a schedule, and how one is built.
+"""What every distillation method shares: a frozen teacher, a weight, a schedule, and how one is built.
 
 The teacher is held outside the module tree on purpose: its weights are never trained, never
 saved with the student's checkpoint and never exported. It runs in eval mode under no_grad, so its
@@ -9,15 +9,14 @@ even when the caller (the trainer) runs the student under bfloat16 or float16 au
 then predicts what its float32 mAP was measured on, and softmaxes and KL terms keep their precision.
 `distill` receives the student's outputs cast to float32.
 
-Calibration: a method's raw loss can be 0.1x or 10x the detection loss at the start of training
-(measured on the embedded default: output KD 0.13x, feature imitation 2.3x, CWD 7x, PKD 9.5x), so
-one factor would mean a 70-fold different pull across methods. The first CALIBRATION_BATCHES
-distilled batches therefore measure `kd_scale` = sum of detection losses / sum of raw KD losses
-(per image, of the barely trained student; a running estimate while they last, then fixed), and
-every batch's KD loss is scaled by it. At factor 1 a method then pulls about as hard as the
-detection loss did at the start, on any data set and for any method; the per-epoch
-`kd_to_detection` ratio says how that evolves (feature imitation falls fastest: its adapters learn
-the teacher's features within an epoch). The scale is a buffer: saved with the checkpoint, kept on resume.
+Weight: each method weighs its loss as its reference recipe does (`reference_weight`, with the
+source named in the method's module docstring; a recipe's warm-up is `warmup_images`), and the
+trial's `kd_factor` multiplies that weight: factor 1 is the recipe. Nothing is measured from loss
+values: a method pulls as hard as its recipe's weight makes it, on every seed alike. The trainer
+logs each epoch's `kd_to_detection`, the weighted KD loss over the detection loss, to show how
+hard that is against the detection loss. (An earlier calibration scaled every method so that its
+loss started as large as the detection loss; its buffers, `kd_scale` and `calibration`, are gone,
+and a checkpoint that holds them is not resumed: see `CALIBRATION_BUFFERS`.)
 
 A method's class implements `distill(...)` and `from_context(ctx, **common, **its_knobs)`;
 `build_distiller` looks the class up in the registry, so nothing here names a method.
@@ -37,7 +36,9 @@ from trainables.kd.registry import KDConfigError, kd_method
 from trainables.models.yolo import YOLO, ModelSpec
 
 DISTILLER_STREAM = 0x6B64  # "kd": the distiller's stream of a trial's seed (see distiller_seed)
-CALIBRATION_BATCHES = 16  # distilled batches that measure the KD loss's scale (see the module docstring)
+# The dropped loss-value calibration's buffers: a checkpoint whose distiller state holds them was
+# distilled with another weight, so resuming it would change the weight in the middle of the run.
+CALIBRATION_BUFFERS = ("kd_scale", "calibration")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,11 @@ class DistillContext:
 
 
 class Distiller(nn.Module):
-    """Base class: subclasses implement `distill(...)`; `forward` adds teacher, factor and schedule."""
+    """Base class: subclasses implement `distill(...)` and set their recipe's `reference_weight`
+    (and `warmup_images`, if it has a warm-up); `forward` adds the teacher, the weight and the schedule."""
+
+    reference_weight: float = 1.0  # the reference recipe's weight of `distill`'s loss; kd_factor multiplies it
+    warmup_images: int = 0  # the recipe's warm-up: no distillation while the run has trained on fewer images
 
     def __init__(self, teacher: nn.Module, *, factor: float, off_last_epochs: int = 0, decay: bool = False):
         super().__init__()
@@ -64,8 +69,6 @@ class Distiller(nn.Module):
         self.factor = factor
         self.off_last_epochs = off_last_epochs
         self.decay = decay
-        self.register_buffer("kd_scale", torch.ones(()))
-        self.register_buffer("calibration", torch.zeros(3, dtype=torch.float64))  # sums of detection, raw KD, batches
 
     @classmethod
     def from_context(cls, ctx: DistillContext, *, factor: float, off_last_epochs: int, **knobs) -> "Distiller":
@@ -84,29 +87,32 @@ class Distiller(nn.Module):
     def named_trainable_parameters(self):
         return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
 
-    def weight(self, epoch: int, epochs: int) -> float:
-        """Distillation factor for this epoch: 0 in the last `off_last_epochs` epochs, else the
-        factor, optionally cosine-decayed from 1x to 0.1x over the distillation epochs (DAMO-YOLO)."""
+    def weight(self, epoch: int, epochs: int, *, seen: int) -> float:
+        """The KD loss's weight for a batch of epoch `epoch` after `seen` training images: the factor
+        times the recipe's weight, optionally cosine-decayed from 1x to 0.1x over the distillation
+        epochs (DAMO-YOLO); 0 during the recipe's warm-up and in the last `off_last_epochs` epochs."""
         active = epochs - self.off_last_epochs
-        if epoch >= active:
+        if epoch >= active or seen < self.warmup_images:
             return 0.0
+        weight = self.factor * self.reference_weight
         if not self.decay:
-            return self.factor
-        return self.factor * (1 - 0.9 * (1 - math.cos(math.pi * epoch / max(active, 1))) / 2)
+            return weight
+        return weight * (1 - 0.9 * (1 - math.cos(math.pi * epoch / max(active, 1))) / 2)
 
     def distill(self, s_raw: list[torch.Tensor], s_feats: list[torch.Tensor], t_raw: list[torch.Tensor],
                 t_feats: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        """Per-image distillation loss (scalar) before the factor; zero when student and teacher agree.
+        """Per-image distillation loss (scalar) before the weight; zero when student and teacher agree.
 
         Every tensor is float32 and autocast is off (see the module docstring)."""
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, s_raw: list[torch.Tensor], s_feats: list[torch.Tensor],
                 targets: torch.Tensor, *, epoch: int, epochs: int,
-                detection: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The weighted KD loss (scaled by batch size, like the detection loss) and its per-image value;
-        `detection` is this batch's per-image detection loss (it calibrates the first distilled batch)."""
-        w = self.weight(epoch, epochs)
+                seen: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted KD loss (scaled by batch size, like the detection loss) and, as "kd", the
+        per-image loss before the weight (0 where the weight is: the teacher does not run then);
+        `seen`: the images the run trained on before this batch (for the recipe's warm-up)."""
+        w = self.weight(epoch, epochs, seen=seen)
         if w == 0.0:
             zero = images.new_zeros(())
             return zero, {"kd": zero}
@@ -114,11 +120,7 @@ class Distiller(nn.Module):
             with torch.no_grad():
                 t_raw, t_feats = self.teacher(images.float())
             loss = self.distill([r.float() for r in s_raw], [f.float() for f in s_feats], t_raw, t_feats, targets)
-        if self.calibration[2] < CALIBRATION_BATCHES:
-            self.calibration += torch.tensor([float(detection), float(loss.detach()), 1.0], dtype=torch.float64)
-            self.kd_scale.fill_(float(self.calibration[0] / self.calibration[1].clamp(min=1e-8)))
-        loss = loss * self.kd_scale
-        # Scaled by batch size like the detection loss, so the factor means the same at any batch size.
+        # Scaled by batch size like the detection loss, so the weight means the same at any batch size.
         return w * loss * images.shape[0], {"kd": loss.detach()}
 
 

@@ -9,6 +9,16 @@ locations (softmax at temperature tau) and the student matches the teacher's by 
 
 PKD: after the same alignment, both sides are standardised per channel over (N, H, W); the loss is
 MSE / 2, i.e. 1 - Pearson correlation per channel.
+
+Weights, per level (the levels' losses add up):
+- CWD: 1 at tau 1, the YOLO recipe: mmyolo's RTMDet distillation configs
+  (configs/rtmdet/distillation/kd_*_rtmdet_*_neck_300e_coco.py: ChannelWiseDivergence, loss_weight=1
+  on each neck output) and DAMO-YOLO's (damo/base_models/losses/distill_loss.py: FeatureLoss,
+  loss_weight=1.0, cosine-decayed to 0.1 over training). mmrazor's FPN configs for Faster R-CNN and
+  RetinaNet use 10.
+- PKD: 10, mmrazor's one-stage recipe (configs/distill/mmdet/pkd/pkd_fpn_retina_x101_retina_r50_2x_coco.py,
+  the base of its FCOS and RepPoints configs: PKDLoss, loss_weight=10 on each FPN level); its
+  Faster R-CNN and Mask R-CNN teachers use 6.
 """
 from __future__ import annotations
 
@@ -56,6 +66,8 @@ class _AlignedFeatureDistiller(Distiller):
 
 
 class CWDDistiller(_AlignedFeatureDistiller):
+    reference_weight = 1.0  # per level: mmyolo RTMDet, DAMO-YOLO (see the module docstring)
+
     def __init__(self, *args, cwd_tau: float, **kw):
         super().__init__(*args, decay=True, **kw)  # cosine-decayed, as DAMO-YOLO does
         self.tau = cwd_tau
@@ -65,5 +77,7 @@ class CWDDistiller(_AlignedFeatureDistiller):
 
 
 class PKDDistiller(_AlignedFeatureDistiller):
+    reference_weight = 10.0  # per level: mmrazor's one-stage PKD configs (see the module docstring)
+
     def pair_loss(self, s, t):
         return pkd_loss(s, t)

@@ -9,13 +9,17 @@ threshold over every anchor of every level instead (the paper's Faster R-CNN set
 marks most of a small grid for a small object: close to global imitation, which the paper found worse.
 
 One adaptation conv per level maps student channels to teacher channels, initialised small so the
-student's features are not pushed around by a random projection at the start; the loss is
+student's features are not pushed around by a random projection at the start; the loss of a level is
+the paper's
 
-    L_imit = 1 / (2 N_p) * sum_ij I_ij * mean_c (adapt(s)_ijc - t_ijc)^2,   N_p = sum_ij I_ij
+    L_imit = 1 / (2 N_p) * sum_ij I_ij * sum_c (adapt(s)_ijc - t_ijc)^2,   N_p = sum_ij I_ij
 
-averaged over channels (not summed, as with the paper's lambda = 0.01) so that levels and teachers
-of any width weigh alike; the distiller's calibration puts it on the detection loss's scale. The
-adaptation convs are trained (they are this module's parameters) and never part of the exported student.
+summed over channels, and the levels' losses add up. The adaptation convs are trained (they are this
+module's parameters) and never part of the exported student.
+
+Weight: the official code's (twangnh/Distilling-Object-Detectors, trainval_net_sup.py): imitation
+loss weight 0.01 (`--ilw`) on that channel sum, and no imitation for the first 400 steps (`--ws`)
+of its one-image batches (`--bs 1`), i.e. for the first 400 training images.
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from torch import nn
 from trainables.kd.base import DistillContext, Distiller
 
 ADAPT_INIT_STD = 1e-3  # the adaptation conv's initial weights: small, as imitation starts from the teacher's side
+IMITATION_WEIGHT = 0.01  # the official code's --ilw
+WARMUP_IMAGES = 400  # the official code's --ws 400 steps at --bs 1
 
 
 def imitation_mask(targets: torch.Tensor, batch: int, grid_hw: tuple[int, int], anchors_grid: torch.Tensor,
@@ -62,6 +68,9 @@ def imitation_mask(targets: torch.Tensor, batch: int, grid_hw: tuple[int, int], 
 class FeatureImitationDistiller(Distiller):
     """feats per level: (B, C_l, H_l, W_l); student and teacher share H_l, W_l."""
 
+    reference_weight = IMITATION_WEIGHT
+    warmup_images = WARMUP_IMAGES
+
     def __init__(self, teacher, student_channels: tuple[int, ...], teacher_channels: tuple[int, ...],
                  anchors_grid: torch.Tensor, *, psi: float = 0.5, anchor_t: float = 4.0, **kw):
         super().__init__(teacher, **kw)
@@ -86,6 +95,6 @@ class FeatureImitationDistiller(Distiller):
             n_pos = mask.sum()
             if n_pos == 0:
                 continue
-            sq = (adapt(s) - t).pow(2).mean(1)  # (B, H, W), averaged over channels
+            sq = (adapt(s) - t).pow(2).sum(1)  # (B, H, W), summed over channels
             loss = loss + (sq * mask).sum() / (2 * n_pos)
         return loss

@@ -9,6 +9,10 @@ o_T, p_T are the teacher's sigmoid objectness and class maps, b_T its decoded bo
 is taken minus the entropy of its soft target (the KL divergence of the two Bernoullis): the same
 gradients, and a loss of zero when the student predicts what the teacher does.
 
+Weight: the paper's distillation factor lambda_D = 1, used in all of its experiments: the
+distillation terms weigh as much as the detection terms they mirror, each part with the detection
+loss's own gain (g_box, g_obj, g_cls above), as the paper adds them to the YOLO loss term by term.
+
 Feature-Map NMS (on by default: without it the paper's student fell below its baseline) keeps a
 teacher class score, K_c = 1, only where it is the maximum of its 3x3 neighbourhood over all
 anchors. Elsewhere K_c = 0: that cell leaves the class term. Mehta & Ozturk wrote a target of 0
@@ -58,6 +62,8 @@ def decode_cell_boxes(p: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
 
 class OutputDistiller(Distiller):
     """raw outputs per level: (B, A, H, W, 5 + C) logits, identical shapes for teacher and student."""
+
+    reference_weight = 1.0  # lambda_D (Mehta & Ozturk 2018)
 
     def __init__(self, teacher, anchors_grid: torch.Tensor, *, box_gain: float, obj_gain: float, cls_gain: float,
                  fm_nms: bool = True, **kw):
