@@ -2,18 +2,22 @@
 of them installed works. A new runtime is one module with a `Runtime` and one `register_runtime`."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from common.registry import Registry
-from device_actors.runtimes.base import BoardKnobs, Runtime, RuntimeLoadError, RuntimeOptions, Session
+from device_actors.runtimes.base import (BoardKnobs, GraphKeyError, Runtime, RuntimeLoadError, RuntimeOptions,
+                                         Session)
 from device_actors.runtimes.litert import LiteRt
 from device_actors.runtimes.ort import OnnxRuntime
 from device_actors.runtimes.probe import import_problem
 
+log = logging.getLogger(__name__)
+
 RUNTIMES: Registry[Runtime] = Registry("runtime", error=RuntimeLoadError)
 
 __all__ = ["BoardKnobs", "RUNTIMES", "Runtime", "RuntimeCheck", "RuntimeLoadError", "RuntimeOptions", "Session", "check_runtimes",
-           "get_runtime", "register_runtime", "runtime_for"]
+           "get_runtime", "graph_key", "register_runtime", "runtime_for"]
 
 
 def register_runtime(runtime: Runtime) -> Runtime:
@@ -31,6 +35,21 @@ def runtime_for(filename: str) -> Runtime:
             return rt
     raise RuntimeLoadError(f"no runtime for {filename!r}; known suffixes: "
                            f"{', '.join(rt.suffix for rt in RUNTIMES.values())}")
+
+
+def graph_key(name: str, model: bytes) -> str | None:
+    """The artifact's graph key under runtime `name` (`Runtime.graph_key`), or None where it cannot be
+    had: the runtime has no `graph_key`, its parser is not installed, or the bytes do not parse (the
+    artifact is then timed as it is, and a load error, if any, comes from timing it)."""
+    runtime = get_runtime(name)
+    key_of = getattr(runtime, "graph_key", None)  # optional member: runtimes registered before it existed
+    if key_of is None:
+        return None
+    try:
+        return key_of(model)
+    except GraphKeyError as e:
+        log.warning("cannot read the graph of this %s artifact (%s); it is timed, not matched by graph", name, e)
+        return None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ same code path as deployment.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,6 +20,15 @@ from common.knobs import knob
 
 class RuntimeLoadError(UserError, RuntimeError):
     """A runtime that is missing on this machine or cannot load an artifact."""
+
+
+class GraphKeyError(ValueError):
+    """Bytes whose graph cannot be read (not a model of the runtime's format, or a truncated one)."""
+
+
+def graph_digest(description: object) -> str:
+    """The sha256 of a graph's description (plain JSON values), as each runtime's `graph_key` returns it."""
+    return hashlib.sha256(json.dumps(description, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,15 @@ class Runtime(Protocol):
         ...
 
     def load(self, model: bytes, options: RuntimeOptions) -> Session: ...
+
+    def graph_key(self, model: bytes) -> str | None:
+        """A hash of the artifact's graph without its weight values: operators, attributes, tensor
+        shapes and types, which tensors are quantized and how (per tensor or per channel), never the
+        values of weights, scales or zero points. Two artifacts with the same key run equally fast on
+        a dense runtime, so the board times one of them (`board.timing.reuse_graphs`). None where
+        the runtime cannot tell (its parser is not installed); GraphKeyError for unreadable bytes.
+        Optional: a runtime without it has every artifact timed."""
+        ...
 
 
 def to_layout(image: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:

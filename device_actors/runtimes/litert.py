@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 
 from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
+from device_actors.runtimes.tflite_graph import tflite_graph_key
 
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
 
@@ -93,3 +94,6 @@ class LiteRt:
         if not self.available():
             raise RuntimeLoadError("no TFLite interpreter: pip install ai-edge-litert (or use the board image's tflite_runtime)")
         return LiteRtSession(model, options)
+
+    def graph_key(self, model: bytes) -> str | None:
+        return tflite_graph_key(model)

@@ -6,6 +6,7 @@ import importlib.util
 import numpy as np
 
 from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
+from device_actors.runtimes.onnx_graph import onnx_graph_key
 
 ONNX_FIRST_BYTE = b"\x08"  # protobuf tag of ModelProto field 1 (ir_version), which every exporter writes first
 
@@ -68,3 +69,6 @@ class OnnxRuntime:
         if not self.available():
             raise RuntimeLoadError("onnxruntime is not installed: pip install onnxruntime")
         return OrtSession(model, options)
+
+    def graph_key(self, model: bytes) -> str:
+        return onnx_graph_key(model)
