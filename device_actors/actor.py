@@ -23,6 +23,7 @@ from detection.packed import PackedSplit
 from device_actors.accuracy import evaluate_artifact
 from device_actors.cache import SCORE_FILE, JsonLinesCache, LatencyCache
 from device_actors.detect import Detected, detect
+from device_actors.graph_reuse import GraphIndex
 from device_actors.journal import InFlightJournal
 from device_actors.ledger import QueueLedger, QueueSnapshot, Ticket
 from device_actors.measure import emulation_of, measure_artifact, verify_artifact
@@ -77,6 +78,7 @@ class BoardLatencyActor:
         self._emulated = emulated
         directory = Path(cache_dir) if cache_dir else default_cache_dir(board, emulated)
         self._cache = LatencyCache(directory)
+        self._graphs = GraphIndex(directory)
         self._scores = JsonLinesCache(directory / SCORE_FILE, "score", encode=dict, decode=dict)
         self._ledger = QueueLedger()
         self._lock = threading.Lock()
@@ -100,8 +102,11 @@ class BoardLatencyActor:
         log.info("board actor %r up on node %s (pid %d, emulated: %s, cache %s)", board, self._node_id,
                  os.getpid(), self._emulation or "no", self._cache.path)
 
+    def _version(self, request: MeasureRequest) -> str:
+        return self._runtimes.require(request.runtime, f"board {self._board!r}")
+
     def _key(self, request: MeasureRequest) -> str:
-        return request.cache_key(self._runtimes.require(request.runtime, f"board {self._board!r}"))
+        return request.cache_key(self._version(request))
 
     def _remember(self, report: LatencyReport) -> LatencyReport:
         if report.cached and self._emulation and not report.emulation:  # cached before emulation was labelled
@@ -116,7 +121,8 @@ class BoardLatencyActor:
 
     def measure(self, request: MeasureRequest, model: bytes, ticket_id: str | None = None,
                 refresh: bool = False) -> LatencyReport:
-        """Time `model` (bytes, usually an ObjectRef Ray resolved) or answer from the cache.
+        """Time `model` (bytes, usually an ObjectRef Ray resolved) or answer from the cache, or with
+        the measurement of an artifact with the same graph (`device_actors.graph_reuse`).
 
         `refresh` times it again and replaces the cached report (after a firmware or BSP update).
         """
@@ -128,12 +134,20 @@ class BoardLatencyActor:
             if cached is not None:
                 log.info("cache hit for %s", request.describe())
                 return self._remember(cached)
+            graph = self._graphs.match(request, model, self._version(request), refresh=refresh)
+            if graph is not None and graph.reusable and not graph.recheck:
+                self._cache.put(key, graph.reuse(request))
+                log.info("%s has the graph of artifact %s, timed before: its measurement is reused",
+                         request.describe(), graph.earlier.artifact_sha256[:12])
+                return self._remember(self._cache.get(key))
             self._journal.begin(key, request.describe())
             try:
                 report = measure_artifact(model, request, board=self._board, node_id=self._node_id,
                                           emulated=self._emulated)
             finally:
                 self._journal.end()  # not reached when the process dies: that is the point
+            if graph is not None:
+                report = self._graphs.timed(graph, report, request)
             self._cache.put(key, report)
             log.info("%s: median %.3f ms (CV %.1f%%)", request.describe(), report.median_ms, 100 * report.cv)
             return self._remember(report)

@@ -70,8 +70,8 @@ class JsonLinesCache(Generic[T]):
 class LatencyCache:
     """Latency reports by request key; a report read back says `cached=True`."""
 
-    def __init__(self, directory: Path):
-        self._store = JsonLinesCache(Path(directory) / CACHE_FILE, "latency", encode=lambda r: r.to_dict(),
+    def __init__(self, directory: Path, filename: str = CACHE_FILE):
+        self._store = JsonLinesCache(Path(directory) / filename, "latency", encode=lambda r: r.to_dict(),
                                      decode=LatencyReport.from_dict)
         self.path = self._store.path
 

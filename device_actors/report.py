@@ -27,8 +27,15 @@ class MeasureRequest:
 
     def cache_key(self, runtime_version: str) -> str:
         """A stable string; the model's input size is fixed by the artifact, hence by its hash."""
-        return json.dumps([self.artifact_sha256, self.runtime, runtime_version, self.options.key(),
-                           self.protocol.key(), list(self.camera_hw)], separators=(",", ":"))
+        return self._key(self.artifact_sha256, runtime_version)
+
+    def graph_cache_key(self, graph_key: str, runtime_version: str) -> str:
+        """The key of every artifact with this graph (`Runtime.graph_key`) timed the same way."""
+        return self._key(f"graph:{graph_key}", runtime_version)
+
+    def _key(self, artifact: str, runtime_version: str) -> str:
+        return json.dumps([artifact, self.runtime, runtime_version, self.options.key(), self.protocol.key(),
+                           list(self.camera_hw)], separators=(",", ":"))
 
     def describe(self) -> str:
         return (f"{self.runtime} artifact {self.artifact_sha256[:12]} threads={self.options.threads}"
@@ -76,6 +83,12 @@ class LatencyReport:
     ended_at: float = 0.0
     warnings: tuple[str, ...] = ()
     emulation: str | None = None  # what stood in: "qemu-aarch64 (cortex-a53)", or the local stand-in
+    # Another artifact's measurement, given because its graph is this one's (`Runtime.graph_key`):
+    # the sha256 of the artifact actually timed; None when this artifact was timed itself.
+    reused_from: str | None = None
+    # A sampled re-time of a reused measurement: what it was compared with and whether they agree
+    # (`device_actors.graph_reuse.Recheck`, as a dict); None otherwise.
+    recheck: dict | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready: tuples become lists."""

@@ -7,7 +7,7 @@ slow ones do not run forever. Medians and tail percentiles, not means, are the h
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Annotated, Callable
 
 import numpy as np
@@ -25,9 +25,20 @@ class TimingProtocol:
     max_runs: Annotated[int, Field(ge=1, description="timed runs at most (>= min_runs)")] = 10_000
     cooldown_seconds: Annotated[float, Field(ge=0, description="a pause before each model, so heat from the last "
                                              "one does not carry over")] = 0.0
+    # When to time at all, and when: these leave a measurement's number alone, so they are not in `key`.
+    reuse_graphs: Annotated[bool, Field(description=(
+        "an artifact whose graph this board timed before (same operators, shapes and quantization layout; other "
+        "weight, scale and zero-point values), with the same runtime, threads and protocol, gets that measurement "
+        "(its report names the artifact timed in reused_from); false for boards whose kernels depend on weight "
+        "values (sparse kernels)"))] = True
+    recheck_every: Annotated[int, Field(ge=0, description=(
+        "time every Nth reused measurement again anyway; a difference of medians beyond the two measurements' "
+        "spreads (p90 - median each) is logged, recorded in the report (recheck) and stops the reuse of that graph "
+        "on that board (0: never)"))] = 5
 
     def key(self) -> tuple:
-        return tuple(asdict(self).values())
+        """What decides the measurement itself (the latency cache key)."""
+        return (self.warmup_runs, self.min_runs, self.min_seconds, self.max_runs, self.cooldown_seconds)
 
 
 @dataclass(frozen=True)
