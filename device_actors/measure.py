@@ -22,6 +22,7 @@ from common.errors import UserError
 from detection.letterbox import letterbox, to_input
 from detection.postprocess import postprocess
 from device_actors.memory import PeakRssTracker
+from device_actors.quiet import quiet
 from device_actors.report import LatencyReport, MeasureRequest
 from device_actors.runtimes import RUNTIMES, check_runtimes, get_runtime
 from device_actors.sysinfo import BoardFacts, SystemRoots, ThermalSnapshot, board_facts, thermal_snapshot
@@ -95,12 +96,17 @@ def _check_output(output: np.ndarray, request: MeasureRequest) -> np.ndarray:
 
 
 def measurement_warnings(stats_cv: float, start: ThermalSnapshot, end: ThermalSnapshot, facts: BoardFacts,
-                         *, emulated: bool, limits: WarningLimits = WarningLimits()) -> list[str]:
-    """Why a number may not be trusted: noise, throttling, frequency scaling, or no real board."""
+                         *, emulated: bool, limits: WarningLimits = WarningLimits(),
+                         quiet: bool | None = None) -> list[str]:
+    """Why a number may not be trusted: noise, training beside it, throttling, frequency scaling, or no
+    real board."""
     out = []
     if stats_cv > limits.cv:
         out.append(f"high run-to-run variation: CV {stats_cv:.1%} > {limits.cv:.0%}; something else may be "
                    f"running on the board")
+    if quiet is False:
+        out.append("not quiet: a training process on the board's machine ran during the timing (it did not pause "
+                   "at a batch boundary within board.timing.quiet_wait_s)")
     if (start.frequency_mhz and end.frequency_mhz
             and end.frequency_mhz < start.frequency_mhz * (1 - limits.frequency_drop)):
         out.append(f"CPU frequency dropped from {start.frequency_mhz:.0f} to {end.frequency_mhz:.0f} MHz during "
@@ -138,31 +144,34 @@ def measure_artifact(model: bytes, request: MeasureRequest, *, board: str, node_
     protocol = request.protocol
     if protocol.cooldown_seconds:
         time.sleep(protocol.cooldown_seconds)  # before the first thermal reading, so it sees the cooled SoC
-    facts = board_facts(roots)
-    thermal_start = thermal_snapshot(roots)
-    started_at = time.time()
-    memory = PeakRssTracker()
-    memory.start()
+    with quiet(protocol.quiet_wait_s, what=f"{request.describe()} on {board}") as fence:
+        facts = board_facts(roots)
+        thermal_start = thermal_snapshot(roots)
+        started_at = time.time()
+        memory = PeakRssTracker()
+        memory.start()
 
-    t0 = time.perf_counter()
-    session = runtime.load(model, request.options)
-    load_ms = (time.perf_counter() - t0) * 1e3
-    frame = camera_frame(request.camera_hw)
-    preprocess = _preprocessor(frame, session.input_hw)
-    image = preprocess()
-    t0 = time.perf_counter()
-    prediction = _check_output(session.run(image), request)
-    first_run_ms = (time.perf_counter() - t0) * 1e3
-    stats, _ = time_call(lambda: session.run(image), dataclasses.replace(protocol, cooldown_seconds=0.0))
-    peak_mb = memory.increase_mb()
+        t0 = time.perf_counter()
+        session = runtime.load(model, request.options)
+        load_ms = (time.perf_counter() - t0) * 1e3
+        frame = camera_frame(request.camera_hw)
+        preprocess = _preprocessor(frame, session.input_hw)
+        image = preprocess()
+        t0 = time.perf_counter()
+        prediction = _check_output(session.run(image), request)
+        first_run_ms = (time.perf_counter() - t0) * 1e3
+        stats, _ = time_call(lambda: session.run(image), dataclasses.replace(protocol, cooldown_seconds=0.0))
+        peak_mb = memory.increase_mb()
 
-    pre_stats, _ = time_call(preprocess, AUX_PROTOCOL)
-    post_stats, _ = time_call(lambda: postprocess(prediction), AUX_PROTOCOL)
-    thermal_end = thermal_snapshot(roots)
-    ended_at = time.time()
+        pre_stats, _ = time_call(preprocess, AUX_PROTOCOL)
+        post_stats, _ = time_call(lambda: postprocess(prediction), AUX_PROTOCOL)
+        thermal_end = thermal_snapshot(roots)
+        ended_at = time.time()
+        fence.held()
     input_hw = session.input_hw
 
-    warnings = measurement_warnings(stats.cv, thermal_start, thermal_end, facts, emulated=emulated, limits=limits)
+    warnings = measurement_warnings(stats.cv, thermal_start, thermal_end, facts, emulated=emulated, limits=limits,
+                                    quiet=fence.quiet)
     for w in warnings:
         log.warning("%s on %s: %s", request.describe(), board, w)
     version = runtime.version()
@@ -178,4 +187,4 @@ def measure_artifact(model: bytes, request: MeasureRequest, *, board: str, node_
         frequency_start_mhz=thermal_start.frequency_mhz, frequency_end_mhz=thermal_end.frequency_mhz,
         protocol=dataclasses.asdict(protocol), facts=facts.to_dict(),
         runtime_versions=installed_runtime_versions(), started_at=started_at, ended_at=ended_at,
-        warnings=tuple(warnings))
+        warnings=tuple(warnings), quiet=fence.quiet, paused_trainers=fence.paused, quiet_wait_s=fence.waited_s)

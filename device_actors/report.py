@@ -89,6 +89,11 @@ class LatencyReport:
     # A sampled re-time of a reused measurement: what it was compared with and whether they agree
     # (`device_actors.graph_reuse.Recheck`, as a dict); None otherwise.
     recheck: dict | None = None
+    # Whether the board's machine was quiet: no EdgeSweep training process there ran while this was
+    # timed (True also where none trains there); None when the board did not ask (quiet_wait_s 0).
+    quiet: bool | None = None
+    paused_trainers: int = 0  # training processes on the board's machine that paused for this timing
+    quiet_wait_s: float = 0.0  # how long the board waited for them to pause
 
     def to_dict(self) -> dict:
         """JSON-ready: tuples become lists."""

@@ -35,6 +35,10 @@ class TimingProtocol:
         "time every Nth reused measurement again anyway; a difference of medians beyond the two measurements' "
         "spreads (p90 - median each) is logged, recorded in the report (recheck) and stops the reuse of that graph "
         "on that board (0: never)"))] = 5
+    quiet_wait_s: Annotated[float, Field(ge=0, description=(
+        "before timing, wait up to this long for EdgeSweep training processes on the board's machine to pause at "
+        "a batch boundary (they resume after it); past it the report says quiet: false. A board on a machine of "
+        "its own waits for nothing (0: do not ask)"))] = 60.0
 
     def key(self) -> tuple:
         """What decides the measurement itself (the latency cache key)."""

@@ -117,7 +117,9 @@ def train_trial_stream(trial: TrialSpec, spec: TrainSpec, teacher: "TrainedModel
 
 def train_student_stream(student: TrainKnobs, spec: TrainSpec, teacher: "TrainedModel | None",
                          resume: bytes | None) -> Iterator[EpochUpdate | TrainedModel]:
-    """Train one student; `resume` is a last.pt from an interrupted attempt of this trial."""
+    """Train one student; `resume` is a last.pt from an interrupted attempt of this trial. At each batch
+    boundary it pauses while a board on this machine times an artifact (`device_actors.quiet`)."""
+    from device_actors.quiet import Trainer
     from trainables.hyper import TrainConfig
     from trainables.student import train_student
 
@@ -133,8 +135,9 @@ def train_student_stream(student: TrainKnobs, spec: TrainSpec, teacher: "Trained
         base = TrainConfig.from_settings(spec.training, torch_threads=spec.torch_threads)
 
         def run(on_epoch):
-            result = train_student(student, train, val, work, base=base, teacher_checkpoint=teacher_path,
-                                   on_epoch=on_epoch)
+            with Trainer() as fence:
+                result = train_student(student, train, val, work, base=base, teacher_checkpoint=teacher_path,
+                                       on_batch=fence.at_batch_end, on_epoch=on_epoch)
             return result.checkpoint, result.final_metrics
 
         yield from _stream_training(run)

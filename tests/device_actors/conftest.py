@@ -18,3 +18,13 @@ def toy_onnx() -> bytes:
 @pytest.fixture
 def quick_protocol() -> TimingProtocol:
     return QUICK
+
+
+@pytest.fixture(autouse=True)
+def private_fence(tmp_path, monkeypatch):
+    """Each test's boards and trainers meet at a fence of their own (device_actors.quiet), not at this
+    machine's, where other test runs may train."""
+    from device_actors.quiet import QUIET_DIR_ENV
+
+    monkeypatch.setenv(QUIET_DIR_ENV, str(tmp_path / "fence"))
+    return tmp_path / "fence"

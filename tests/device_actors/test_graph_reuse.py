@@ -101,6 +101,6 @@ def test_reuse_off_times_every_artifact(tmp_path, same_graph, quick_protocol):
     assert not (tmp_path / GRAPH_FILE).exists()
 
 
-def test_switches_of_reuse_leave_the_cache_key_alone(quick_protocol, same_graph):
-    changed = dataclasses.replace(quick_protocol, reuse_graphs=False, recheck_every=0)
+def test_switches_of_reuse_and_quiet_leave_the_cache_key_alone(quick_protocol, same_graph):
+    changed = dataclasses.replace(quick_protocol, reuse_graphs=False, recheck_every=0, quiet_wait_s=0.0)
     assert _request(same_graph[0], changed).cache_key("v") == _request(same_graph[0], quick_protocol).cache_key("v")
