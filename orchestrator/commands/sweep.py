@@ -99,6 +99,7 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     """The Pareto table (knobs that vary, mAP, latency, size), the report files and the MLflow UI command."""
     from orchestrator.console import stdout, table
     from orchestrator.pareto import kd_against_baseline, kd_label, knob_columns
+    from orchestrator.reports import NOISY_LEGEND, any_noisy, latency_cell
     from orchestrator.results import load_records
     from orchestrator.searcher import dashboard_command, repeated_proposals
     from orchestrator.sweep import write_report
@@ -119,11 +120,14 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
               *([f"{k.partition('@')[2]} ms{emulated}" for k in boards] or [f"latency ms{emulated}"]), "size MB"]
     body = [[r.trial_id, *(r.knobs.get(k) for k in shown), r.metrics.get("format"), r.metrics.get("map50_95"),
              *([r.metrics.get("board_map50_95")] if on_board else []), r.metrics.get("map50"),
-             *(r.metrics.get(k) for k in boards or ["latency_ms"]), r.metrics.get("size_mb")] for r in on_front]
+             *(latency_cell(r.metrics, k, cv_key="latency_cv" if i == 0 else None)  # the first board's CV only
+               for i, k in enumerate(boards or ["latency_ms"])), r.metrics.get("size_mb")] for r in on_front]
     done = sum(r.complete for r in records)
     failed = sum(r.status == "failed" for r in records)
     stdout.print(table(f"Pareto front of {cfg.name}: {len(on_front)} of {done} complete trials"
                        f"{f' ({failed} failed)' if failed else ''}", header, body))
+    if any_noisy(on_front):
+        stdout.print(NOISY_LEGEND)
     stdout.print(table(f"Where the front's models are (in {sweep_dir}; `best` copies one out with a model card)",
                        ["trial", "artifact", "sha256", "MLflow run"],
                        [[r.trial_id, r.artifact or "-", (r.metrics.get("artifact_sha256") or "-")[:16],
