@@ -43,7 +43,7 @@ __all__ = ["METRICS", "BoardConfig", "ConfigError", "ConstraintsConfig", "Mlflow
 
 # metric -> its direction; board_* is the artifact's accuracy measured on the board (board.score_on_board)
 METRICS = {"map50_95": "max", "map50": "max", "latency_ms": "min", "size_mb": "min", "board_map50_95": "max",
-           "board_map50": "max"}
+           "board_map50": "max", "train_s": "min"}  # train_s: the student's training seconds, teacher forwards included
 PER_BOARD = "latency_ms"  # the one metric timed on every board a sweep names: latency_ms@NAME per board
 DEFAULT_OUTPUT_DIR = "runs/sweeps"
 NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -60,12 +60,17 @@ def _doc(text: str, **bounds: Any) -> Any:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """Defaults of the `student` and `student_init` knobs (a fixed: or search: entry overrides them)."""
+    """Defaults of the `student` and `student_init` knobs (a fixed: or search: entry overrides them), and
+    where trained students are kept (`orchestrator.students`)."""
 
     __pydantic_config__ = FORBID
     model: Annotated[str, _doc("model size n, s, m, l or x")] = TrainKnobs.student
     init: Annotated[str, _doc("'scratch', a checkpoint path (a pretrained student) or a user's .onnx detector "
                               "(quantized, timed and scored only: fixed epochs: 0)")] = TrainKnobs.student_init
+    cache: Annotated[Literal["sweep", "shared"], Noun("a student cache"), _doc(
+        "where a trained student is kept for the trials that export it: sweep (<sweep dir>/students/) or shared "
+        "($EDGESWEEP_CACHE/students/, like teachers: later sweeps on the same data, settings and code reuse it; "
+        "on a cluster, storage every node reaches)")] = "sweep"
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class Objective:
     __pydantic_config__ = FORBID
     metric: Annotated[str, _doc(f"{', '.join(METRICS)}, or latency_ms@NAME per board of several board.names")]
     mode: Annotated[Literal["min", "max"] | None, Noun("a mode"),
-                    _doc("max for the mAPs, min for latency and size (may be left out)")] = None
+                    _doc("max for the mAPs, min for latency, size and train_s (may be left out)")] = None
 
 
 PositiveNumber = Annotated[float, Field(gt=0)]
@@ -88,6 +93,8 @@ class ConstraintsConfig:
         "a number limits latency_ms (the first board); a mapping board -> limit limits each latency_ms@NAME")] = None
     map50_95_min: Annotated[float | None, _doc("the artifact's mAP@.5:.95 at least", gt=0, le=1)] = None
     size_mb_max: Annotated[float | None, _doc("the artifact's size in MB at most", gt=0)] = None
+    train_s_max: Annotated[float | None, _doc("the student's training seconds at most (teacher forwards included; "
+                                              "a student another trial trained costs what it cost there)", gt=0)] = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,9 @@ class SearcherConfig:
     concurrency: Annotated[int, _doc("trials running at once", ge=1)] = 1
     max_failures: Annotated[int, _doc("retries of a crashed trial (Tune's FailureConfig)", ge=0)] = 1
     seed: Annotated[int | None, _doc("the sampler's seed (default: the top-level seed)", ge=0)] = None
+    export_variants: Annotated[bool, _doc(
+        "Optuna samplers: once a trial trains a new student, queue that student's other export and board variants "
+        "in the space (they cost an export and a board timing, no training) before the next proposal")] = True
 
     @property
     def uses_optuna(self) -> bool:
@@ -456,8 +466,8 @@ def _resolve(file: SweepFile, raw: dict, base: Path, source: str) -> SweepConfig
     data = file.data.resolve(base)
     teachers = {name: _teacher(name, spec, raw["teachers"][name], base) for name, spec in file.teachers.items()}
     ctx = KnobContext(base_dir=base, teachers=tuple(teachers), knobs=knob_table())
-    student = StudentConfig(model=check_knob("student", file.student.model, "student.model", ctx),
-                            init=check_knob("student_init", file.student.init, "student.init", ctx))
+    student = replace(file.student, model=check_knob("student", file.student.model, "student.model", ctx),
+                      init=check_knob("student_init", file.student.init, "student.init", ctx))
     defaults = {k: knob.default for k, knob in ctx.knobs.items()}
     defaults.update(student=student.model, student_init=student.init, seed=file.seed,
                     calib_images=file.data.calibration_images,

@@ -10,6 +10,7 @@ replace training and export with cheap fakes.
 from __future__ import annotations
 
 import functools
+import hashlib
 import queue
 import tempfile
 import threading
@@ -36,6 +37,7 @@ class TrainSpec:
     training: TrainSettings
     torch_threads: int | None  # torch CPU threads (the train resources' CPU count)
     cache_dir: Path | None = None  # teacher cache on the training node (None: the node's default)
+    data_digest: str = ""  # of the splits' annotations (`preflight.DataSummary.digest`): part of a student's key
 
     def datasets(self) -> tuple[CocoDataset, CocoDataset]:
         splits = data_splits(self.data, seed=self.seed)
@@ -71,6 +73,11 @@ class TrainedModel:
 
     checkpoint: bytes = field(repr=False)
     metrics: dict[str, float] = field(default_factory=dict)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The checkpoint's identity (a teacher's, in the key of the students it distils into)."""
+        return hashlib.sha256(self.checkpoint).hexdigest()
 
 
 def _run_in_thread(work, updates: "queue.Queue") -> threading.Thread:

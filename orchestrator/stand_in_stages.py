@@ -50,6 +50,7 @@ def stand_in_train(trial: TrialSpec, spec, teacher, resume: bytes | None, *, sec
 class StandInStages:
     train_seconds: float = 0.1
     fail_when: dict | None = None  # knobs that make training raise StandInFailure
+    fail_export_when: dict | None = None  # knobs that make export raise it (a trial that trained, or reused, its student)
     crash_first_attempt_at: int | None = None  # every trial's first attempt crashes in this epoch
     distinct_artifacts: bool = False  # a different toy model per trial (no board cache hits)
     toy_width: int = 16  # toy model cost, to tune the board's time per artifact
@@ -62,6 +63,8 @@ class StandInStages:
     def export_and_score(self, student: bytes, trial: TrialSpec, ctx) -> ExportedArtifact:
         from device_actors.toy_model import toy_detector_onnx
 
+        if _matches(trial, self.fail_export_when):
+            raise StandInFailure(f"stand-in export failed on purpose for knobs {self.fail_export_when}")
         key = hashlib.sha256(repr(sorted(trial.knobs.items())).encode()).digest()
         seed = int.from_bytes(key[:4], "little") if self.distinct_artifacts else 0
         content = toy_detector_onnx(trial.export.img_size, width=self.toy_width, seed=seed)

@@ -26,7 +26,7 @@ from device_actors.runtimes import RUNTIMES
 from orchestrator import pareto
 from orchestrator._ray_internals import reload_auth_config, tuner_callbacks
 from orchestrator.config import SweepConfig
-from orchestrator.datasets import data_splits
+from orchestrator.datasets import cache_dir, data_splits
 from orchestrator.errors import ConfigError
 from orchestrator.interrupts import StopSignals
 from orchestrator.live import LiveProgress
@@ -36,6 +36,7 @@ from orchestrator.results import ResultsLog, TrialRecord, load_records
 from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_interrupted_trials, repeated_proposals
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, train_teacher
 from orchestrator.sweep_state import SweepLock, flat_keys, project_commit, read_state, resume_config, write_state
+from orchestrator.students import STUDENTS, start_students, students_trained
 from orchestrator.thesis_tables import write_sessions
 from orchestrator.tracking.callback import MlflowTrialCallback
 from orchestrator.tracking.store import SweepTracking
@@ -112,8 +113,8 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
 
 
-def _train_spec(cfg: SweepConfig) -> TrainSpec:
-    return TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training,
+def _train_spec(cfg: SweepConfig, data_digest: str) -> TrainSpec:
+    return TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, data_digest=data_digest,
                      torch_threads=max(math.ceil(cfg.resources.train.cpu), 1))  # 1.5 CPUs: 2 torch threads
 
 
@@ -260,8 +261,10 @@ class Sweep:
 
         self.boards = tuple(connect_board(name, emulate_if_missing=cfg.board.emulate_if_missing)
                             for name in cfg.board.names)
-        self.spec = _train_spec(cfg)
+        self.spec = _train_spec(cfg, self.data.digest)
         self.trainers = start_train_slots(_task_options(cfg.resources.train))
+        self.students = start_students(self.sweep_dir / STUDENTS if cfg.student.cache == "sweep"
+                                       else cache_dir() / STUDENTS)
         self.teachers: dict = {}
         self.teacher_runs: dict[str, str] = {}  # "name@img_size" -> its MLflow run
         self.mlflow_callback: MlflowTrialCallback | None = None  # the one Tune runs (`_tuner`)
@@ -296,7 +299,7 @@ class Sweep:
                            teachers=_teacher_for_trials(self.teachers), boards=self.boards,
                            board_timeout_s=cfg.board.timeout_s, timing=cfg.board.timing,
                            runtime_options=cfg.board.runtime_options,
-                           board_val=self._board_val(), stages=self.stages or RealStages())
+                           board_val=self._board_val(), stages=self.stages or RealStages(), students=self.students)
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_RESOURCES)
         if self.resume:  # callbacks, searcher and run config come back from the sweep's saved state
             tuner = tune.Tuner.restore(str(self.tune_dir), trainable, resume_unfinished=True, resume_errored=False,
@@ -368,7 +371,9 @@ class Sweep:
                  status: str, runs: dict[str, str]) -> None:
         """The report, the teachers' metrics and the parent's end in MLflow (a failure is logged:
         the journal and the report files already hold everything, and `report` backfills MLflow)."""
-        summary = {"trials_complete": sum(r.complete for r in records),
+        trained, artifacts = students_trained(records)
+        summary = {"trials_complete": sum(r.complete for r in records), "students_trained": trained,
+                   "artifacts": artifacts,
                    "trials_failed": sum(r.status == "failed" for r in records), "pareto_size": len(on_front),
                    "searcher_repeats": repeated_proposals(self.cfg, self.sweep_dir)[0]}
         reason = ("interrupted: it runs again on --resume" if status == "KILLED"

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from device_actors.client import Board
     from device_actors.runtimes import RuntimeOptions
     from device_actors.timing import TimingProtocol
+    from orchestrator.students import Students
     from orchestrator.trainers import TrainSlots
     from search_spaces import SearchSpace
 
@@ -46,6 +47,7 @@ class TrialContext:
     train_spec: TrainSpec
     trainers: TrainSlots  # where a student trains
     stages: Stages  # RealStages; tests swap in the stand-ins of orchestrator.stand_in_stages
+    students: Students  # where a trained student is kept, and who trains which
     timing: TimingProtocol
     runtime_options: Callable[[int], RuntimeOptions]  # the board's threads -> how the board runs an artifact
     export_options: dict = field(default_factory=dict)  # Ray options of the export-and-score task
@@ -108,6 +110,49 @@ def _system(facts: dict) -> str:
         (f", {facts['cores']} cores" if facts.get("cores") else "")
 
 
+def _student(trial: TrialSpec, ctx: TrialContext, resume: bytes | None,
+             train_s: float) -> tuple[bytes, dict, dict]:
+    """The trial's trained student, its float metrics and its provenance: read from the sweep's
+    student cache when another trial trained it (waiting while it trains), else trained here on a
+    trainer slot (from `resume`, after `train_s` seconds already spent) and stored for the others."""
+    from orchestrator.students import CachedStudent, student_key
+
+    teacher = ctx.teachers.get(trial.teacher_key) if trial.teacher_key else None
+    if teacher is not None and not ray.wait([teacher], timeout=0)[0]:
+        _report_stage("teacher", trial, ctx, epoch=0)  # teachers train alongside the first trials
+        ray.wait([teacher], timeout=None)
+    key = student_key(trial.train, ctx.train_spec, ray.get(teacher).sha256 if teacher is not None else None)
+    trial_id = tune.get_context().get_trial_id()
+    found = ctx.students.find_or_claim(key, trial_id, on_wait=lambda: _report_stage("student", trial, ctx, epoch=0))
+    if found is not None:
+        log.info("trial %s uses student %s, trained by trial %s", trial_id, key, found.trained_by)
+        return found.checkpoint, found.metrics, {"key": key, "trained": False, "train_s": found.train_s}
+    student, float_metrics = resume, {}
+    with ctx.students.training(key, trial_id):
+        for item in ctx.trainers.stream(ctx.stages.train_stream, trial, ctx.train_spec, teacher, resume):
+            if isinstance(item, EpochUpdate):
+                train_s += item.seconds
+                float_metrics = item.metrics or float_metrics
+                provenance = {"key": key, "trained": True, "train_s": train_s}
+                _report(_epoch_metrics(item, ctx), {STUDENT_FILE: item.checkpoint},
+                        {"stage": "trained" if item.epoch == item.epochs else "train", "epoch": item.epoch,
+                         "float_metrics": float_metrics, "train_s": train_s, "student": provenance})
+            elif isinstance(item, TrainedModel):
+                student, float_metrics = item.checkpoint, item.metrics or float_metrics
+        ctx.students.cache.store(CachedStudent(key, student, float_metrics, train_s, trial_id))
+    return student, float_metrics, {"key": key, "trained": True, "train_s": train_s}
+
+
+def _keep(ctx: TrialContext, provenance: dict, student: bytes, float_metrics: dict) -> None:
+    """Store a student this trial trained before it was restarted, unless it is stored already."""
+    from orchestrator.students import CachedStudent
+
+    key = provenance["key"]
+    if ctx.students.cache.load(key) is None:
+        ctx.students.cache.store(CachedStudent(key, student, float_metrics, provenance["train_s"],
+                                               tune.get_context().get_trial_id()))
+
+
 def run_trial(config: dict, ctx: TrialContext) -> None:
     """The Tune trainable (bound to its context with `tune.with_parameters`)."""
     stages = ctx.stages
@@ -117,22 +162,13 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         tune.report(state["final"])
         return
     float_metrics: dict = state.get("float_metrics", {})
+    provenance: dict = state.get("student", {})  # which student, whether this trial trained it, its cost
     if trial.train.epochs == 0:  # a quantization-only sweep: the given checkpoint is the student
-        student = Path(trial.train.student_init).read_bytes()
+        student, provenance = Path(trial.train.student_init).read_bytes(), {"train_s": 0.0}
     elif state["stage"] != "trained":
-        teacher = ctx.teachers.get(trial.teacher_key) if trial.teacher_key else None
-        if teacher is not None and not ray.wait([teacher], timeout=0)[0]:
-            _report_stage("teacher", trial, ctx, epoch=0)  # teachers train alongside the first trials
-            ray.wait([teacher], timeout=None)
-        for item in ctx.trainers.stream(stages.train_stream, trial, ctx.train_spec, teacher, student):
-            if isinstance(item, EpochUpdate):
-                trained = item.epoch == item.epochs
-                float_metrics = item.metrics or float_metrics
-                _report(_epoch_metrics(item, ctx), {STUDENT_FILE: item.checkpoint},
-                        {"stage": "trained" if trained else "train", "epoch": item.epoch,
-                         "float_metrics": float_metrics})
-            elif isinstance(item, TrainedModel):
-                student, float_metrics = item.checkpoint, item.metrics or float_metrics
+        student, float_metrics, provenance = _student(trial, ctx, student, state.get("train_s", 0.0))
+    elif provenance.get("trained"):  # trained before a restart: make sure the other trials find it
+        _keep(ctx, provenance, student, float_metrics)
     _report_stage("export", trial, ctx)
     exported = stages.export_and_score(student, trial, ctx)
     _report_stage("board", trial, ctx)  # queued or timing: a board that left the cluster shows here until the timeout
@@ -152,6 +188,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         "board_emulation": latency.get("emulation"), "board_node": latency["node_id"],
         "board_map50_95": on_board.get("map50_95", math.nan), "board_map50": on_board.get("map50", math.nan),
         "artifact_sha256": exported.sha256, "stand_in": bool(exported.settings.get("stand_in", False)),
+        "student_key": provenance.get("key"), "student_trained": provenance.get("trained"),
+        "train_s": provenance.get("train_s", math.nan),
         **{f"float_{k}": v for k, v in float_metrics.items()},
     }
     # latency_ms is the first board's; with several boards each one's own is latency_ms@NAME

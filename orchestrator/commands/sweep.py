@@ -102,6 +102,7 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     from orchestrator.reports import NOISY_LEGEND, any_noisy, latency_cell
     from orchestrator.results import load_records
     from orchestrator.searcher import dashboard_command, repeated_proposals
+    from orchestrator.students import students_trained
     from orchestrator.sweep import write_report
     from orchestrator.sweep_state import read_state, stored_config
     from orchestrator.thesis_tables import quantization_table
@@ -143,11 +144,16 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     if duels:
         stdout.print(table("Best KD trial against the best baseline trial, per format (one trial each: see "
                            "bench/kd_methods.py for paired seeds)",
-                           ["format", "baseline trial", "mAP@.5:.95", "KD trial", "method", "mAP@.5:.95",
-                            "Δ (points)"],
-                           [[d["format"], d["baseline"].trial_id, d["baseline"].metrics["map50_95"], d["kd"].trial_id,
-                             kd_label(d["kd"]), d["kd"].metrics["map50_95"], f"{d['difference'] * 100:+.2f}"]
-                            for d in duels]))
+                           ["format", "baseline trial", "mAP@.5:.95", "train s", "KD trial", "method",
+                            "mAP@.5:.95", "train s", "Δ (points)"],
+                           [[d["format"], d["baseline"].trial_id, d["baseline"].metrics["map50_95"],
+                             d["baseline"].metrics.get("train_s"), d["kd"].trial_id, kd_label(d["kd"]),
+                             d["kd"].metrics["map50_95"], d["kd"].metrics.get("train_s"),
+                             f"{d['difference'] * 100:+.2f}"] for d in duels]))
+    trained, artifacts = students_trained(records)
+    if artifacts:
+        stdout.print(f"trained {trained} student{'s' * (trained != 1)} for {artifacts} artifact{'s' * (artifacts != 1)}"
+                     f" (a student is trained once for every artifact made of it: orchestrator/students.py)")
     repeats, exhausted_after = repeated_proposals(cfg, sweep_dir)
     if repeats:
         stdout.print(f"{repeats} proposal(s) of the searcher repeated a configuration already trained (or training): "

@@ -17,6 +17,8 @@ PARETO_TAG = "edgesweep.pareto"  # on trial runs and model versions: "true" whil
 WINS_TAG = "edgesweep.wins"  # on a front's model version: the objectives it is best at
 FORMAT_TAG = "edgesweep.format"
 SHA256_TAG = "edgesweep.artifact_sha256"
+STUDENT_TAG = "edgesweep.student"  # the key of the trained student the trial exported (orchestrator.students)
+STUDENT_TRAINED_TAG = "edgesweep.student_trained"  # "true": this trial trained it; "false": another trial had
 
 EPOCH_KEYS = ("lr", "images_per_second")  # per-epoch metrics besides loss_* and val_* (the epoch is the step)
 ARTIFACT_METRICS = ("map50_95", "map50", "precision", "recall", "size_mb")  # the exported file, scored in its runtime
@@ -35,6 +37,8 @@ def metric_name(key: str) -> str | None:
         return f"board/{key.partition('@')[2]}/{PER_BOARD}"
     if key.startswith("float_"):
         return f"float/{key.removeprefix('float_')}"
+    if key == "train_s":  # the student's training seconds, teacher forwards included: what the trial cost
+        return "train/seconds"
     if key == "loss_kd_to_detection":
         return "train/kd_to_detection"
     if key.startswith("loss_"):
@@ -58,4 +62,6 @@ def result_tags(m: dict) -> dict[str, str]:
             "edgesweep.board_emulated": str(bool(m.get("board_emulated"))).lower(),
             "edgesweep.board_emulation": str(m.get("board_emulation") or ""),
             "edgesweep.board_node": str(m.get("board_node") or ""),
-            "edgesweep.stand_in_stages": str(bool(m.get("stand_in"))).lower()}
+            "edgesweep.stand_in_stages": str(bool(m.get("stand_in"))).lower(),
+            STUDENT_TAG: str(m.get("student_key") or ""),
+            STUDENT_TRAINED_TAG: str(bool(m.get("student_trained"))).lower()}

@@ -59,6 +59,8 @@ def test_every_trial_completes_with_artifact_accuracy_and_board_latency(swept):
         assert 0.0 <= r.metrics["map50_95"] <= 1.0 and r.metrics["latency_ms"] > 0 and r.metrics["size_mb"] > 0
         assert r.metrics["board_emulated"] is True
         assert r.metrics["format"] == ("onnx" if r.knobs["quantization"] == "fp32" else "onnx-int8")
+    keys = [r.metrics["student_key"] for r in result.records]  # a student is trained once for all its exports
+    assert sum(r.metrics["student_trained"] for r in result.records) == len(set(keys))
 
 
 def test_mlflow_holds_one_parent_and_a_child_per_trial_with_params_metrics_and_artifacts(swept):
@@ -89,7 +91,10 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial_with_params_metrics_and_a
         assert {"artifact/map50_95", "artifact/map50", "artifact/size_mb", "board/latency_ms", "board/fps",
                 "float/map50_95"} <= set(child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "val/map50_95")
-        assert sorted(m.step for m in history) == [1, 2]  # one point per epoch
+        # one point per epoch where the trial trained its student; none where it used another trial's
+        trained = child.data.tags["edgesweep.student_trained"] == "true"
+        assert sorted(m.step for m in history) == ([1, 2] if trained else [])
+        assert child.data.metrics["train/seconds"] > 0
         for name in ("train/box_loss", "val/map50_95", "artifact/map50_95"):  # real times, not 0
             assert all(m.timestamp > 1.7e12 for m in client.get_metric_history(child.info.run_id, name))
         files = {a.path for a in client.list_artifacts(child.info.run_id)}

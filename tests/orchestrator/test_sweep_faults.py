@@ -60,14 +60,14 @@ def cache(tmp_path_factory):
 
 def test_a_trial_that_raises_is_failed_in_tune_and_mlflow_and_the_sweep_goes_on(tmp_path, capsys):
     cfg = parse_config(stand_in_config(tmp_path, "raises"), base_dir=tmp_path)
-    stages = StandInStages(train_seconds=0.2, fail_when={"kd_method": "output", "quantization": "int8"})
+    stages = StandInStages(train_seconds=0.2, fail_export_when={"kd_method": "output", "quantization": "int8"})
     result = run_sweep(cfg, stages=stages, show_progress=False)
     by_status = {r.status: [] for r in result.records}
     for r in result.records:
         by_status[r.status].append(r)
     assert len(by_status["complete"]) == 3 and len(by_status["failed"]) == 1
     failed = by_status["failed"][0]
-    assert failed.knobs["kd_method"] == "output" and "failed on purpose" in failed.error
+    assert failed.knobs["kd_method"] == "output" and "export failed on purpose" in failed.error
     client = MlflowClient(tracking_uri=result.tracking_uri)
     children = client.search_runs([result.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.parent_run_id}'")
     statuses = sorted(r.info.status for r in children)
@@ -148,7 +148,10 @@ def test_a_crashed_trial_resumes_from_its_last_epoch_checkpoint_instead_of_resta
     result = run_sweep(cfg, stages=StandInStages(train_seconds=0.4, crash_first_attempt_at=3), show_progress=False)
     assert len(result.records) == 4 and all(r.complete for r in result.records)
     client = MlflowClient(tracking_uri=result.tracking_uri)
-    for child in client.search_runs([result.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.parent_run_id}'"):
+    children = client.search_runs([result.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.parent_run_id}'")
+    trainers = [c for c in children if c.data.tags["edgesweep.student_trained"] == "true"]
+    assert len(trainers) == 2  # one student per KD method; its other export reads it from the student cache
+    for child in trainers:
         epochs = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train/lr"))
         # epochs 1-2 ran once; the second attempt started at epoch 3 from the checkpoint of epoch 2
         assert epochs == [1, 2, 3, 4], epochs

@@ -29,8 +29,9 @@ def _sweep_file(tmp_path: Path, name: str) -> Path:
         "name": name, "output_dir": str(tmp_path / "runs"),
         "data": {"source": "default", "synth": {"train": 8, "val": 4, "size": 64, "seed": 0},
                  "calibration_images": 4},
-        "search": {"quantization": {"choice": ["fp32", "int8"]}, "board_threads": {"choice": [1, 2]}},
-        "fixed": {"epochs": 2, "img_size": 64, "runtime": "onnxruntime"},
+        # four seeds: four students, so every trial trains (one student's exports would share its training)
+        "search": {"seed": {"choice": [0, 1, 2, 3]}},
+        "fixed": {"epochs": 2, "img_size": 64, "runtime": "onnxruntime", "quantization": "fp32", "board_threads": 1},
         "searcher": {"algorithm": "tpe", "trials": 4, "concurrency": 1, "max_failures": 0},
         "resources": {"train": {"cpu": 0.5}, "export": {"cpu": 0.5}},
         "board": {"name": "local", "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 0.05}},

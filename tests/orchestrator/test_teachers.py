@@ -33,7 +33,7 @@ def test_every_teacher_starts_at_once_and_the_driver_does_not_wait_for_them(tmp_
         "searcher": {"algorithm": "random", "trials": 2},
         "resources": {"train": {"cpu": 1, "gpu": gpus_per_slot}}}, base_dir=tmp_path)
     started = time.monotonic()
-    refs = start_teachers(cfg, _train_spec(cfg), start_train_slots(_task_options(cfg.resources.train)))
+    refs = start_teachers(cfg, _train_spec(cfg, ""), start_train_slots(_task_options(cfg.resources.train)))
     assert time.monotonic() - started < 5 and set(refs) == {("a", 64), ("b", 64)}
     assert ray.wait(list(refs.values()), num_returns=2, timeout=0)[0] == []  # still training
 
