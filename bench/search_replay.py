@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,23 +139,54 @@ def hypervolume(points: list[tuple[float, float]], reference_latency: float) -> 
     return sum(m * (right - lat) for (m, lat), right in zip(front, edges))
 
 
-def _metrics_of(table: dict, space, config: dict) -> dict:
-    return table[_key(space.complete(config))]["metrics"]
+def _row_of(table: dict, space, config: dict) -> dict:
+    return table[_key(space.complete(config))]
 
 
-def replay_optuna(algorithm: str, seed: int, budget: int, table: dict, concurrency: int) -> list[dict]:
-    """The metrics of each trial the sweep's searcher would run, in order (repeats cost nothing here,
-    as in a sweep: they are closed before training)."""
+def _student_of(knobs: dict) -> str:
+    """The trained student a row's artifact was made of (its training knobs)."""
+    from common.knobs import pick
+    from trainables.hyper import TrainKnobs
+
+    return _key(vars(pick(TrainKnobs, knobs)))
+
+
+def _graph_of(knobs: dict) -> tuple:
+    """What the board times once (`board.reuse_graph_latency`): every student here has one architecture and
+    size, so an artifact's graph is its runtime and quantization, timed per thread count."""
+    return knobs["runtime"], knobs["quantization"], knobs["board_threads"], knobs["img_size"]
+
+
+def compute_spent(ran: list[dict]) -> list[float]:
+    """Seconds of compute after each trial, as a sweep pays them: a student's training once (the
+    student cache), every export, and a board timing once per graph and thread count."""
+    students, graphs, total, out = set(), set(), 0.0, []
+    for row in ran:
+        total += row["seconds"]["export"]
+        if _student_of(row["knobs"]) not in students:
+            students.add(_student_of(row["knobs"]))
+            total += row["seconds"]["train"]
+        if _graph_of(row["knobs"]) not in graphs:
+            graphs.add(_graph_of(row["knobs"]))
+            total += row["seconds"]["board"]
+        out.append(total)
+    return out
+
+
+def replay_optuna(algorithm: str, seed: int, budget: int, table: dict, concurrency: int,
+                  variants: bool = True) -> list[dict]:
+    """The rows of each trial the sweep's searcher would run, in order (repeats cost nothing here,
+    as in a sweep: they are closed before training); `variants`: `searcher.export_variants`."""
     from orchestrator.config import parse_config
     from orchestrator.searcher import make_searcher
     from ray.tune.search import Searcher
 
     with tempfile.TemporaryDirectory(prefix="edgesweep-replay-") as d:
         raw = grid_config(Path(d), algorithm, trials=budget)
-        raw["searcher"].update(seed=seed, concurrency=concurrency)
+        raw["searcher"].update(seed=seed, concurrency=concurrency, export_variants=variants)
         cfg = parse_config(raw)
         searcher, _, _ = make_searcher(cfg, Path(d))
-        ran, flight, n = [], [], 0
+        ran, flight, n, trained = [], [], 0, set()
         while len(ran) < budget:
             config = None
             if len(ran) + len(flight) < budget and len(flight) < concurrency:
@@ -165,22 +198,25 @@ def replay_optuna(algorithm: str, seed: int, budget: int, table: dict, concurren
             if config == Searcher.FINISHED or not flight:
                 break
             trial_id, done = flight.pop(0)  # the oldest trial finishes first
-            metrics = _metrics_of(table, cfg.search, done)
-            searcher.on_trial_complete(trial_id, {**metrics, "trial_complete": True})
-            ran.append(metrics)
+            row = _row_of(table, cfg.search, done)
+            new_student = _student_of(row["knobs"]) not in trained
+            trained.add(_student_of(row["knobs"]))
+            searcher.on_trial_complete(trial_id, {**row["metrics"], "trial_complete": True,
+                                                  "student_trained": new_student})
+            ran.append(row)
         return ran
 
 
 def replay_random(seed: int, budget: int, table: dict) -> list[dict]:
     """Tune's random search as a sweep runs it: every knob drawn on its own (an inactive kd_factor is
-    drawn and then dropped), repeats train again."""
+    drawn and then dropped); a repeat runs again (its student comes from the cache)."""
     from orchestrator.config import parse_config
 
     with tempfile.TemporaryDirectory() as d:
         space = parse_config(grid_config(Path(d), "random", trials=budget)).search
     rng = random.Random(seed)
     draws = [{k: rng.choice(p.values) for k, p in space.params.items()} for _ in range(budget)]
-    return [_metrics_of(table, space, draw) for draw in draws]
+    return [_row_of(table, space, draw) for draw in draws]
 
 
 def replay_grid(budget: int, table: dict) -> list[dict]:
@@ -188,12 +224,45 @@ def replay_grid(budget: int, table: dict) -> list[dict]:
 
     with tempfile.TemporaryDirectory() as d:
         space = parse_config(grid_config(Path(d))).search
-        return [table[_key(k)]["metrics"] for k in list(space.grid_points())[:budget]]
+        return [table[_key(k)] for k in list(space.grid_points())[:budget]]
 
 
 def curve(ran: list[dict], reference: float, full: float) -> list[float]:
-    points = [(m["map50_95"], m["latency_ms"]) for m in ran]
+    points = [(r["metrics"]["map50_95"], r["metrics"]["latency_ms"]) for r in ran]
     return [hypervolume(points[:k], reference) / full for k in range(1, len(points) + 1)]
+
+
+OPTUNA = ("tpe", "nsga2", "gp")
+VARIANTS = "+variants"  # an Optuna arm with searcher.export_variants on
+
+
+@dataclass(frozen=True)
+class Run:
+    """One replayed search: the hypervolume share and the compute seconds spent after each trial."""
+
+    hv: list[float]
+    spent: list[float]
+
+    def hv_at_trials(self, k: int) -> float:
+        return self.hv[min(k, len(self.hv)) - 1] if self.hv else 0.0
+
+    def hv_at_seconds(self, seconds: float) -> float:
+        within = [h for h, c in zip(self.hv, self.spent) if c <= seconds]
+        return within[-1] if within else 0.0
+
+
+def _arms(algorithms: list[str]) -> list[str]:
+    """Each algorithm; the Optuna ones with and without queued export variants."""
+    return [arm for a in algorithms for arm in ((a, a + VARIANTS) if a in OPTUNA else (a,))]
+
+
+def _replay_arm(arm: str, seed: int, budget: int, table: dict, concurrency: int) -> list[dict]:
+    algorithm = arm.removesuffix(VARIANTS)
+    if algorithm == "grid":
+        return replay_grid(budget, table)
+    if algorithm == "random":
+        return replay_random(seed, budget, table)
+    return replay_optuna(algorithm, seed, budget, table, concurrency, variants=arm.endswith(VARIANTS))
 
 
 def replay(args) -> int:
@@ -207,73 +276,68 @@ def replay(args) -> int:
     n = len(table)
     reference = 1.1 * max(r["metrics"]["latency_ms"] for r in table.values())
     full = hypervolume([(r["metrics"]["map50_95"], r["metrics"]["latency_ms"]) for r in table.values()], reference)
+    full_compute = compute_spent(list(table.values()))[-1]
     budget = round(args.budget * n)
-    curves: dict[str, list[list[float]]] = {}
-    for algorithm in args.algorithms:
+    runs: dict[str, list[Run]] = {}
+    for arm in _arms(args.algorithms):
         t0 = time.perf_counter()
-        seeds = [0] if algorithm == "grid" else list(range(args.seeds))
-        runs = []
-        for seed in seeds:
-            if algorithm == "grid":
-                ran = replay_grid(budget, table)
-            elif algorithm == "random":
-                ran = replay_random(seed, budget, table)
-            else:
-                ran = replay_optuna(algorithm, seed, budget, table, args.concurrency)
-            runs.append(curve(ran, reference, full))
-        curves[algorithm] = runs
-        print(f"  {algorithm}: {len(seeds)} seed(s) in {time.perf_counter() - t0:.0f} s", flush=True)
-    _print_table(curves, n, args)
-    _plot(curves, n, args.table.parent / "hypervolume.png")
+        seeds = [0] if arm == "grid" else list(range(args.seeds))
+        ran = [_replay_arm(arm, seed, budget, table, args.concurrency) for seed in seeds]
+        runs[arm] = [Run(curve(r, reference, full), compute_spent(r)) for r in ran]
+        print(f"  {arm}: {len(seeds)} seed(s) in {time.perf_counter() - t0:.0f} s", flush=True)
+    _print_tables(runs, n, full_compute, args)
+    _plot(runs, n, full_compute, args.table.parent / "hypervolume.png")
     return 0
 
 
-def _at(run: list[float], k: int) -> float:
-    return run[min(k, len(run)) - 1] if run else 0.0
+def _cell(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} [{min(values):.2f}, {max(values):.2f}]"
 
 
-def _print_table(curves: dict, n: int, args) -> None:
+def _print_tables(runs: dict[str, list[Run]], n: int, full_compute: float, args) -> None:
     marks = [round(f * n) for f in (0.1, 0.2, 0.4)]
-    target = round(0.4 * n)
-    print(f"\nHypervolume of the feasible front after k trials, as a fraction of the full grid's ({n} configurations); "
+    print(f"\nHypervolume of the front after k trials, as a fraction of the full grid's ({n} configurations); "
           f"median over seeds [min, max]; concurrency {args.concurrency}")
-    print(f"{'searcher':10s} " + " ".join(f"{'k=' + str(k):>20s}" for k in marks)
-          + f" {'>= 95 % by k=' + str(target):>16s} {'trials to 95 % (median)':>24s}")
-    for algorithm, runs in curves.items():
-        cells = []
-        for k in marks:
-            values = [_at(r, k) for r in runs]
-            cells.append(f"{statistics.median(values):.3f} [{min(values):.2f}, {max(values):.2f}]")
-        reached = sum(_at(r, target) >= 0.95 for r in runs)
-        to95 = [next((i + 1 for i, v in enumerate(r) if v >= 0.95), None) for r in runs]
-        hit = sorted(t for t in to95 if t is not None)
-        median95 = f"{statistics.median(hit):.0f} ({len(hit)}/{len(runs)} seeds)" if hit else f"never ({len(runs)} seeds)"
-        print(f"{algorithm:10s} " + " ".join(f"{c:>20s}" for c in cells) + f" {f'{reached}/{len(runs)}':>16s} "
-              f"{median95:>24s}")
+    print(f"{'searcher':16s} " + " ".join(f"{'k=' + str(k):>20s}" for k in marks) + f" {'trials to 95 %':>22s}")
+    for arm, rs in runs.items():
+        to95 = sorted(t for t in (next((i + 1 for i, v in enumerate(r.hv) if v >= 0.95), None) for r in rs) if t)
+        reached = f"{statistics.median(to95):.0f} ({len(to95)}/{len(rs)} seeds)" if to95 else f"never ({len(rs)})"
+        print(f"{arm:16s} " + " ".join(f"{_cell([r.hv_at_trials(k) for r in rs]):>20s}" for k in marks)
+              + f" {reached:>22s}")
+    fractions = (0.1, 0.2, 0.4)
+    print(f"\nThe same against compute: training (each student once), export and board seconds (each graph and "
+          f"thread count timed once), as a fraction of the whole grid's {full_compute / 60:.0f} min")
+    print(f"{'searcher':16s} " + " ".join(f"{f'{f:.0%} compute':>20s}" for f in fractions)
+          + f" {'compute to 95 %':>22s}")
+    for arm, rs in runs.items():
+        to95 = sorted(next((c for v, c in zip(r.hv, r.spent) if v >= 0.95), math.inf) for r in rs)
+        median95 = statistics.median(to95)
+        reached = f"{median95 / full_compute:.0%} ({sum(math.isfinite(t) for t in to95)}/{len(rs)} seeds)" \
+            if math.isfinite(median95) else f"never ({len(rs)})"
+        print(f"{arm:16s} " + " ".join(f"{_cell([r.hv_at_seconds(f * full_compute) for r in rs]):>20s}"
+                                      for f in fractions) + f" {reached:>22s}")
 
 
-def _plot(curves: dict, n: int, path: Path) -> None:
+def _plot(runs: dict[str, list[Run]], n: int, full_compute: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for algorithm, runs in curves.items():
-        length = max(len(r) for r in runs)
-        ks = list(range(1, length + 1))
-        med = [statistics.median(_at(r, k) for r in runs) for k in ks]
-        lo = [min(_at(r, k) for r in runs) for k in ks]
-        hi = [max(_at(r, k) for r in runs) for k in ks]
-        ax.plot(ks, med, label=f"{algorithm} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
-        if len(runs) > 1:
-            ax.fill_between(ks, lo, hi, alpha=0.15)
-    ax.axhline(0.95, color="grey", lw=0.8, ls="--")
-    ax.axvline(0.4 * n, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel(f"trials (the grid has {n})")
-    ax.set_ylabel("hypervolume / full grid's")
-    ax.set_title("Searchers replayed on a recorded grid (median, min-max band)")
-    ax.legend(loc="lower right")
+    fig, (by_trials, by_compute) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    xs = [f / 100 for f in range(1, 101)]
+    for arm, rs in runs.items():
+        label = f"{arm} ({len(rs)} seed{'s' if len(rs) > 1 else ''})"
+        ks = list(range(1, max(len(r.hv) for r in rs) + 1))
+        by_trials.plot(ks, [statistics.median(r.hv_at_trials(k) for r in rs) for k in ks], label=label)
+        by_compute.plot(xs, [statistics.median(r.hv_at_seconds(x * full_compute) for r in rs) for x in xs], label=label)
+    for ax in (by_trials, by_compute):
+        ax.axhline(0.95, color="grey", lw=0.8, ls="--")
+    by_trials.set_xlabel(f"trials (the grid has {n})")
+    by_compute.set_xlabel("compute spent / the whole grid's (training, export, board seconds)")
+    by_trials.set_ylabel("hypervolume / full grid's (median over seeds)")
+    by_compute.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Searchers replayed on a recorded grid")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"plot: {path}")
@@ -286,7 +350,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="record: torch threads for training")
     parser.add_argument("--algorithms", type=lambda s: s.split(","), default=list(ALGORITHMS))
     parser.add_argument("--seeds", type=int, default=10, help="replay: seeds per algorithm")
-    parser.add_argument("--budget", type=float, default=0.6, help="replay: trials per run, as a fraction of the grid")
+    parser.add_argument("--budget", type=float, default=1.0, help="replay: trials per run, as a fraction of the grid")
     parser.add_argument("--concurrency", type=int, default=3, help="replay: trials in flight (the demo's)")
     args = parser.parse_args()
     return record(args) if args.step == "record" else replay(args)

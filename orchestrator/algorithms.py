@@ -36,6 +36,7 @@ class SearchSetup:
     trials: int  # the trial budget (a grid's size for an enumerating algorithm)
     concurrency: int  # trials running at once
     constraints: Callable[[dict], dict[str, float]]  # a finished trial's result -> {name: value}, feasible when <= 0
+    variants: Callable[[dict], list[dict]] | None = None  # a trained student's config -> its other exports to queue
 
 
 class TuneSearch(NamedTuple):

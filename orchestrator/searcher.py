@@ -18,6 +18,7 @@ and the search ends early (the study's user attribute `edgesweep_exhausted` says
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -33,6 +34,8 @@ from orchestrator.algorithms import ALGORITHMS, SearchSetup, TuneSearch
 from orchestrator.config import SweepConfig
 from orchestrator.pareto import violations
 from search_spaces import Choice, SearchSpace
+from device_actors.runtimes import BoardKnobs
+from trainables.export.registry import ExportKnobs
 from trainables.hyper import TrainKnobs
 
 if TYPE_CHECKING:
@@ -44,7 +47,8 @@ STUDY_DB = "optuna.db"
 REPEATS_BEFORE_RANDOM = 2  # proposals of the configured sampler per trial before random ones take over
 MAX_ASKS = 32  # proposals per trial that repeat finished configurations before the space counts as exhausted
 REPEATS_ATTR = "edgesweep_repeats"  # on a proposal closed as a repeat: the Tune trial that has its configuration
-EXHAUSTED_ATTR = "edgesweep_exhausted"  # on the study: the number of trials when no new configuration came
+EXHAUSTED_ATTR = "edgesweep_exhausted"
+VARIANT_ATTR = "edgesweep_variant_of"  # on a queued export variant: the trial that trained its student  # on the study: the number of trials when no new configuration came
 
 
 def config_key(config: dict) -> str:
@@ -53,10 +57,13 @@ def config_key(config: dict) -> str:
 
 
 class ParetoOptunaSearch(OptunaSearch):
-    def __init__(self, *args, constraints=None, seed: int = 0, **kwargs):
+    def __init__(self, *args, constraints=None, seed: int = 0, variants=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._constraints = constraints  # metrics -> {name: value}, feasible when every value <= 0
         self._seed = seed
+        self._variants = variants  # a trained student's config -> its other export variants to queue (or None)
+        self._config_of: dict[str, dict] = {}  # Tune trial id -> its config, while it runs
+        self._queued: list[tuple[dict, str]] = []  # (export variant, the trial that trained its student), in order
         # All plain data, so Tune's searcher checkpoint (OptunaSearch pickles __dict__) keeps it for --resume.
         self._finished: dict[str, str] = {}  # config key -> the Tune trial that trained it
         self._running: dict[str, str] = {}  # config key -> the Tune trial training it
@@ -65,8 +72,15 @@ class ParetoOptunaSearch(OptunaSearch):
         self._waiting_for: str | None = None  # the key of a running trial the last proposal repeated
         self._asks = 0
 
+    def _fill_in(self) -> None:
+        """Defaults of what a searcher saved by an older sweep lacks (Tune restores its pickled __dict__)."""
+        for name, default in (("_variants", None), ("_config_of", {}), ("_queued", [])):
+            self.__dict__.setdefault(name, default)
+
     def suggest(self, trial_id: str):
         import optuna
+
+        self._fill_in()
 
         if self._waiting_for in self._running:
             return None  # Tune asks again later, when that trial may have finished
@@ -79,6 +93,7 @@ class ParetoOptunaSearch(OptunaSearch):
                     study.sampler = optuna.samplers.RandomSampler(seed=self._seed + self._asks)
                 self._asks += 1
                 ask_id = trial_id if attempt == 0 else f"{trial_id}~{attempt}"
+                self._enqueue_next(study)
                 config = super().suggest(ask_id)
                 if not isinstance(config, dict):
                     return config
@@ -101,6 +116,7 @@ class ParetoOptunaSearch(OptunaSearch):
 
     def _accept(self, trial_id: str, ask_id: str, key: str, config: dict) -> dict:
         self._running[key], self._key_of[trial_id] = trial_id, key
+        self._config_of[trial_id] = config
         if ask_id != trial_id:
             self._ask_id[trial_id] = ask_id
         return config
@@ -118,11 +134,28 @@ class ParetoOptunaSearch(OptunaSearch):
         super().on_trial_result(self._ask_id.get(trial_id, trial_id), result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._fill_in()
         key = self._key_of.pop(trial_id, None)
         self._running.pop(key, None)
+        config = self._config_of.pop(trial_id, None)
         complete = self._tell(self._ask_id.pop(trial_id, trial_id), result, error)
         if complete and key is not None:
             self._finished[key] = trial_id
+            if self._variants is not None and config is not None and result.get("student_trained"):
+                self._queue_variants(trial_id, config)
+
+    def _queue_variants(self, trial_id: str, config: dict) -> None:
+        """Queue the other exports of the student trial `trial_id` just trained (`SearcherConfig.
+        export_variants`): each costs an export and a board timing, no training, and they are
+        proposed before the sampler's next own proposal (one that repeats a finished trial is closed
+        as any repeat is). They reach Optuna's queue one at a time, as they are asked, so a sweep
+        that ends first leaves no waiting trial in the study."""
+        self._queued += [(variant, trial_id) for variant in self._variants(config)]
+
+    def _enqueue_next(self, study: "optuna.Study") -> None:
+        if self._queued:
+            variant, trained_by = self._queued.pop(0)
+            study.enqueue_trial(variant, user_attrs={VARIANT_ATTR: trained_by})
 
     def _tell(self, ask_id: str, result: dict | None, error: bool) -> bool:
         complete = bool(result and result.get("trial_complete")) and not error
@@ -160,7 +193,17 @@ def search_setup(cfg: SweepConfig, sweep_dir: Path) -> SearchSetup:
     return SearchSetup(name=cfg.name, sweep_dir=Path(sweep_dir), space=cfg.search,
                        metrics=tuple(o.metric for o in cfg.objectives), modes=tuple(o.mode for o in cfg.objectives),
                        seed=cfg.searcher.seed, trials=cfg.searcher.trials, concurrency=cfg.searcher.concurrency,
-                       constraints=functools.partial(violations, cfg.constraints))  # pickled with the searcher's state
+                       constraints=functools.partial(violations, cfg.constraints),  # pickled with the searcher's state
+                       variants=functools.partial(cfg.search.variants, knobs=deployment_knobs())
+                       if cfg.searcher.export_variants else None)
+
+
+def deployment_knobs() -> tuple[str, ...]:
+    """The knobs that change how a trained student is exported and run, not its weights (the
+    export's img_size is the training's too)."""
+    trained = {f.name for f in dataclasses.fields(TrainKnobs)}
+    return tuple(f.name for f in (*dataclasses.fields(ExportKnobs), *dataclasses.fields(BoardKnobs))
+                 if f.name not in trained)
 
 
 def make_searcher(cfg: SweepConfig, sweep_dir: Path) -> TuneSearch:
@@ -177,7 +220,8 @@ def optuna_search(setup: SearchSetup, sampler: "optuna.samplers.BaseSampler") ->
     searcher = ParetoOptunaSearch(
         space=setup.space.suggest, metric=list(setup.metrics), mode=list(setup.modes), sampler=sampler,
         study_name=setup.name, storage=optuna.storages.RDBStorage(study_url(setup.sweep_dir)),
-        points_to_evaluate=baseline_first(setup.space), constraints=setup.constraints, seed=setup.seed)
+        points_to_evaluate=baseline_first(setup.space), constraints=setup.constraints, seed=setup.seed,
+        variants=setup.variants)
     return TuneSearch(searcher, {}, setup.trials)
 
 

@@ -16,8 +16,9 @@ This module performs no I/O; `ray.tune` is imported inside `tune_param_space` on
 from __future__ import annotations
 
 import itertools
+import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -254,6 +255,25 @@ class SearchSpace:
             active = [k for k in self._sampling_order() if k in self.conditions and self.is_active(k, base)]
             for sub in itertools.product(*(self.params[k].values for k in active)):
                 yield self.complete({**base, **dict(zip(active, sub))})
+
+    def sampled(self, config: Mapping[str, object]) -> dict:
+        """The searched knobs of a complete config that are active in it: what a searcher sampled."""
+        return {k: config[k] for k in self._sampling_order() if k in config and self.is_active(k, config)}
+
+    def variants(self, config: Mapping[str, object], knobs: Iterable[str]) -> list[dict]:
+        """The other points of the space that differ from `config` only in `knobs` (each searched
+        with a finite set of values), as sampled knobs: e.g. every other export of one student."""
+        varied = [k for k in self._sampling_order() if k in set(knobs) and hasattr(self.params[k], "values")]
+        base = {k: v for k, v in self.sampled(config).items() if k not in varied}
+        seen, out = {json.dumps(self.sampled(config), sort_keys=True, default=str)}, []
+        for combo in itertools.product(*(self.params[k].values for k in varied)):
+            point = {**base, **dict(zip(varied, combo))}
+            point = {k: v for k, v in point.items() if self.is_active(k, point)}
+            key = json.dumps(point, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                out.append(point)
+        return out
 
     def to_dict(self) -> dict:
         """The `search:` and `fixed:` sections as plain values."""

@@ -111,3 +111,43 @@ def test_the_baseline_is_the_first_proposal_when_kd_methods_are_searched(tmp_pat
     no_baseline = parse_config({"name": "q", "searcher": {"algorithm": "tpe", "trials": 4},
                                 "search": {"quantization": {"choice": ["fp32", "int8"]}}})
     assert baseline_first(no_baseline.search) is None  # nothing to put first: the sampler starts
+
+
+def _variant_searcher(tmp_path, **searcher):
+    cfg = parse_config({"name": "variants", "searcher": {"algorithm": "tpe", "trials": 20, **searcher},
+                        "teachers": {"t": {"model": "s"}}, "fixed": {"teacher": "t"},
+                        "search": {"kd_method": {"choice": ["none", "output"]},
+                                   "kd_factor": {"choice": [0.5, 2.0]},
+                                   "quantization": {"choice": ["fp32", "fp16", "int8"]},
+                                   "calib_method": {"choice": ["minmax", "entropy"]},
+                                   "board_threads": {"choice": [1, 2]}}})
+    return cfg, make_searcher(cfg, tmp_path)[0]
+
+
+def test_a_newly_trained_students_other_exports_are_proposed_next(tmp_path):
+    cfg, searcher = _variant_searcher(tmp_path)
+    first = searcher.suggest("t0")
+    searcher.on_trial_complete("t0", {"trial_complete": True, "map50_95": 0.3, "latency_ms": 1.0,
+                                      "student_trained": True})
+    trained = {k: first[k] for k in ("kd_method", "kd_factor", "epochs", "seed") if k in first}
+    # fp32 and fp16 at 1 and 2 threads, int8 with either calibration at either: 8 exports, one of them run
+    variants = [searcher.suggest(f"t{n}") for n in range(1, 8)]
+    assert all({k: v[k] for k in trained} == trained for v in variants)
+    exports = {(v["quantization"], v["calib_method"] if v["quantization"] == "int8" else None, v["board_threads"])
+               for v in [first, *variants]}
+    assert len(exports) == 8
+    study = optuna.load_study(study_name=cfg.name, storage=study_url(tmp_path))
+    assert sum(t.user_attrs.get("edgesweep_variant_of") == "t0" for t in study.trials) == 7
+
+
+def test_a_reused_student_or_the_switch_off_queues_nothing(tmp_path):
+    for switch, trained, name in ((True, False, "reused"), (False, True, "off")):
+        (tmp_path / name).mkdir()
+        cfg, searcher = _variant_searcher(tmp_path / name, export_variants=switch)
+        searcher.suggest("t0")
+        searcher.on_trial_complete("t0", {"trial_complete": True, "map50_95": 0.3, "latency_ms": 1.0,
+                                          "student_trained": trained})
+        for n in range(1, 4):
+            searcher.suggest(f"t{n}")
+        study = optuna.load_study(study_name=cfg.name, storage=study_url(tmp_path / name))
+        assert not [t for t in study.trials if "edgesweep_variant_of" in t.user_attrs]
