@@ -38,6 +38,7 @@ class TrainSpec:
     torch_threads: int | None  # torch CPU threads (the train resources' CPU count)
     cache_dir: Path | None = None  # teacher cache on the training node (None: the node's default)
     data_digest: str = ""  # of the splits' annotations (`preflight.DataSummary.digest`): part of a student's key
+    device: str = "auto"  # "cpu" for CPU slots: Ray 2.60 leaves a node's GPUs visible to tasks that asked for none
 
     def datasets(self) -> tuple[CocoDataset, CocoDataset]:
         splits = data_splits(self.data, seed=self.seed)
@@ -139,7 +140,7 @@ def train_student_stream(student: TrainKnobs, spec: TrainSpec, teacher: "Trained
         if teacher is not None and student.distills:
             teacher_path = work / "teacher.pt"
             teacher_path.write_bytes(teacher.checkpoint)
-        base = TrainConfig.from_settings(spec.training, torch_threads=spec.torch_threads)
+        base = TrainConfig.from_settings(spec.training, torch_threads=spec.torch_threads, device=spec.device)
 
         def run(on_epoch):
             with Trainer() as fence:
@@ -157,8 +158,8 @@ def train_teacher(size: str, epochs: int, img_size: int, spec: TrainSpec) -> Tra
     from trainables.kd.teachers import ensure_teacher, teacher_config, teacher_metrics
 
     train, val = spec.datasets()
-    cfg = teacher_config(TrainConfig.from_settings(spec.training, torch_threads=spec.torch_threads), epochs=epochs,
-                         img_size=img_size, seed=0)
+    base = TrainConfig.from_settings(spec.training, torch_threads=spec.torch_threads, device=spec.device)
+    cfg = teacher_config(base, epochs=epochs, img_size=img_size, seed=0)
     path = ensure_teacher(size, train, val, cfg, spec.cache_dir or cache_dir())
     return TrainedModel(checkpoint=Path(path).read_bytes(), metrics=teacher_metrics(path))
 

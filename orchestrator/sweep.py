@@ -115,7 +115,8 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
 
 def _train_spec(cfg: SweepConfig, data_digest: str) -> TrainSpec:
     return TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, data_digest=data_digest,
-                     torch_threads=max(math.ceil(cfg.resources.train.cpu), 1))  # 1.5 CPUs: 2 torch threads
+                     torch_threads=max(math.ceil(cfg.resources.train.cpu), 1),  # 1.5 CPUs: 2 torch threads
+                     device="auto" if cfg.resources.train.gpu else "cpu")  # a CPU slot trains on its CPUs
 
 
 # The trial process only waits for its tasks and the board: it reserves no CPU, so every CPU is a
