@@ -25,9 +25,11 @@ from device_actors.timing import TimingProtocol
 from device_actors.toy_model import toy_detector_onnx
 
 REPO = Path(__file__).resolve().parents[2]
-# Long enough that four callers really queue behind each other, short enough for CI.
-QUEUED = TimingProtocol(warmup_runs=3, min_runs=20, min_seconds=0.8)
-SHORT = TimingProtocol(warmup_runs=3, min_runs=20, min_seconds=0.2)
+# Long enough that four callers really queue behind each other, short enough for CI. The toy
+# detectors of these tests share one graph: they are timed each (reuse_graphs off) unless a test
+# is about that reuse.
+QUEUED = TimingProtocol(warmup_runs=3, min_runs=20, min_seconds=0.8, reuse_graphs=False)
+SHORT = TimingProtocol(warmup_runs=3, min_runs=20, min_seconds=0.2, reuse_graphs=False)
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +97,17 @@ def test_repeated_artifact_is_answered_from_the_board_cache(board):
     assert status.cache_hits >= 1 and status.recent[-1].cached
 
 
+def test_an_artifact_whose_graph_the_board_timed_gets_that_measurement_there(board_cluster, board):
+    reused = TimingProtocol(warmup_runs=3, min_runs=20, min_seconds=0.3)
+    first = board.measure(_model(seed=6), protocol=reused)
+    second = board.measure(_model(seed=7), protocol=reused)
+    assert first.reused_from is None and first.node_id == board_cluster.board_node_id
+    assert second.reused_from == first.artifact_sha256 != second.artifact_sha256 and second.cached
+
+
 def test_killed_actor_is_restarted_and_its_pending_measurement_completes(board_cluster, board):
     pid_before = board.status().pid
-    slow = TimingProtocol(warmup_runs=3, min_runs=20, min_seconds=2.0, max_runs=1_000_000)
+    slow = TimingProtocol(warmup_runs=3, min_runs=20, min_seconds=2.0, max_runs=1_000_000, reuse_graphs=False)
     request, data = board.request_for(_model(seed=3), protocol=slow)
     ref = board.submit(request, data)
     board_cluster.wait_for(lambda: board.status().queue.running is not None, 60, "measurement start")
