@@ -182,6 +182,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         "precision": exported.metrics["precision"], "recall": exported.metrics["recall"],
         "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"], "latency_cv": latency["cv"],
         "fps": latency["fps"], "latency_mean_ms": latency["mean_ms"], "preprocess_ms": latency["preprocess_ms"],
+        # the artifact whose measurement this is when the board reused its graph's; whether training was paused
+        "latency_reused_from": latency.get("reused_from"), "latency_quiet": latency.get("quiet"),
         "postprocess_ms": latency["postprocess_ms"], "board_system": _system(latency.get("facts") or {}),
         "size_mb": exported.size_mb, "format": exported.format,
         "board_emulated": any(r["emulated"] for r in reports.values()),  # any board's latency is emulated
