@@ -9,8 +9,10 @@ builds a distinct toy ONNX per trial). The boards are real latency actors timing
 on this machine's CPU, so their latencies are EMULATED and say nothing about a detector; the
 sweep, Tune, Optuna, the MLflow store and the journal are the real ones.
 
-Printed: makespan against its lower bound (the larger of the GPU work / 8 slots and the busiest
-board's measured busy time, and never less than one trial's own chain); per-board utilisation;
+Printed: makespan against its lower bound (the larger of the GPU work / 8 slots, a student trained
+once for all its exports, and the busiest board's measured busy time, and never less than one
+trial's own chain); per-board utilisation and how many artifacts each board timed, answered from an
+artifact of the same graph, or from its cache;
 the driver's RSS after every 100 trials and its peak; MLflow writes (calls of MlflowClient's
 create/log/set/update methods in the driver) per second; the driver's time in the searcher.
 
@@ -38,6 +40,7 @@ from bench.sweep_scale import sweep_config as scale_config  # noqa: E402
 from common.jsonlines import append_line  # noqa: E402
 from orchestrator.config import parse_config  # noqa: E402
 from orchestrator.stand_in_stages import StandInStages  # noqa: E402
+from orchestrator.students import students_trained  # noqa: E402
 
 GPU_NODES, GPUS_PER_NODE = 2, 4
 BOARDS = ("board-a", "board-b")
@@ -54,7 +57,8 @@ class LoggedStandInStages(StandInStages):
         reports = StandInStages.time_on_board(exported, trial, ctx)
         for name, r in reports.items():
             append_line(Path(self.log_path), json.dumps({"board": name, "start": r["started_at"],
-                                                         "end": r["ended_at"], "cached": r["cached"]}))
+                                                         "end": r["ended_at"], "cached": r["cached"],
+                                                         "reused": r.get("reused_from") is not None}))
         return reports
 
 
@@ -112,6 +116,15 @@ def sweep_config(root: Path, args) -> dict:
     return raw
 
 
+def artifacts_timed(log: Path) -> dict[str, dict[str, int]]:
+    """Per board, how its answers came: timed, reused from an artifact of the same graph, or its cache's."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"timed": 0, "graph_reused": 0, "cached": 0})
+    for line in log.read_text().splitlines():
+        r = json.loads(line)
+        counts[r["board"]]["graph_reused" if r.get("reused") else "cached" if r["cached"] else "timed"] += 1
+    return {board: dict(c) for board, c in counts.items()}
+
+
 def busy_seconds(log: Path) -> dict[str, float]:
     """Each board's time inside measurements (cache answers cost it nothing)."""
     busy: dict[str, float] = defaultdict(float)
@@ -167,14 +180,16 @@ def main() -> int:
         cluster.shutdown()
     complete = sum(r.complete for r in result.records)
     children = count_child_runs(result.tracking_uri, result.experiment_id, result.parent_run_id)
-    busy = busy_seconds(log)
+    busy, answers = busy_seconds(log), artifacts_timed(log)
     slots = GPU_NODES * GPUS_PER_NODE
+    trained, _ = students_trained(result.records)  # one training per student: its other exports reuse it
+    gpu_work = trained * args.train_seconds
     chain = args.train_seconds + max((b / max(complete, 1) for b in busy.values()), default=0.0)
-    bound = max(complete * args.train_seconds / slots, max(busy.values(), default=0.0), chain)
+    bound = max(gpu_work / slots, max(busy.values(), default=0.0), chain)
     writes = COUNTER.calls["mlflow writes"]
     figures = {"trials": args.trials, "complete": complete, "mlflow_child_runs": children, "makespan_s": makespan,
-               "lower_bound_s": bound, "gpu_work_s": complete * args.train_seconds, "gpu_slots": slots,
-               "board_busy_s": busy, "board_utilisation": {b: s / makespan for b, s in busy.items()},
+               "lower_bound_s": bound, "gpu_work_s": gpu_work, "gpu_slots": slots, "students_trained": trained,
+               "board_busy_s": busy, "board_answers": answers, "board_utilisation": {b: s / makespan for b, s in busy.items()},
                "rss_start_mb": rss_start, "rss_at_mb": rss_at, "peak_rss_mb": peak_rss_mb(),
                "mlflow_writes": writes, "mlflow_writes_per_s": writes / makespan,
                "driver_seconds": dict(COUNTER.spent), "driver_calls": dict(COUNTER.calls),
@@ -182,10 +197,14 @@ def main() -> int:
     print(f"\n{complete}/{args.trials} trials complete ({args.searcher}, concurrency {args.concurrency}); MLflow child "
           f"runs {children}; front {len(result.front)} on (map50_95, latency_ms@{BOARDS[1]})")
     print(f"makespan {makespan:.0f} s (cluster start excluded, sweep setup included) vs lower bound {bound:.0f} s "
-          f"= {makespan / bound:.2f}x (GPU work {complete * args.train_seconds:.0f} s / {slots} slots = "
-          f"{complete * args.train_seconds / slots:.0f} s; busiest board {max(busy.values(), default=0):.0f} s)")
+          f"= {makespan / bound:.2f}x (GPU work: {trained} students trained for {complete} artifacts x "
+          f"{args.train_seconds:g} s / {slots} slots = {gpu_work / slots:.0f} s; busiest board "
+          f"{max(busy.values(), default=0):.0f} s)")
     for name in BOARDS:
-        print(f"board {name}: busy {busy.get(name, 0):.0f} s = {100 * busy.get(name, 0) / makespan:.0f} % of the makespan")
+        a = answers.get(name, {})
+        print(f"board {name}: busy {busy.get(name, 0):.0f} s = {100 * busy.get(name, 0) / makespan:.0f} % of the "
+              f"makespan; timed {a.get('timed', 0)} artifacts, reused a graph's measurement for "
+              f"{a.get('graph_reused', 0)}, answered {a.get('cached', 0)} from its cache")
     print(", ".join([f"driver RSS MB: start {rss_start:.0f}", *(f"after {n}: {v:.0f}" for n, v in sorted(rss_at.items())),
                      f"peak {figures['peak_rss_mb']:.0f}"]))
     print(f"MLflow writes from the driver: {writes} = {writes / makespan:.1f}/s, "
