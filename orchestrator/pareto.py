@@ -18,8 +18,8 @@ from orchestrator.results import TrialRecord
 from trainables.hyper import TrainKnobs
 
 METRIC_COLUMNS = ("map50_95", "map50", "board_map50_95", "latency_ms", "size_mb", "float_map50_95", "train_s",
-                  "format", "student_key", "student_trained", "latency_cv", "latency_quiet", "latency_reused_from",
-                  "board_node", "board_emulated", "board_emulation")
+                  "format", "student_key", "student_trained", "latency_cv", "latency_quiet", "latency_retimed",
+                  "latency_reused_from", "board_node", "board_emulated", "board_emulation")
 
 
 def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:

@@ -18,6 +18,7 @@ WINS_TAG = "edgesweep.wins"  # on a front's model version: the objectives it is 
 FORMAT_TAG = "edgesweep.format"
 SHA256_TAG = "edgesweep.artifact_sha256"
 STUDENT_TAG = "edgesweep.student"  # the key of the trained student the trial exported (orchestrator.students)
+RETIMED_TAG = "edgesweep.latency_retimed"  # "true": the front's latency was timed again with the sweep idle
 STUDENT_TRAINED_TAG = "edgesweep.student_trained"  # "true": this trial trained it; "false": another trial had
 
 EPOCH_KEYS = ("lr", "images_per_second")  # per-epoch metrics besides loss_* and val_* (the epoch is the step)

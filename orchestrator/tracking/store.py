@@ -35,8 +35,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from orchestrator.results import TrialRecord
-from orchestrator.tracking.names import (EPOCH_KEYS, ERROR_TAG, FINISHED_TAG, FORMAT_TAG, PARETO_TAG, SHA256_TAG,
-                                         STATUS_TAG, SWEEP_TAG, TEACHER_TAG, TRIAL_TAG, WINS_TAG, metric_name,
+from orchestrator.tracking.names import (EPOCH_KEYS, ERROR_TAG, FINISHED_TAG, FORMAT_TAG, PARETO_TAG, RETIMED_TAG,
+                                         SHA256_TAG, STATUS_TAG, SWEEP_TAG, TEACHER_TAG, TRIAL_TAG, WINS_TAG, metric_name,
                                          result_tags, run_name)
 from trainables.export.registry import FORMATS, suffixes
 
@@ -202,6 +202,14 @@ class SweepTracking:
         on = {r.trial_id for r in front}
         for trial_id, run_id in runs.items():
             self.client.set_tag(run_id, PARETO_TAG, str(trial_id in on).lower())
+
+    def log_retimed(self, run_id: str, record: TrialRecord) -> None:
+        """A front trial's latencies timed again at the sweep's end (`orchestrator.retime`): the run's
+        board metrics take the new values (their history keeps the first) and a tag says so."""
+        keys = [k for k in record.metrics if k.startswith("latency") or k == "fps"]
+        self.client.log_batch(run_id, metrics=run_metrics({k: record.metrics[k] for k in keys},
+                                                          int(time.time() * 1000), 1),
+                              tags=[RunTag(RETIMED_TAG, "true")])
 
     def record_trial(self, run_id: str, record: TrialRecord, files: Sequence[Path] = ()) -> None:
         """Write a trial's end as the journal holds it (plus its artifact files) and close its run."""

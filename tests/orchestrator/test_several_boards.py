@@ -65,7 +65,8 @@ def test_every_trial_carries_each_boards_latency_and_latency_ms_is_the_first_boa
     for r in result.records:
         m = r.metrics
         assert m["latency_ms@near"] > 0 and m["latency_ms"] == m["latency_ms@near"]
-        assert m["latency_ms@far"] == latency[r.knobs["img_size"]]  # the far board's own reports
+        if not m.get("latency_retimed"):  # else timed again on both boards when the sweep was idle
+            assert m["latency_ms@far"] == latency[r.knobs["img_size"]]  # the far board's own reports
         assert m["board_emulated"] is True
     assert stored_config(result.sweep_dir).board.names == ("near", "far")  # --resume times on both again
 

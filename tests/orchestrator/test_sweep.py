@@ -144,13 +144,16 @@ def test_reported_pareto_set_equals_a_bruteforce_non_dominated_filter(swept):
     assert not dominates((0.1, 5.0), (0.1, 5.0), ("max", "min"))
 
 
-def test_optuna_study_in_the_sweep_dir_has_every_trial_and_the_same_front(swept):
+def test_optuna_study_in_the_sweep_dir_has_every_trial_as_the_searcher_was_told_it(swept):
     cfg, result = swept
     study = optuna.load_study(study_name=cfg.name, storage=study_url(cfg.sweep_dir))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 3
-    ours = sorted((round(r.metrics["map50_95"], 6), round(r.metrics["latency_ms"], 6)) for r in result.front)
-    assert sorted((round(t.values[0], 6), round(t.values[1], 6)) for t in study.best_trials) == ours
+    # the study holds what the searcher was told: a front latency timed again at the end (orchestrator.retime)
+    # keeps its first figure as latency_ms_in_sweep
+    told = sorted((round(r.metrics["map50_95"], 6),
+                   round(r.metrics.get("latency_ms_in_sweep", r.metrics["latency_ms"]), 6)) for r in result.records)
+    assert sorted((round(t.values[0], 6), round(t.values[1], 6)) for t in complete) == told
 
 
 def test_report_command_prints_the_front_and_the_mlflow_ui_command(swept, capsys):
