@@ -16,9 +16,10 @@ import ray
 import torch
 
 from orchestrator.config import parse_config
-from orchestrator.stages import TrainedModel, TrainSpec, train_student_stream
+from orchestrator.stages import TrainedModel, TrainSpec, train_student_stream, train_teacher
 from orchestrator.trainers import StageTask, start_train_slots
 from trainables.hyper import TrainKnobs
+from trainables.kd.registry import distilling_methods
 from trainables.checkpoint import load_checkpoint
 
 CONFIG = {
@@ -32,10 +33,10 @@ CONFIG = {
 }
 
 
-def _train(knobs: dict, spec: TrainSpec) -> tuple[int, tuple[int, int], bytes]:
+def _train(knobs: dict, spec: TrainSpec, teacher: TrainedModel | None = None) -> tuple[int, tuple[int, int], bytes]:
     """(worker pid, ids of the split objects the stage trained on, final checkpoint)."""
     student = TrainKnobs.from_knobs(knobs)
-    final = [u for u in train_student_stream(student, spec, None, None) if isinstance(u, TrainedModel)][0]
+    final = [u for u in train_student_stream(student, spec, teacher, None) if isinstance(u, TrainedModel)][0]
     return os.getpid(), tuple(id(split) for split in spec.datasets()), final.checkpoint
 
 
@@ -87,6 +88,27 @@ def test_a_reused_trainer_trains_a_trial_bit_identically_to_a_fresh_one(one_trai
     assert fresh_w.keys() == reused_w.keys()
     different = [k for k in fresh_w if not torch.equal(fresh_w[k], reused_w[k])]
     assert not different, f"weights differ between a fresh and a reused trainer: {different[:5]}"
+
+
+@pytest.mark.parametrize("method", distilling_methods())
+def test_a_distilled_trial_in_a_reused_trainer_equals_the_same_trial_in_a_fresh_one(one_trainer_slot, tmp_path,
+                                                                                    monkeypatch, method):
+    """Every registered KD method: its adapters are drawn from the trial's seed, not from whatever the
+    warm process drew before (a 1-epoch YOLO-n teacher: what matters is that both runs get the same one)."""
+    monkeypatch.setenv("EDGESWEEP_CACHE", str(tmp_path / "cache"))
+    cfg = parse_config(CONFIG, base_dir=tmp_path)
+    spec = TrainSpec(data=cfg.data, seed=cfg.seed, training=cfg.training, torch_threads=1, device="cpu")
+    teacher = train_teacher("n", 1, 64, spec)
+    trial_b = {**cfg.search.complete({"seed": 0}), "kd_method": method}
+    trial_a = cfg.search.complete({"seed": 1})  # a baseline first: the warm process has drawn other numbers
+
+    _, _, fresh = ray.get(train_in_fresh_worker.remote(trial_b, spec, teacher))
+    pid_a, _, _ = ray.get(train_in_worker.remote(trial_a, spec))
+    pid_b, _, reused = ray.get(train_in_worker.remote(trial_b, spec, teacher))
+    assert pid_a == pid_b
+    fresh_w, reused_w = _weights(fresh, tmp_path / "fresh.pt"), _weights(reused, tmp_path / "reused.pt")
+    different = [k for k in fresh_w if not torch.equal(fresh_w[k], reused_w[k])]
+    assert not different, f"{method}: weights differ between a fresh and a reused trainer: {different[:5]}"
 
 
 def _pid() -> int:
