@@ -19,15 +19,7 @@ from orchestrator.students import CachedStudent, StudentCache, StudentClaims, St
 from orchestrator.sweep import run_sweep
 from orchestrator.tracking.names import STUDENT_TAG, STUDENT_TRAINED_TAG
 from trainables.hyper import TrainKnobs, TrainSettings
-from tests.orchestrator.test_sweep_faults import stand_in_config
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGESWEEP_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-        ray.shutdown()
+from tests.orchestrator.test_sweep_faults import cache, stand_in_config  # noqa: F401 - cache: its module fixture
 
 
 def _spec(**changes) -> TrainSpec:
