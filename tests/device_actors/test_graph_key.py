@@ -118,8 +118,9 @@ def other_weights_exports(student_exports, tmp_path_factory):
     import torch
 
     from tests.exports import StudentExports
+    from trainables.checkpoint import load_checkpoint
 
-    checkpoint = torch.load(student_exports.checkpoint, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(Path(student_exports.checkpoint))
     checkpoint["model"] = checkpoint["raw_model"]
     path = tmp_path_factory.mktemp("raw-weights") / "raw.pt"
     torch.save(checkpoint, path)

@@ -92,7 +92,8 @@ def board_gone(board_cluster, tmp_path_factory) -> BoardGone:
         "searcher": {"algorithm": "grid", "concurrency": 2, "max_failures": 0},
         "resources": {"train": {"cpu": 0.25}},
         "board": {"name": board_cluster.board_name, "emulate_if_missing": False, "timeout_s": BOARD_TIMEOUT_S,
-                  "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 1.0}},
+                  # every trial must reach the board: its toy detectors share one graph, so reuse is off
+                  "timing": {"warmup_runs": 2, "min_runs": 5, "min_seconds": 1.0, "reuse_graphs": False}},
         "mlflow": {"experiment": "board-gone"},
     }
     cfg = parse_config(raw, base_dir=root)

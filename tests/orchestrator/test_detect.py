@@ -10,6 +10,11 @@ import pytest
 from PIL import Image
 
 from orchestrator.cli import main
+
+# The shared 8-epoch student scores its objects below the CLI's default 0.25 since the trainer's changes of
+# 2026-12-07 (objectness prior at the real image size, among others): 0 boxes at 0.25, 5-8 per image at 0.1.
+# These tests are about drawing what a model finds.
+CONF = ["--conf", "0.1"]
 from trainables.export import export_formats
 
 
@@ -27,7 +32,7 @@ def test_detect_draws_the_artifacts_detections_on_every_image_of_a_directory(art
         shutil.copy(f, source / f.name)
     names = trained_student.data_dir / "instances_val.json"
     assert main(["detect", "--model", str(artifact), "--source", str(source), "--save", str(tmp_path / "out"),
-                 "--names", str(names)]) == 0
+                 "--names", str(names), *CONF]) == 0
     out = capsys.readouterr().out
     assert "mean inference" in out and "FPS" in out
     changed = 0
@@ -56,7 +61,8 @@ def test_detect_on_a_video_writes_an_annotated_video_of_every_frame(artifact, tr
     from detection.video import VideoReader
 
     clip = _video_of(sorted((trained_student.data_dir / "val").iterdir())[:4], tmp_path / "clip.mp4")
-    assert main(["detect", "--model", str(artifact), "--source", str(clip), "--save", str(tmp_path / "out")]) == 0
+    assert main(["detect", "--model", str(artifact), "--source", str(clip), "--save", str(tmp_path / "out"),
+                 *CONF]) == 0
     out = capsys.readouterr().out
     assert "clip.mp4" in out and "over 12 frame(s) on this machine" in out
     # The same pass with nothing above threshold: what re-encoding alone changes.
