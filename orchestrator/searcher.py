@@ -98,8 +98,9 @@ class ParetoOptunaSearch(OptunaSearch):
                 if not isinstance(config, dict):
                     return config
                 key = config_key(config)
-                if key in self._finished:
-                    self._skip_repeat(ask_id, self._finished[key])
+                done = self._finished.get(key) or self._complete_in_study(study, ask_id)
+                if done:
+                    self._skip_repeat(ask_id, done)
                 elif key in self._running:  # wait for it, rather than train it twice at once
                     self._skip_repeat(ask_id, self._running[key])
                     self._waiting_for = key
@@ -153,9 +154,23 @@ class ParetoOptunaSearch(OptunaSearch):
         self._queued += [(variant, trial_id) for variant in self._variants(config)]
 
     def _enqueue_next(self, study: "optuna.Study") -> None:
-        if self._queued:
+        if self._queued:  # one the study holds already (run before a restart, say) is not queued again
             variant, trained_by = self._queued.pop(0)
-            study.enqueue_trial(variant, user_attrs={VARIANT_ATTR: trained_by})
+            study.enqueue_trial(variant, user_attrs={VARIANT_ATTR: trained_by}, skip_if_exists=True)
+
+    def _complete_in_study(self, study: "optuna.Study", ask_id: str) -> str | None:
+        """The study's COMPLETE trial with the proposal's params, if any (as "study trial N"): the
+        study is on disk, while `_finished` is as old as Tune's last save of this searcher, which a
+        killed driver may have made before its last trials ended."""
+        import optuna
+
+        asked = live_optuna_trial(self, ask_id)
+        if asked is None:
+            return None
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if t.params == asked.params:
+                return f"study trial {t.number}"
+        return None
 
     def _tell(self, ask_id: str, result: dict | None, error: bool) -> bool:
         complete = bool(result and result.get("trial_complete")) and not error
