@@ -61,7 +61,7 @@ def training_code_version() -> str:
 def deciding_knobs(train: TrainKnobs) -> dict[str, object]:
     """The train knobs that decide the weights: all of them, less the distillation ones when the
     method distils nothing (a baseline's teacher or factor, if sampled, changes no weight)."""
-    knobs = {k: v for k, v in asdict(train).items()}
+    knobs = asdict(train)
     knobs["kd_params"] = dict(train.kd_params)
     if not train.distills:
         for name in (*DISTILLATION_KNOBS, "kd_params"):
