@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 from ray import tune
 from rich.console import Group
@@ -11,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.console import console
+from orchestrator.results import load_records
 from orchestrator.trial_spec import TrialSpec
 
 
@@ -23,8 +25,10 @@ def _num(v, digits: int = 3) -> str:
 class LiveProgress(tune.Callback):
     """A Tune callback that redraws a table in the terminal (or logs lines when not a terminal)."""
 
-    def __init__(self, total: int, complete_knobs, title: str):
-        self.total, self.complete_knobs, self.title = total, complete_knobs, title
+    sweep_dir: Path | None = None  # a class default: a view saved by an older sweep restores from Tune's trials
+
+    def __init__(self, total: int, complete_knobs, title: str, sweep_dir: Path | None = None):
+        self.total, self.complete_knobs, self.title, self.sweep_dir = total, complete_knobs, title, sweep_dir
         self.rows: dict[str, dict] = {}
         self.started = time.monotonic()
         self._live: Live | None = None
@@ -37,13 +41,16 @@ class LiveProgress(tune.Callback):
         self._live.start()
 
     def _row(self, trial) -> dict:
-        if trial.trial_id not in self.rows:
-            spec = TrialSpec.of(self.complete_knobs(trial.config))
-            self.rows[trial.trial_id] = {
+        return self._row_of(trial.trial_id, self.complete_knobs(trial.config))
+
+    def _row_of(self, trial_id: str, knobs: dict) -> dict:
+        if trial_id not in self.rows:
+            spec = TrialSpec.of(knobs)
+            self.rows[trial_id] = {
                 "kd": spec.kd_name(teacher=True),
                 "format": spec.format, "state": "PENDING", "epoch": "-",
                 "val": None, "map": None, "lat": None, "stage": ""}
-        return self.rows[trial.trial_id]
+        return self.rows[trial_id]
 
     def _render(self):
         table = Table(title=self.title, title_justify="left", expand=False)
@@ -72,10 +79,19 @@ class LiveProgress(tune.Callback):
             self._last_draw = now
 
     def _restore(self, trials) -> None:
-        """On a resumed sweep, show the trials that finished before the restart (they get no more events)."""
+        """On a resumed sweep, show the trials that finished before the restart (they get no more events):
+        the journal's, as Tune's saved state may predate the last of them."""
         if self._restored:
             return
         self._restored = True
+        if self.sweep_dir is not None:
+            for record in load_records(self.sweep_dir):
+                if record.ended:
+                    row = self._row_of(record.trial_id, record.knobs)
+                    self._update(row, record.metrics)
+                    row["state"] = "FAILED" if record.status == "failed" else "DONE"
+            self._draw(force=True)
+            return
         for trial in trials:
             if trial.status in ("TERMINATED", "ERROR"):
                 self._update(self._row(trial), trial.last_result or {})

@@ -33,6 +33,7 @@ from orchestrator._ray_internals import live_optuna_trial, optuna_study
 from orchestrator.algorithms import ALGORITHMS, SearchSetup, TuneSearch
 from orchestrator.config import SweepConfig
 from orchestrator.pareto import violations
+from orchestrator.results import load_records
 from search_spaces import Choice, SearchSpace
 from device_actors.runtimes import BoardKnobs
 from trainables.export.registry import ExportKnobs
@@ -57,8 +58,11 @@ def config_key(config: dict) -> str:
 
 
 class ParetoOptunaSearch(OptunaSearch):
-    def __init__(self, *args, constraints=None, seed: int = 0, variants=None, **kwargs):
+    def __init__(self, *args, constraints=None, seed: int = 0, variants=None, budget: int | None = None,
+                 sweep_dir: Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self._budget = budget  # the sweep's trial count, checked against its journal (`_spent`)
+        self._sweep_dir = sweep_dir
         self._constraints = constraints  # metrics -> {name: value}, feasible when every value <= 0
         self._seed = seed
         self._variants = variants  # a trained student's config -> its other export variants to queue (or None)
@@ -74,7 +78,8 @@ class ParetoOptunaSearch(OptunaSearch):
 
     def _fill_in(self) -> None:
         """Defaults of what a searcher saved by an older sweep lacks (Tune restores its pickled __dict__)."""
-        for name, default in (("_variants", None), ("_config_of", {}), ("_queued", [])):
+        for name, default in (("_variants", None), ("_config_of", {}), ("_queued", []), ("_budget", None),
+                              ("_sweep_dir", None)):
             self.__dict__.setdefault(name, default)
 
     def suggest(self, trial_id: str):
@@ -85,6 +90,8 @@ class ParetoOptunaSearch(OptunaSearch):
         if self._waiting_for in self._running:
             return None  # Tune asks again later, when that trial may have finished
         self._waiting_for = None
+        if self._budget is not None and self._spent() >= self._budget:
+            return Searcher.FINISHED
         study = optuna_study(self)
         sampler = study.sampler
         try:
@@ -114,6 +121,13 @@ class ParetoOptunaSearch(OptunaSearch):
                  "%d configurations", MAX_ASKS, trials)
         study.set_user_attr(EXHAUSTED_ATTR, trials)
         return Searcher.FINISHED
+
+    def _spent(self) -> int:
+        """Trials that ended (the journal) or run now. Tune counts the trials it created, but a killed
+        driver's Tune state is as old as its last save: trials that ended after it are in the journal
+        only, and a resumed Tune would run that many more than the sweep's budget."""
+        ended = {r.trial_id for r in load_records(self._sweep_dir) if r.ended} if self._sweep_dir else set()
+        return len(ended | set(self._config_of))
 
     def _accept(self, trial_id: str, ask_id: str, key: str, config: dict) -> dict:
         self._running[key], self._key_of[trial_id] = trial_id, key
@@ -236,7 +250,7 @@ def optuna_search(setup: SearchSetup, sampler: "optuna.samplers.BaseSampler") ->
         space=setup.space.suggest, metric=list(setup.metrics), mode=list(setup.modes), sampler=sampler,
         study_name=setup.name, storage=optuna.storages.RDBStorage(study_url(setup.sweep_dir)),
         points_to_evaluate=baseline_first(setup.space), constraints=setup.constraints, seed=setup.seed,
-        variants=setup.variants)
+        variants=setup.variants, budget=setup.trials, sweep_dir=setup.sweep_dir)
     return TuneSearch(searcher, {}, setup.trials)
 
 

@@ -315,7 +315,7 @@ class Sweep:
         # The journal first: a trial's end is on disk before MLflow or the live view hear of it.
         callbacks = [ResultsLog(self.sweep_dir, cfg.search.complete), self.mlflow_callback]
         if show_progress:
-            callbacks.append(LiveProgress(cfg.searcher.trials, cfg.search.complete, f"sweep {cfg.name}"))
+            callbacks.append(LiveProgress(cfg.searcher.trials, cfg.search.complete, f"sweep {cfg.name}", self.sweep_dir))
         searcher, param_space, num_samples = make_searcher(cfg, self.sweep_dir)
         # reuse_actors: a finished trial's process runs the next trial (Tune resets it), so a trial
         # does not pay a process start; training runs on a long-lived trainer slot (orchestrator.trainers),
