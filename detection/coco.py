@@ -24,7 +24,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from common.errors import UserError
-from detection.yolo_format import coco_split, is_data_yaml, read_data_yaml
+from detection.yolo_format import IMAGE_OPEN_ERRORS, coco_split, is_data_yaml, read_data_yaml, skip_note
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
 # COCO boxes come from polygon extents and can overshoot the image by a rounding error; boxes
 # overshooting by less than this are clipped, anything further out is a broken annotation.
 BOX_TOLERANCE_PX = 1.0
+MAX_SIDE_PX = 1 << 16  # an image side beyond this is a typo or a hostile file, not a photo to train on
+ID_REFERENCES = {"annotations": ("image_id", "category_id")}  # keys besides `id` that hold an id
 BAD_IMAGE_POLICIES = ("skip", "fail")
-_IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 
 
 class DatasetError(UserError, ValueError):
@@ -68,6 +69,16 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_finite_number(value: object) -> bool:
+    """A JSON number a float can hold: not a bool, NaN, infinity or a 400-digit integer."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _first_duplicate(values) -> object | None:
     seen = set()
     for value in values:
@@ -85,6 +96,9 @@ def _read_json(path: Path) -> dict:
             raw = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"annotations file {path} is not valid JSON: {e}") from e
+    except RecursionError:
+        raise DatasetError(f"annotations file {path} is nested too deeply to be a COCO file "
+                           f"(arrays or objects inside each other thousands of levels deep)") from None
     if not isinstance(raw, dict):
         raise DatasetError(f"annotations file {path} is not a COCO file: the top level is a "
                            f"{type(raw).__name__}, expected an object with keys {', '.join(REQUIRED_KEYS)}")
@@ -110,24 +124,33 @@ def _check_structure(raw: dict, path: Path) -> None:
             if absent:
                 raise DatasetError(f"annotations file {path}: {section}[{n}] (id {entry.get('id')!r}) is "
                                    f"missing key(s) {', '.join(absent)} (required: {', '.join(keys)})")
-            if not _is_int(entry["id"]):
-                raise DatasetError(f"annotations file {path}: {section}[{n}] has id {entry['id']!r}; "
-                                   f"ids must be integers")
+            for key in ("id", *ID_REFERENCES.get(section, ())):
+                if not _is_int(entry[key]):
+                    raise DatasetError(f"annotations file {path}: {section}[{n}] has {key} {entry[key]!r:.80}; "
+                                       f"ids must be integers")
         if section != "annotations":
             duplicate = _first_duplicate(entry["id"] for entry in entries)
             if duplicate is not None:
                 raise DatasetError(f"annotations file {path}: '{section}' contains id {duplicate} more than once")
+    if not raw["categories"]:
+        raise DatasetError(f"annotations file {path} has no categories: a detector needs at least one class "
+                           f"(categories: [{{id: 1, name: ...}}, ...])")
+    for n, cat in enumerate(raw["categories"]):
+        if not isinstance(cat["name"], str) or not cat["name"].strip():
+            raise DatasetError(f"annotations file {path}: categories[{n}] (id {cat['id']}) has name "
+                               f"{cat['name']!r:.80}; a category name is a non-empty string")
     for n, image in enumerate(raw["images"]):
-        h, w = image["height"], image["width"]
-        if not (isinstance(h, (int, float)) and isinstance(w, (int, float)) and h > 0 and w > 0):
+        h, w, file_name = image["height"], image["width"], image["file_name"]
+        if not (_is_finite_number(h) and _is_finite_number(w) and 0 < h <= MAX_SIDE_PX and 0 < w <= MAX_SIDE_PX):
             raise DatasetError(f"annotations file {path}: images[{n}] (id {image['id']}) has height "
-                               f"{h!r} and width {w!r}; both must be positive numbers")
+                               f"{h!r:.80} and width {w!r:.80}; both must be numbers in (0, {MAX_SIDE_PX}]")
+        if not isinstance(file_name, str) or not file_name.strip() or "\0" in file_name:
+            raise DatasetError(f"annotations file {path}: images[{n}] (id {image['id']}) has file_name "
+                               f"{file_name!r:.80}; expected a file name relative to the images directory")
     for n, ann in enumerate(raw["annotations"]):
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                        for v in bbox)):
-            raise DatasetError(f"annotations file {path}: annotation id {ann['id']} has bbox {bbox!r}; "
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_finite_number(v) for v in bbox)):
+            raise DatasetError(f"annotations file {path}: annotation id {ann['id']} has bbox {bbox!r:.200}; "
                                f"expected [x, y, width, height] with four finite numbers")
 
 
@@ -178,7 +201,7 @@ def _probe_image(path: Path, height: float, width: float) -> str | None:
     try:
         with Image.open(path) as im:
             actual_w, actual_h = im.size
-    except _IMAGE_ERRORS as e:
+    except IMAGE_OPEN_ERRORS as e:
         return f"cannot be opened as an image ({e})"
     if (actual_h, actual_w) != (height, width):
         return (f"is {actual_w}x{actual_h} pixels but the annotations say {width}x{height} "
@@ -263,12 +286,11 @@ class CocoDataset:
             else:
                 self.skipped.append((path, reason))
         if self.skipped:
-            first_path, first_reason = self.skipped[0]
-            log.warning("skipped %d unreadable image(s) of %s (first: %s %s)", len(self.skipped),
-                        spec.annotations, first_path, first_reason)
+            log.warning("skipped %d unreadable image(s) of %s (first: %s)", len(self.skipped),
+                        spec.annotations, skip_note(*self.skipped[0]))
         if not chosen:
             raise DatasetError(f"no readable images for {spec.annotations} in {spec.images} "
-                               f"({len(self.skipped)} unreadable; first: {self.skipped[0][0]} {self.skipped[0][1]})")
+                               f"({len(self.skipped)} unreadable; first: {skip_note(*self.skipped[0])})")
         if spec.subset is not None and len(chosen) < wanted:
             raise DatasetError(f"subset of {wanted} images requested but only {len(chosen)} images of "
                                f"{spec.annotations} are readable")
@@ -341,7 +363,7 @@ class CocoDataset:
         try:
             with Image.open(path) as im:
                 pixels = _to_rgb(im)
-        except _IMAGE_ERRORS as e:
+        except IMAGE_OPEN_ERRORS as e:
             raise DatasetError(f"image {path} cannot be decoded: {e}") from e
         if pixels.shape[:2] != self.image_size(i):
             height, width = self.image_size(i)

@@ -11,6 +11,7 @@ without objects. Category ids are the class index + 1 (COCO's ids start at 1).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 COORD_TOLERANCE = 1e-3  # normalised coordinates may overshoot [0, 1] by a rounding error
+# What PIL raises on a file it cannot open as an image; a header claiming more than twice
+# PIL's MAX_IMAGE_PIXELS (a decompression bomb) raises an error that is not an OSError.
+IMAGE_OPEN_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 
 
 class YoloFormatError(UserError, ValueError):
@@ -47,24 +51,34 @@ def read_data_yaml(path: Path) -> YoloDataYaml:
     if not path.is_file():
         raise YoloFormatError(f"YOLO data file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise YoloFormatError(f"YOLO data file {path} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise YoloFormatError(f"YOLO data file {path} is nested too deeply to be a data.yaml") from None
     if not isinstance(raw, dict):
         raise YoloFormatError(f"YOLO data file {path}: expected a mapping with train, val and names")
     missing = [k for k in ("train", "val", "names") if k not in raw]
     if missing:
         raise YoloFormatError(f"YOLO data file {path} lacks {', '.join(missing)} (an Ultralytics data.yaml has "
                               f"train: and val: image directories and names:)")
-    root = (path.parent / str(raw.get("path") or ".")).resolve()
+    if not isinstance(raw.get("path") or ".", str):
+        raise YoloFormatError(f"YOLO data file {path}: path must be a directory, got {raw['path']!r:.80}")
+    root = (path.parent / (raw.get("path") or ".")).resolve()
     names = raw["names"]
     if isinstance(names, dict):
-        if sorted(names) != list(range(len(names))):
+        keys = list(names)
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in keys) \
+                or sorted(keys) != list(range(len(keys))):
             raise YoloFormatError(f"YOLO data file {path}: names must map 0..{len(names) - 1} to class names, "
-                                  f"got keys {sorted(names)}")
+                                  f"got keys {', '.join(repr(k) for k in keys):.200}")
         names = [names[i] for i in range(len(names))]
     if not isinstance(names, list) or not names:
         raise YoloFormatError(f"YOLO data file {path}: names must be a non-empty list or index -> name mapping")
+    for i, name in enumerate(names):
+        if not isinstance(name, (str, int, float)) or isinstance(name, bool) or not str(name).strip():
+            raise YoloFormatError(f"YOLO data file {path}: names[{i}] is {name!r:.80}; a class name is a "
+                                  f"non-empty string")
     splits = {}
     for split in ("train", "val"):
         value = raw[split]
@@ -76,6 +90,11 @@ def read_data_yaml(path: Path) -> YoloDataYaml:
             raise YoloFormatError(f"YOLO data file {path}: {split} directory {directory} does not exist")
         splits[split] = directory
     return YoloDataYaml(path=path, train=splits["train"], val=splits["val"], names=tuple(str(n) for n in names))
+
+
+def skip_note(path: Path, reason: str) -> str:
+    """One skipped file as a warning names it: a label line's reason starts with its file and line already."""
+    return reason if reason.startswith(str(path)) else f"{path} {reason}"
 
 
 def label_file(image: Path) -> Path:
@@ -91,10 +110,22 @@ def label_file(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def _label_lines(labels: Path) -> tuple[list[str], str | None]:
+    """The lines of a label file, or none and why: a file that is not UTF-8 text is named with the
+    line of its first bad byte."""
+    data = labels.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines(), None
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return [], f"{labels}:{line}: not UTF-8 text ({e.reason} at byte {e.start}), so none of its boxes is read"
+
+
 def _boxes(labels: Path, width: int, height: int, classes: int) -> tuple[list[tuple[int, list[float]]], list[str]]:
     """(class index, COCO [x, y, w, h] in pixels) per valid line, and a reason per bad line."""
-    boxes, bad = [], []
-    for n, line in enumerate(labels.read_text().splitlines(), start=1):
+    lines, unreadable = _label_lines(labels)
+    boxes, bad = [], [unreadable] if unreadable else []
+    for n, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:
             continue
@@ -108,7 +139,10 @@ def _boxes(labels: Path, width: int, height: int, classes: int) -> tuple[list[tu
             bad.append(f"{where}: expected an integer class and four numbers, got {line.strip()!r}")
             continue
         if not 0 <= cls < classes:
-            bad.append(f"{where}: class {cls} is outside names (0..{classes - 1})")
+            bad.append(f"{where}: class {fields[0]:.20} is outside names (0..{classes - 1})")
+            continue
+        if not all(math.isfinite(v) for v in (cx, cy, w, h)):
+            bad.append(f"{where}: box {cx:g} {cy:g} {w:g} {h:g} has a coordinate that is not a finite number")
             continue
         tol = COORD_TOLERANCE
         x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
@@ -136,7 +170,7 @@ def coco_split(images_dir: Path, names: tuple[str, ...], *, bad_labels: str = "f
         try:
             with Image.open(path) as im:
                 width, height = im.size
-        except (OSError, ValueError) as e:
+        except IMAGE_OPEN_ERRORS as e:
             skipped.append((path, f"cannot be opened as an image ({e})"))
             continue
         image_id = len(images) + 1
@@ -155,6 +189,6 @@ def coco_split(images_dir: Path, names: tuple[str, ...], *, bad_labels: str = "f
                                 "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
     if skipped:
         log.warning("YOLO split %s: skipped %d bad label line(s) or image(s) (first: %s)", images_dir, len(skipped),
-                    skipped[0][1])
+                    skip_note(*skipped[0]))
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(names)]
     return {"images": images, "annotations": annotations, "categories": categories}, skipped
