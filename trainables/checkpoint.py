@@ -37,6 +37,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an EdgeSweep checkpoint (expected format {FORMAT!r})")
+    missing = [key for key in ("model_spec", "model") if not isinstance(ckpt.get(key), dict)]
+    if missing:
+        raise CheckpointError(f"{path}: an EdgeSweep checkpoint without {' or '.join(missing)}; it is damaged or was "
+                              f"not written by EdgeSweep: train or import it again")
+    try:
+        checkpoint_spec(ckpt)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model_spec cannot be read ({type(e).__name__}: {e}); it is damaged or "
+                              f"was not written by EdgeSweep") from None
     return ckpt
 
 

@@ -118,9 +118,17 @@ def spec_of(weights: dict[str, torch.Tensor], path: Path) -> ModelSpec:
     if bottlenecks != max(round(3 * SIZES[size][0]), 1):
         raise CheckpointError(f"{path}: width says YOLOv5{size} but layer 2 has {bottlenecks} bottleneck(s), "
                               f"which no YOLOv5 n..x of v6.0 has")
-    anchors = weights[f"model.{DETECT}.anchors"]  # (levels, anchors, 2), in grid cells of each level
+    anchors = weights.get(f"model.{DETECT}.anchors")  # (levels, anchors, 2), in grid cells of each level
+    if anchors is None or anchors.ndim != 3 or anchors.shape[0] != len(STRIDES) or anchors.shape[2] != 2 \
+            or not anchors.shape[1] or not torch.isfinite(anchors).all():
+        found = "none" if anchors is None else f"shape {tuple(anchors.shape)}"
+        raise CheckpointError(f"{path}: its Detect head has no usable model.{DETECT}.anchors ({found}; expected "
+                              f"finite ({len(STRIDES)}, anchors per level, 2) in grid cells)")
     outputs = int(weights[f"model.{DETECT}.m.0.weight"].shape[0])
     num_classes = outputs // anchors.shape[1] - 5
+    if num_classes < 1 or outputs % anchors.shape[1]:
+        raise CheckpointError(f"{path}: its Detect head has {outputs} outputs per cell, which is not "
+                              f"{anchors.shape[1]} anchors x (5 + classes) for any class count >= 1")
     pixels = tuple(tuple(tuple(_number(float(v) * s) for v in a) for a in level)
                    for level, s in zip(anchors.tolist(), STRIDES))
     return ModelSpec(size=size, num_classes=num_classes, anchors=pixels)

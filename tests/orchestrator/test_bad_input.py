@@ -275,6 +275,23 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, data, capsys):
     assert_refused_before_anything_started(config, capsys, "student.init", "cannot read checkpoint", str(bogus))
 
 
+@pytest.mark.parametrize("damage, expected", [
+    (lambda ckpt: ckpt.pop("model_spec"), "an EdgeSweep checkpoint without model_spec"),
+    (lambda ckpt: ckpt["model_spec"].pop("anchors"), "its model_spec cannot be read (KeyError"),
+    (lambda ckpt: ckpt["model_spec"].update(size=["n"]), "its model_spec cannot be read"),
+], ids=["no-model_spec", "no-anchors", "size-a-list"])
+def test_a_checkpoint_with_a_damaged_model_spec_is_refused_naming_it(tmp_path, data, capsys, checkpoints, damage,
+                                                                    expected):
+    import torch
+
+    ckpt = torch.load(checkpoints.n, weights_only=True)
+    damage(ckpt)
+    damaged = tmp_path / "damaged.pt"
+    torch.save(ckpt, damaged)
+    config = sweep_file(tmp_path, data, student={"model": "n", "init": str(damaged)})
+    assert_refused_before_anything_started(config, capsys, "student.init", str(damaged), expected)
+
+
 # ---- as a process --------------------------------------------------------------------------------
 
 

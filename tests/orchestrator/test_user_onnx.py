@@ -109,6 +109,21 @@ def test_an_onnx_output_that_fits_neither_layout_stops_the_sweep_before_anything
     assert not (tmp_path / "runs" / "user-onnx" / "tune").exists()
 
 
+def test_an_onnx_with_external_weights_is_refused_before_anything_starts(user_models, trained_student, tmp_path,
+                                                                          capsys):
+    """A trial ships the model as one file, so weights in a side file would fail every trial."""
+    ours, _, _ = user_models
+    split = tmp_path / "split.onnx"
+    onnx.save(onnx.load(str(ours)), str(split), save_as_external_data=True, location="split.onnx.data",
+              size_threshold=0)
+    config = tmp_path / "split.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp_path, split, trained_student.data_dir, "yolov5")))
+    assert main(["sweep", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(split) in err and "weights are in external data (split.onnx.data)" in err
+    assert not (tmp_path / "runs" / "user-onnx" / "tune").exists()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"runtime": {"choice": ["onnxruntime", "tflite"]}}, "becomes only the formats built from a float ONNX"),
 ])

@@ -249,6 +249,8 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, vi
     (lambda sd: sd.update({"model.13.cv3.conv.weight": torch.zeros(256, 255, 1, 1)}),
      r"model.13.cv3.conv.weight \(256, 255, 1, 1\) does not fit YOLOv5s's neck.td4.cv3.conv.weight \(256, 256, 1, 1\)"),
     (lambda sd: sd.pop("model.24.m.0.weight"), "no Detect head at layer 24"),
+    (lambda sd: sd.pop("model.24.anchors"), r"no usable model.24.anchors \(none"),
+    (lambda sd: sd.update({"model.24.anchors": torch.full((3, 3, 2), float("nan"))}), "no usable model.24.anchors"),
 ])
 def test_weights_of_another_layout_are_refused_naming_the_file_and_the_tensor(yolov5s, tmp_path, edit, message):
     state = dict(yolov5s.state_dict())

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from onnx.external_data_helper import uses_external_data
 
 from trainables.export.artifact import ExportError
 
@@ -43,6 +44,12 @@ def check_onnx_model(path: Path, *, layout: str, num_classes: int) -> int:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - any parse failure means "not an ONNX model"
         raise ExportError(f"{path} is not a readable ONNX model: {e}") from e
+    external = [t for t in model.graph.initializer if uses_external_data(t)]
+    if external:
+        files = sorted({e.value for t in external for e in t.external_data if e.key == "location"})
+        raise ExportError(f"{path}: {len(external)} of its weights are in external data ({', '.join(files)}), but a "
+                          f"trial ships the model as one file; save it self-contained: onnx.save(onnx.load(path), "
+                          f"new_path) (models under 2 GB)")
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1 or not _fixed_square(_dims(inputs[0])):
