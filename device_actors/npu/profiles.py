@@ -97,7 +97,6 @@ def load_profile(name_or_path: str) -> NpuProfile:
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise ProfileError(f"{path}: key {key}: {first['msg']}{more}") from None
+        problems = "; ".join(f"key {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                             for err in e.errors())
+        raise ProfileError(f"{path}: {problems}") from None
