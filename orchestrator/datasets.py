@@ -7,7 +7,6 @@ finds its splits on disk, generating the default one the first time, and hands t
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Annotated
 from pydantic import Field
 
 from common.errors import UserError
+from common.locking import lock_exclusive
 from detection.coco import SplitSpec
 from detection.yolo_format import is_data_yaml, read_data_yaml
 
@@ -121,7 +121,7 @@ def embedded_default(data: EmbeddedDefault = EmbeddedDefault()) -> Path:
         return root
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock_exclusive(lock.fileno(), root / ".lock")
         if not done.exists():
             log.info("generating the embedded default data set in %s", root)
             generate(root, train=data.train, val=data.val, seed=data.seed, config=SynthConfig(size=data.size))

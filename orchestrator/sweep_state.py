@@ -8,7 +8,6 @@ it, never the YAML as it is now.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from common import atomic
 from common.errors import UserError
+from common.locking import LockUnsupported, lock_exclusive
 from orchestrator.config import SweepConfig, parse_config
 from orchestrator.results import RECORDS
 
@@ -54,7 +54,10 @@ class SweepLock:
         lock = cls(sweep_dir / LOCK)
         fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_exclusive(fd, lock.path, wait=False)
+        except LockUnsupported:
+            os.close(fd)
+            raise
         except BlockingIOError:
             holder = os.read(fd, 4096).decode(errors="replace").strip() or "an unknown process"
             os.close(fd)
@@ -110,7 +113,7 @@ def read_state(sweep_dir: Path) -> dict:
         raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no {STATE}): give runs/sweeps/NAME or the YAML")
     try:
         state = json.loads(path.read_text())
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RecursionError) as e:
         raise StateDamaged(f"{path}: the sweep's state file is damaged ({e}); the journal {Path(sweep_dir) / RECORDS} "
                            f"and the report files are intact, but --resume, report and best need this file: restore "
                            f"it from a backup, or run the YAML again under a new name") from None
