@@ -140,12 +140,9 @@ class BoardLatencyActor:
                 log.info("%s has the graph of artifact %s, timed before: its measurement is reused",
                          request.describe(), graph.earlier.artifact_sha256[:12])
                 return self._remember(self._cache.get(key))
-            self._journal.begin(key, request.describe())
-            try:
+            with self._journal.guard(key, request.describe()):  # its end is not reached when the process dies
                 report = measure_artifact(model, request, board=self._board, node_id=self._node_id,
                                           emulated=self._emulated)
-            finally:
-                self._journal.end()  # not reached when the process dies: that is the point
             if graph is not None:
                 report = self._graphs.timed(graph, report, request)
             self._cache.put(key, report)
@@ -165,7 +162,8 @@ class BoardLatencyActor:
             scores = self._scores.get(key)
             if scores is None:
                 data = split.unpack(self._cache.path.parent)
-                m = evaluate_artifact(model, request.runtime, data, options=request.options).metrics
+                with self._journal.guard(f"score:{key}", f"scoring {request.describe()}"):
+                    m = evaluate_artifact(model, request.runtime, data, options=request.options).metrics
                 scores = {"map50_95": m.map50_95, "map50": m.map50, "precision": m.precision, "recall": m.recall,
                           "images": float(len(data))}
                 self._scores.put(key, scores)
@@ -181,10 +179,11 @@ class BoardLatencyActor:
         self._ledger.start(None, f"detecting with {request.describe()} on {len(frames)} frame(s)")
         try:
             key = self._key(request)
-            if self._detector is None or self._detector[0] != key:
-                verify_artifact(model, request.artifact_sha256)
-                self._detector = (key, get_runtime(request.runtime).load(model, request.options))
-            return [detect(self._detector[1], frame, conf=conf) for frame in frames]
+            with self._journal.guard(f"detect:{key}", f"detecting with {request.describe()}"):
+                if self._detector is None or self._detector[0] != key:
+                    verify_artifact(model, request.artifact_sha256)
+                    self._detector = (key, get_runtime(request.runtime).load(model, request.options))
+                return [detect(self._detector[1], frame, conf=conf) for frame in frames]
         finally:
             self._ledger.finish()
 

@@ -3,18 +3,20 @@
 The actor restarts forever and Ray retries the pending call forever (`max_restarts=-1`,
 `max_task_retries=-1`), which is right when the board reboots or someone kills the actor, but
 a model that segfaults the runtime or exhausts the board's memory would then crash it in a
-loop and block every sweep. So the actor writes what it is about to time to disk first; a
-restarted actor that is asked for the same thing again counts the crash and, past a limit,
-refuses it with an error instead of crashing once more.
+loop and block every sweep. So the actor writes what it is about to run to disk first (timing,
+scoring or detecting: `guard`); a restarted actor that is asked for the same thing again counts the
+crash and, past a limit, refuses it with an error instead of crashing once more.
 
 Only deaths on the same Ray node count: a board that reboots or rejoins comes back as a new
 node, and a model that was being timed when the board went away is not to blame for it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from common.errors import UserError
@@ -53,7 +55,7 @@ class InFlightJournal:
         if attempt > self.max_attempts:
             self.end()
             raise ArtifactCrashedBoard(
-                f"{description} ended the board actor {attempt - 1} times while being timed (a runtime crash or "
+                f"{description} ended the board actor {attempt - 1} times while it ran (a runtime crash or "
                 f"out of memory on the board); refusing it. Check it on the board with "
                 f"`python -m orchestrator board bench MODEL --board NAME` and the board's Ray logs")
         if attempt > 1:
@@ -66,3 +68,13 @@ class InFlightJournal:
 
     def end(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def guard(self, key: str, description: str) -> Iterator[int]:
+        """`begin` before the body and `end` after it, also when it raises: only a process that dies
+        inside the body leaves the entry that the next actor counts."""
+        attempt = self.begin(key, description)
+        try:
+            yield attempt
+        finally:
+            self.end()
