@@ -187,4 +187,14 @@ def measure_artifact(model: bytes, request: MeasureRequest, *, board: str, node_
         frequency_start_mhz=thermal_start.frequency_mhz, frequency_end_mhz=thermal_end.frequency_mhz,
         protocol=dataclasses.asdict(protocol), facts=facts.to_dict(),
         runtime_versions=installed_runtime_versions(), started_at=started_at, ended_at=ended_at,
-        warnings=tuple(warnings), quiet=fence.quiet, paused_trainers=fence.paused, quiet_wait_s=fence.waited_s)
+        warnings=tuple(warnings), quiet=fence.quiet, paused_trainers=fence.paused, quiet_wait_s=fence.waited_s,
+        **_delegation(session))
+
+
+def _delegation(session) -> dict:
+    """What the session's interpreter delegated, for runtimes that say (`LiteRtSession.delegation`)."""
+    taken = getattr(session, "delegation", None)
+    if taken is None:
+        return {}
+    return {"delegated_ops": taken.delegated_ops, "delegate_partitions": taken.partitions,
+            "ops_in_graph": taken.ops}

@@ -94,6 +94,12 @@ class LatencyReport:
     quiet: bool | None = None
     paused_trainers: int = 0  # training processes on the board's machine that paused for this timing
     quiet_wait_s: float = 0.0  # how long the board waited for them to pause
+    # What the board's interpreter delegated (`device_actors.npu.delegated`): operators taken by a delegate
+    # (board.delegate, or LiteRT's default XNNPACK) and the partitions (DELEGATE nodes) they ran in, of ops_in_graph;
+    # None for runtimes without delegates
+    delegated_ops: int | None = None
+    delegate_partitions: int | None = None
+    ops_in_graph: int | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready: tuples become lists."""

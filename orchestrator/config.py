@@ -23,6 +23,7 @@ from common.errors import UserError
 from common.knobs import Noun
 from detection.coco import BAD_IMAGE_POLICIES
 from device_actors.naming import check_board_name
+from device_actors.npu.profiles import DEFAULT_PROFILE, load_profile
 from device_actors.runtimes.base import RuntimeOptions
 from device_actors.timing import TimingProtocol
 from orchestrator import _schema as s
@@ -95,6 +96,9 @@ class ConstraintsConfig:
     size_mb_max: Annotated[float | None, _doc("the artifact's size in MB at most", gt=0)] = None
     train_s_max: Annotated[float | None, _doc("the student's training seconds at most (teacher forwards included; "
                                               "a student another trial trained costs what it cost there)", gt=0)] = None
+    npu_fallback_ops_max: Annotated[int | None, _doc(
+        "operators of the artifact that fall back to the CPU under board.npu_profile, at most (0: all on the NPU; "
+        "an ONNX artifact's nodes all fall back under the TFLite profiles)", ge=0)] = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,12 @@ def _provider(name: str) -> str:
     return name
 
 
+def _npu_profile(name: str | None) -> str | None:
+    if name is not None:
+        load_profile(name)  # its ProfileError is a ValueError: pydantic reports it at board.npu_profile
+    return name
+
+
 def _option_strings(options: object) -> object:
     """Delegate options are strings on the wire; YAML's true becomes "true", 2 becomes "2"."""
     if not isinstance(options, dict):
@@ -205,6 +215,10 @@ class BoardConfig:
         "options passed to the delegate (values become strings); only with delegate")] = field(default_factory=dict)
     score_on_board: Annotated[bool, _doc("also score each artifact on the board, through its runtime and delegate "
                                          "(board_map50_95, board_map50)")] = False
+    npu_profile: Annotated[str | None, AfterValidator(_npu_profile), _doc(
+        "what each artifact's operators would run on: a delegate profile (vx: the i.MX8M Plus NPU's VX delegate; "
+        "xnnpack: LiteRT's CPU delegate) or a profile .yaml (device_actors/npu/profiles.py); every trial logs "
+        "npu/delegated_ops, npu/partitions, npu/fallback_ops and the per-op table (null: none)")] = DEFAULT_PROFILE
 
     def __post_init__(self) -> None:
         for i, name in enumerate(self.names):
@@ -536,6 +550,9 @@ def _constraints(file: SweepFile) -> ConstraintsConfig:
         for name in limits:
             if name not in names:
                 raise ConfigError(f"constraints.latency_ms_max.{name}: not one of board.names ({', '.join(names)})")
+    if file.constraints.npu_fallback_ops_max is not None and file.board.npu_profile is None:
+        raise ConfigError("constraints.npu_fallback_ops_max: counts operators under board.npu_profile, which is null; "
+                          "name a profile (vx, xnnpack or a .yaml)")
     return file.constraints
 
 

@@ -19,7 +19,9 @@ from trainables.hyper import TrainKnobs
 
 METRIC_COLUMNS = ("map50_95", "map50", "board_map50_95", "latency_ms", "size_mb", "float_map50_95", "train_s",
                   "format", "student_key", "student_trained", "latency_cv", "latency_quiet", "latency_retimed",
-                  "latency_reused_from", "board_node", "board_emulated", "board_emulation")
+                  "latency_reused_from", "board_node", "board_emulated", "board_emulation", "first_run_ms",
+                  "npu_delegated_ops", "npu_partitions", "npu_fallback_ops", "board_delegated_ops",
+                  "board_delegate_partitions")
 
 
 def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:

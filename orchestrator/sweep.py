@@ -22,6 +22,7 @@ import ray
 from mlflow.entities import RunTag
 from ray import tune
 
+from device_actors.npu import load_profile
 from device_actors.runtimes import RUNTIMES
 from orchestrator import pareto
 from orchestrator._ray_internals import reload_auth_config, tuner_callbacks
@@ -301,7 +302,8 @@ class Sweep:
                            teachers=_teacher_for_trials(self.teachers), boards=self.boards,
                            board_timeout_s=cfg.board.timeout_s, timing=cfg.board.timing,
                            runtime_options=cfg.board.runtime_options,
-                           board_val=self._board_val(), stages=self.stages or RealStages(), students=self.students)
+                           board_val=self._board_val(), stages=self.stages or RealStages(), students=self.students,
+                           npu_profile=load_profile(cfg.board.npu_profile) if cfg.board.npu_profile else None)
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_RESOURCES)
         if self.resume:  # callbacks, searcher and run config come back from the sweep's saved state
             tuner = tune.Tuner.restore(str(self.tune_dir), trainable, resume_unfinished=True, resume_errored=False,

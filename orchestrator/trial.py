@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING
 import ray
 from ray import tune
 
+from device_actors.npu.placement import TABLE_FILE as NPU_TABLE
 from orchestrator.config import METRICS, latency_keys
 from orchestrator.stages import EpochUpdate, Stages, TrainedModel, TrainSpec
 from orchestrator.trial_spec import TrialSpec
 
 if TYPE_CHECKING:
     from device_actors.client import Board
+    from device_actors.npu import NpuProfile, Placement
     from device_actors.runtimes import RuntimeOptions
     from device_actors.timing import TimingProtocol
     from orchestrator.students import Students
@@ -55,6 +57,7 @@ class TrialContext:
     boards: tuple[Board, ...] = ()  # one per board.names; every artifact is timed on each
     board_timeout_s: float = 3600.0
     board_val: ray.ObjectRef | None = None  # the packed val split when the board scores artifacts too
+    npu_profile: NpuProfile | None = None  # board.npu_profile, loaded: where each artifact's operators would run
 
     @property
     def board(self) -> Board:
@@ -153,6 +156,15 @@ def _keep(ctx: TrialContext, provenance: dict, student: bytes, float_metrics: di
                                                tune.get_context().get_trial_id()))
 
 
+def _placement(model: bytes, ctx: TrialContext) -> Placement | None:
+    """Where the artifact's operators would run under the sweep's NPU profile (None without one)."""
+    if ctx.npu_profile is None:
+        return None
+    from device_actors.npu import model_placement
+
+    return model_placement(model, ctx.npu_profile)
+
+
 def run_trial(config: dict, ctx: TrialContext) -> None:
     """The Tune trainable (bound to its context with `tune.with_parameters`)."""
     stages = ctx.stages
@@ -171,6 +183,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         _keep(ctx, provenance, student, float_metrics)
     _report_stage("export", trial, ctx)
     exported = stages.export_and_score(student, trial, ctx)
+    placement = _placement(exported.content, ctx)
     _report_stage("board", trial, ctx)  # queued or timing: a board that left the cluster shows here until the timeout
     reports = stages.time_on_board(exported, trial, ctx)
     latency = reports[ctx.board.name]
@@ -185,6 +198,9 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         # the artifact whose measurement this is when the board reused its graph's; whether training was paused
         "latency_reused_from": latency.get("reused_from"), "latency_quiet": latency.get("quiet"),
         "postprocess_ms": latency["postprocess_ms"], "board_system": _system(latency.get("facts") or {}),
+        # the first inference, apart (a delegate compiles its graph there), and what the board's interpreter delegated
+        "first_run_ms": latency["first_run_ms"], "board_delegated_ops": latency.get("delegated_ops"),
+        "board_delegate_partitions": latency.get("delegate_partitions"),
         "size_mb": exported.size_mb, "format": exported.format,
         "board_emulated": any(r["emulated"] for r in reports.values()),  # any board's latency is emulated
         "board_emulation": latency.get("emulation"), "board_node": latency["node_id"],
@@ -193,6 +209,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         "student_key": provenance.get("key"), "student_trained": provenance.get("trained"),
         "train_s": provenance.get("train_s", math.nan),
         **{f"float_{k}": v for k, v in float_metrics.items()},
+        **(placement.metrics() if placement is not None else {}),
     }
     # latency_ms is the first board's; with several boards each one's own is latency_ms@NAME
     final.update(zip(latency_keys(reports), (r["median_ms"] for r in reports.values())))
@@ -200,5 +217,6 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
                     "latency.json": json.dumps(latency, indent=2, default=str),
                     **({f"latency-{name}.json": json.dumps(r, indent=2, default=str) for name, r in reports.items()}
                        if len(reports) > 1 else {}),
-                    "export.json": json.dumps(exported.describe(), indent=2, default=str)},
+                    "export.json": json.dumps(exported.describe(), indent=2, default=str),
+                    **({NPU_TABLE: placement.table()} if placement is not None else {})},
             {"stage": "done", "epoch": epochs, "float_metrics": float_metrics, "final": final})

@@ -23,6 +23,7 @@ from common.errors import UserError
 from device_actors.npu.profiles import NpuProfile
 
 QUANTIZED_TYPES = ("int8", "uint8", "int16")
+TABLE_FILE = "npu-placement.txt"  # a trial's per-operator table (`Placement.table`), beside its artifact in MLflow
 _BUILTIN_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")  # LiteRT's builtin names; a custom op keeps its own name
 
 
@@ -37,6 +38,7 @@ class TensorInfo:
     shape: tuple[int, ...]  # the shape signature: -1 where a dimension is only known at run time
     scales: int  # quantization scales: 0 none, 1 per tensor, C per channel
     constant: bool
+    scale: float = 0.0  # the first scale (0: none)
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,9 @@ def tflite_ops(model: bytes) -> list[GraphOp]:
     def info(index: int) -> TensorInfo:
         t = tensors[index]
         shape = t.get("shape_signature", t["shape"])
+        scales = t["quantization_parameters"]["scales"]
         return TensorInfo(index=index, dtype=np.dtype(t["dtype"]).name, shape=tuple(int(d) for d in shape),
-                          scales=len(t["quantization_parameters"]["scales"]),
+                          scales=len(scales), scale=float(scales[0]) if len(scales) else 0.0,
                           constant=index not in produced and index not in graph_inputs)
 
     ops = []
@@ -180,11 +183,26 @@ def _reasons(op: GraphOp, profile: NpuProfile) -> list[str]:
         out.append("int16 activations" if dtype == "int16" else f"{dtype} tensors")
     if profile.quantized_needs_params and any(t.dtype in QUANTIZED_TYPES and t.scales == 0 for t in tensors):
         out.append("int8 tensor without quantization parameters")
+    ratio = _requantize_ratio(op)
+    if ratio is not None and profile.requantize_ratio and not profile.requantize_ratio[0] <= ratio <= \
+            profile.requantize_ratio[1]:
+        out.append(f"requantization by {ratio:.3g}, outside {profile.requantize_ratio[0]:g}-"
+                   f"{profile.requantize_ratio[1]:g}")
     if profile.weights == "per-tensor":
         channels = [t.scales for t in op.inputs if t.constant and t.scales > 1]
         if channels:
             out.append(f"per-channel quantized weights ({max(channels)} scales); the profile needs per-tensor")
     return out
+
+
+def _requantize_ratio(op: GraphOp) -> float | None:
+    """A QUANTIZE from one 8-bit tensor to another of the same type: input scale / output scale."""
+    if op.name != "QUANTIZE" or len(op.inputs) != 1 or len(op.outputs) != 1:
+        return None
+    x, y = op.inputs[0], op.outputs[0]
+    if x.dtype != y.dtype or x.dtype not in ("int8", "uint8") or not (x.scale and y.scale):
+        return None
+    return x.scale / y.scale
 
 
 def placement_of(ops: list[GraphOp], profile: NpuProfile, *, fmt: str) -> Placement:

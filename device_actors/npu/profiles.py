@@ -19,6 +19,8 @@ The schema, every key (unknown keys are refused; a bad file names the file and t
                                     # on a non-constant input or output
     quantized_needs_params: true    # an int8/uint8 tensor without scale and zero point keeps its op off
     static_shapes: true             # a tensor with a dynamic (-1) dimension keeps its op off
+    requantize_ratio: [0.0039, 128] # a QUANTIZE between two 8-bit tensors of one type runs only when its input
+                                    # scale / output scale is in this range (absent: any)
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ class NpuProfile:
     rejected_types: frozenset[Literal[TENSOR_TYPES]] = frozenset()  # type: ignore[valid-type]
     quantized_needs_params: bool = True
     static_shapes: bool = True
+    requantize_ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = None
 
 
 _ADAPTER = TypeAdapter(NpuProfile)

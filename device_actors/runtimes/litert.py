@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 
+from device_actors.npu.delegated import delegation_of
 from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
 from device_actors.runtimes.tflite_graph import tflite_graph_key
 
@@ -42,6 +43,7 @@ class LiteRtSession:
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise RuntimeLoadError(f"TFLite cannot load this model: {e}") from e
+        self.delegation = delegation_of(self._it)  # what the delegates (given, or XNNPACK by default) took
         self._in = self._it.get_input_details()[0]
         self._out = self._it.get_output_details()[0]
         self._input_shape = tuple(int(v) for v in self._in["shape"])

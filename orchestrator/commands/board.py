@@ -154,6 +154,8 @@ def run_bench(args: argparse.Namespace) -> int:
     rows = [["board", f"{report.board}{emulated}"], ["node", report.node_id[:16]],
             ["cached", report.cached], ["runtime", f"{report.runtime} {report.runtime_version}"],
             ["threads", report.threads], ["delegate", report.delegate or "-"],
+            ["delegated ops (partitions)", "-" if report.delegated_ops is None else
+             f"{report.delegated_ops} of {report.ops_in_graph} ({report.delegate_partitions})"],
             ["input", "x".join(map(str, report.input_hw))], ["runs", report.runs], ["median ms", report.median_ms],
             ["mean ms", report.mean_ms], ["p90 ms", report.p90_ms],
             ["p99 ms", report.p99_ms], ["std ms", report.std_ms], ["CV", f"{report.cv:.2%}"], ["FPS", report.fps],

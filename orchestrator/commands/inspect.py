@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from common.errors import UserError
-
-DEFAULT_PROFILE = "vx"  # device_actors.npu.profiles.DEFAULT_PROFILE, spelled here so --help imports nothing
+from device_actors.npu.profiles import DEFAULT_PROFILE
 
 
 def add_parser(sub) -> None:

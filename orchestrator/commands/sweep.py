@@ -117,12 +117,16 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     on_board = any(r.metrics.get("board_map50_95") is not None for r in records)
     emulated = " (EMULATED)" if any(r.metrics.get("board_emulated") for r in records) else ""
     boards = list(cfg.board.latency_keys)  # several boards: one latency column each, else latency_ms
+    # operators that fall back to the CPU under board.npu_profile (a sweep from before it has none)
+    npu = [f"{Path(cfg.board.npu_profile or 'NPU').stem} fallback ops"] if any(
+        r.metrics.get("npu_fallback_ops") is not None for r in records) else []
     header = ["trial", *shown, "format", "mAP@.5:.95", *(["board mAP@.5:.95"] if on_board else []), "mAP@.5",
-              *([f"{k.partition('@')[2]} ms{emulated}" for k in boards] or [f"latency ms{emulated}"]), "size MB"]
+              *([f"{k.partition('@')[2]} ms{emulated}" for k in boards] or [f"latency ms{emulated}"]), "size MB", *npu]
     body = [[r.trial_id, *(r.knobs.get(k) for k in shown), r.metrics.get("format"), r.metrics.get("map50_95"),
              *([r.metrics.get("board_map50_95")] if on_board else []), r.metrics.get("map50"),
              *(latency_cell(r.metrics, k, cv_key="latency_cv" if i == 0 else None)  # the first board's CV only
-               for i, k in enumerate(boards or ["latency_ms"])), r.metrics.get("size_mb")] for r in on_front]
+               for i, k in enumerate(boards or ["latency_ms"])), r.metrics.get("size_mb"),
+             *([r.metrics.get("npu_fallback_ops")] if npu else [])] for r in on_front]
     done = sum(r.complete for r in records)
     failed = sum(r.status == "failed" for r in records)
     stdout.print(table(f"Pareto front of {cfg.name}: {len(on_front)} of {done} complete trials"

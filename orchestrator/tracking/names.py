@@ -23,13 +23,16 @@ STUDENT_TRAINED_TAG = "edgesweep.student_trained"  # "true": this trial trained 
 
 EPOCH_KEYS = ("lr", "images_per_second")  # per-epoch metrics besides loss_* and val_* (the epoch is the step)
 ARTIFACT_METRICS = ("map50_95", "map50", "precision", "recall", "size_mb")  # the exported file, scored in its runtime
-BOARD_METRICS = ("latency_ms", "latency_p90_ms", "latency_cv", "fps", "board_map50_95", "board_map50")
+# board/...: first_run_ms is the first inference, apart (a delegate compiles its graph there); board/delegated_ops
+# and board/delegate_partitions what the board's interpreter delegated (device_actors.npu.delegated)
+BOARD_METRICS = ("latency_ms", "latency_p90_ms", "latency_cv", "fps", "board_map50_95", "board_map50", "first_run_ms",
+                 "board_delegated_ops", "board_delegate_partitions")
 
 
 def metric_name(key: str) -> str | None:
     """A trial result's key as its grouped MLflow metric (None: not a metric): the UI then shows
     artifact/, board/ (board/NAME/ per board of a several-board sweep), float/ (the PyTorch model's
-    val mAP), train/ and val/ sections."""
+    val mAP), npu/ (the artifact's operators under the NPU profile), train/ and val/ sections."""
     if key in ARTIFACT_METRICS:
         return f"artifact/{key}"
     if key in BOARD_METRICS:
@@ -38,6 +41,8 @@ def metric_name(key: str) -> str | None:
         return f"board/{key.partition('@')[2]}/{PER_BOARD}"
     if key.startswith("float_"):
         return f"float/{key.removeprefix('float_')}"
+    if key.startswith("npu_"):  # npu/delegated_ops, npu/partitions, npu/fallback_ops: under board.npu_profile
+        return f"npu/{key.removeprefix('npu_')}"
     if key == "train_s":  # the student's training seconds, teacher forwards included: what the trial cost
         return "train/seconds"
     if key == "loss_kd_to_detection":

@@ -34,6 +34,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from device_actors.npu.placement import TABLE_FILE as NPU_TABLE
 from orchestrator.results import TrialRecord
 from orchestrator.tracking.names import (EPOCH_KEYS, ERROR_TAG, FINISHED_TAG, FORMAT_TAG, PARETO_TAG, RETIMED_TAG,
                                          SHA256_TAG, STATUS_TAG, SWEEP_TAG, TEACHER_TAG, TRIAL_TAG, WINS_TAG, metric_name,
@@ -71,9 +72,10 @@ def _onnx_flavoured(path: Path) -> bool:
 
 def trial_files(checkpoint_dir: Path) -> list[Path]:
     """The files of a trial's checkpoint that its run keeps (`SweepTracking.record_trial`): the
-    artifact, its previews (.png), export.json and the board's latency reports (latency-NAME.json)."""
+    artifact, its previews (.png), export.json, the board's latency reports (latency-NAME.json) and the
+    artifact's operators under the NPU profile (npu-placement.txt)."""
     return [f for f in sorted(Path(checkpoint_dir).iterdir())
-            if f.suffix in {*suffixes(), ".png"} or f.name == "export.json"
+            if f.suffix in {*suffixes(), ".png"} or f.name in ("export.json", NPU_TABLE)
             or (f.name.startswith("latency") and f.suffix == ".json")]
 
 
