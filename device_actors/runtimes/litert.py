@@ -40,10 +40,13 @@ class LiteRtSession:
         try:
             self._it = mod.Interpreter(model_content=model, num_threads=options.threads,
                                        experimental_delegates=delegates or None, **resolver)
+            # The given delegate has modified the graph by now; LiteRT's default XNNPACK takes what is left
+            # at allocate_tensors. So the delegate's own take is counted here, XNNPACK's (without one) after.
+            given = delegation_of(self._it) if delegates else None
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise RuntimeLoadError(f"TFLite cannot load this model: {e}") from e
-        self.delegation = delegation_of(self._it)  # what the delegates (given, or XNNPACK by default) took
+        self.delegation = given or delegation_of(self._it)
         self._in = self._it.get_input_details()[0]
         self._out = self._it.get_output_details()[0]
         self._input_shape = tuple(int(v) for v in self._in["shape"])
