@@ -23,8 +23,9 @@ from device_actors.runtimes import BoardKnobs
 from orchestrator import _schema as s
 from orchestrator.errors import ConfigError
 from search_spaces import ActiveWhen, Choice, Grid, IntRange, LogUniform, Param, SearchSpace, Uniform
-from trainables.export.registry import FORMATS, ExportError, ExportKnobs, format_for
-from trainables.hyper import DISTILLATION_KNOBS, SCRATCH, TrainKnobs
+from trainables.export.registry import (FORMAT_KNOBS, FORMATS, SHAPE_KNOBS, ArtifactShape, ExportError, ExportKnobs,
+                                        format_for)
+from trainables.hyper import DISTILLATION_KNOBS, SCRATCH, TrainKnobs, is_user_model
 from trainables.kd.registry import KD_METHODS, distilling_methods, kd_method
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ def knob_conditions() -> dict[str, ActiveWhen]:
     conditions = {k: ActiveWhen("kd_method", distilling_methods()) for k in DISTILLATION_KNOBS}
     calibrated = tuple(dict.fromkeys(f.quantization for f in FORMATS.values() if f.needs_calibration))
     conditions.update({k: ActiveWhen("quantization", calibrated) for k in CALIBRATION_KNOBS})
+    for knob in FORMAT_KNOBS:  # read only by the formats that declare its values (int8: granularity, io)
+        readers = tuple(dict.fromkeys(f.quantization for f in FORMATS.values() if f.accepted(knob)))
+        conditions[knob] = ActiveWhen("quantization", readers)
+    conditions["outputs"] = ActiveWhen("decode", (ArtifactShape.decode,))  # a host decode has raw outputs
     for method in KD_METHODS.values():
         for knob in method.knobs:
             readers = tuple(m.name for m in KD_METHODS.values() if knob in m.knobs)
@@ -251,17 +256,30 @@ def where(space: SearchSpace, knob: str) -> str:
     return f"fixed.{knob}" if knob in space.fixed else f"{knob} (default)"
 
 
+def _check_user_model_shape(space: SearchSpace) -> None:
+    """A user's .onnx detector is exported as it is: its decode in its graph, one output, NCHW input."""
+    if not any(is_user_model(v) for v in space.possible_values("student_init")):
+        return
+    for knob in ("decode", "outputs", "int8_io"):
+        others = [v for v in space.possible_values(knob) if v != space.defaults[knob]]
+        if others:
+            raise ConfigError(f"{where(space, knob)}: an .onnx student_init is exported as it is, so {knob} can only be "
+                              f"{space.defaults[knob]!r} (the space has {others[0]!r})")
+
+
 def _check_consistency(space: SearchSpace, ctx: KnobContext) -> None:
     """Checks across knobs: conditional knobs can be active, KD has a teacher, KD stays on a while,
     every runtime the space can pick has a format for every quantization it can pick."""
     methods = space.possible_values("kd_method")
-    for knob in space.params:
+    # an NPU knob fixed to other than its default where it is never read: per-tensor with fp32 only
+    npu_fixed = [k for k in space.fixed if k in SHAPE_KNOBS and space.fixed[k] != space.defaults[k]]
+    for knob in (*space.params, *npu_fixed):
         cond = space.conditions.get(knob)
         parents = space.possible_values(cond.parent) if cond is not None else ()
         if cond is not None and not any(space.is_active(knob, {cond.parent: v}) for v in parents):
-            raise ConfigError(f"search.{knob}: only used when {cond.parent} is one of {', '.join(cond.values)}, but "
-                              f"{cond.parent} is always {' or '.join(map(repr, parents))}; search {cond.parent} "
-                              f"or drop search.{knob}")
+            raise ConfigError(f"{where(space, knob)}: only used when {cond.parent} is one of "
+                              f"{', '.join(cond.values)}, but {cond.parent} is always {' or '.join(map(repr, parents))}; "
+                              f"search {cond.parent} or drop {where(space, knob)}")
     for runtime in space.possible_values("runtime"):
         for quantization in space.possible_values("quantization"):
             try:
@@ -269,12 +287,14 @@ def _check_consistency(space: SearchSpace, ctx: KnobContext) -> None:
             except ExportError as e:
                 raise ConfigError(f"{where(space, 'quantization')}: {e} (the runtime can be {runtime!r} while the "
                                   f"quantization can be {quantization!r})") from None
-            refused = [m for m in space.possible_values("calib_method") if m not in fmt.calib_methods]
-            if fmt.needs_calibration and refused:
-                raise ConfigError(f"{where(space, 'calib_method')}: {fmt.name} calibrates by "
-                                  f"{', '.join(fmt.calib_methods)} only, but calib_method can be {refused[0]!r} while "
-                                  f"runtime can be {runtime}; search calib_method with a runtime whose {quantization} "
-                                  f"format takes it")
+            for knob in FORMAT_KNOBS:
+                accepted = fmt.accepted(knob)
+                refused = [v for v in space.possible_values(knob) if v not in accepted]
+                if accepted and refused:
+                    raise ConfigError(f"{where(space, knob)}: {fmt.name} takes {knob} {', '.join(accepted)} only, but "
+                                      f"{knob} can be {refused[0]!r} while runtime can be {runtime}; search {knob} "
+                                      f"with a runtime whose {quantization} format takes it")
+    _check_user_model_shape(space)
     distills = [m for m in methods if m in distilling_methods()]
     if not distills:
         return

@@ -202,7 +202,8 @@ def export_artifact(student: bytes, export: ExportKnobs, user_model: bool, spec:
             (artifact,) = export_onnx_model(source, [fmt], Path(tmp) / "out", layout=export.onnx_layout,
                                             num_classes=train.num_classes, img_size=export.img_size, **calibrated)
         else:
-            (artifact,) = export_formats(source, [fmt], Path(tmp) / "out", img_size=export.img_size, **calibrated)
+            (artifact,) = export_formats(source, [fmt], Path(tmp) / "out", img_size=export.img_size,
+                                         shape=export.shape, **calibrated)
         content = artifact.read_bytes()
     scored = evaluate_artifact(content, artifact.runtime, val, options=RuntimeOptions(threads=1))
     previews = _previews(content, artifact.runtime, val)

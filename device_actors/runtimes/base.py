@@ -1,8 +1,9 @@
 """What every inference runtime offers: load model bytes, run one pre-processed image.
 
-A session hides the artifact's quirks (NCHW or NHWC input, int8 input/output with quantization
-parameters), so callers always pass a (1, 3, H, W) float32 image in [0, 1] and always get decoded
-predictions (1, N, 5 + C) float32 back. That keeps accuracy evaluation and latency timing on the
+A session hides the artifact's quirks (NCHW or NHWC input, int8 or uint8 input/outputs with
+quantization parameters, outputs split or left for the host to decode as the file's description
+says: `detection.outputs`), so callers always pass a (1, 3, H, W) float32 image in [0, 1] and always
+get decoded predictions (1, N, 5 + C) float32 back. That keeps accuracy evaluation and latency timing on the
 same code path as deployment.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from common.errors import UserError
 from common.knobs import knob
+from detection.outputs import OutputLayout, OutputsError
 
 
 class RuntimeLoadError(UserError, RuntimeError):
@@ -107,3 +109,14 @@ def input_hw(input_shape: tuple[int, ...]) -> tuple[int, int]:
     if input_shape[1] == 3:
         return int(input_shape[2]), int(input_shape[3])
     return int(input_shape[1]), int(input_shape[2])
+
+
+def output_layout(description: str | None, output_names: list[str]) -> OutputLayout:
+    """What the artifact's outputs hold, from its metadata text (None: one joined output), checked
+    against the outputs it has."""
+    try:
+        layout = OutputLayout.from_json(description, default_names=output_names)
+        layout.check(output_names)
+    except OutputsError as e:
+        raise RuntimeLoadError(f"this artifact's outputs do not match its description: {e}") from e
+    return layout

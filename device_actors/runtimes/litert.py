@@ -7,8 +7,9 @@ import importlib.util
 import numpy as np
 
 from device_actors.npu.delegated import delegation_of
-from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
-from device_actors.runtimes.tflite_graph import tflite_graph_key
+from detection.outputs import METADATA_KEY
+from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, output_layout, to_layout
+from device_actors.runtimes.tflite_graph import tflite_graph_key, tflite_metadata
 
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
 
@@ -48,7 +49,8 @@ class LiteRtSession:
             raise RuntimeLoadError(f"TFLite cannot load this model: {e}") from e
         self.delegation = given or delegation_of(self._it)
         self._in = self._it.get_input_details()[0]
-        self._out = self._it.get_output_details()[0]
+        self._outs = self._it.get_output_details()
+        self._layout = output_layout(tflite_metadata(model, METADATA_KEY), [out["name"] for out in self._outs])
         self._input_shape = tuple(int(v) for v in self._in["shape"])
         self.input_hw = input_hw(self._input_shape)
 
@@ -60,11 +62,16 @@ class LiteRtSession:
             x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self._in["dtype"])
         self._it.set_tensor(self._in["index"], x)
         self._it.invoke()
-        y = self._it.get_tensor(self._out["index"])
-        if self._out["dtype"] != np.float32:
-            scale, zero = self._out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
+        return self._layout.predictions({out["name"]: _dequantized(self._it.get_tensor(out["index"]), out)
+                                         for out in self._outs})
+
+
+def _dequantized(y: np.ndarray, details: dict) -> np.ndarray:
+    """An integer output (uint8, int8) as the float values its quantization parameters say."""
+    if details["dtype"] == np.float32:
         return y
+    scale, zero = details["quantization"]
+    return (y.astype(np.float32) - zero) * scale
 
 
 class LiteRt:

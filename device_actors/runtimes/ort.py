@@ -5,7 +5,8 @@ import importlib.util
 
 import numpy as np
 
-from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, to_layout
+from detection.outputs import METADATA_KEY
+from device_actors.runtimes.base import RuntimeLoadError, RuntimeOptions, input_hw, output_layout, to_layout
 from device_actors.runtimes.onnx_graph import onnx_graph_key
 
 ONNX_FIRST_BYTE = b"\x08"  # protobuf tag of ModelProto field 1 (ir_version), which every exporter writes first
@@ -33,10 +34,13 @@ class OrtSession:
         self._input_name = inp.name
         self._input_shape = tuple(inp.shape)
         self.input_hw = input_hw(self._input_shape)
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        described = self._session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        self._layout = output_layout(described, self._output_names)
 
     def run(self, image: np.ndarray) -> np.ndarray:
         x = to_layout(image.astype(np.float32, copy=False), self._input_shape)
-        return self._session.run(None, {self._input_name: x})[0]
+        return self._layout.predictions(dict(zip(self._output_names, self._session.run(None, {self._input_name: x}))))
 
 
 class OnnxRuntime:

@@ -108,3 +108,16 @@ def tflite_graph_key(model: bytes) -> str | None:
                            _plain(op.mutatingVariableInputs), _list(op.intermediates), op.largeCustomOptionsSize,
                            op.builtinOptions2Type, _plain(op.builtinOptions2)] for op in operators]})
     return graph_digest({"format": "tflite", "version": m.version, "codes": codes, "subgraphs": subgraphs})
+
+
+def tflite_metadata(model: bytes, name: str) -> str | None:
+    """The text of the model's metadata entry `name`, or None where it has none (or no schema is installed)."""
+    schema = _schema()
+    if schema is None:
+        return None
+    m = schema.Model.GetRootAs(model, 0)
+    for i in range(m.MetadataLength()):
+        entry = m.Metadata(i)
+        if entry.Name() is not None and entry.Name().decode() == name:
+            return m.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode()
+    return None

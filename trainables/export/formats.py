@@ -1,10 +1,13 @@
 """How each registered format's file is built (`trainables.export.registry` names these functions).
 
 Quantized variants start from a float file (ONNX or TFLite) that several of them share, so
-`Intermediates` makes each float file and the calibration set at most once per export run.
+`Intermediates` makes each float file and the calibration set at most once per export run. The
+run's `ArtifactShape` (the NPU knobs) shapes the graph as each format reads it: a format that does
+not read `int8_io` gets the NCHW graph, so one run may hold two float TFLite files.
 """
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +19,7 @@ from trainables.export.calibration import calibration_images, provenance
 from trainables.export.graph import ExportGraph
 from trainables.export.onnx_export import export_onnx
 from trainables.export.onnx_quant import convert_onnx_fp16, quantize_onnx_dynamic, quantize_onnx_static
+from trainables.export.registry import ArtifactFormat, ArtifactShape
 from trainables.export.tflite import convert_tflite, quantize_tflite
 
 if TYPE_CHECKING:
@@ -27,41 +31,58 @@ class Intermediates:
 
     def __init__(self, graph: ExportGraph | None, work_dir: Path, *, calibration: "CocoDataset | None",
                  calib_images: int, calib_method: str, calib_seed: int = 0, img_size: int | None = None,
-                 given_onnx: tuple[Path, dict] | None = None):
+                 given_onnx: tuple[Path, dict] | None = None, shape: ArtifactShape = ArtifactShape()):
         """From our model's `graph`, or (graph None) from a user's float ONNX file `given_onnx`
         (path, settings) of input side `img_size`, which only formats built from a float ONNX can start from."""
+        if graph is None and shape != ArtifactShape():
+            raise ExportError(f"a user's ONNX model is exported as it is: its decode stays in its graph, with its "
+                              f"NCHW input and its one output; got {shape.settings()}")
         self.graph = graph
+        self.shape = shape
         self.img_size = graph.img_size if graph is not None else img_size
         self.work_dir = Path(work_dir)
         self.calib_method = calib_method
         self._calibration_data = calibration
         self._calib_images = calib_images
         self._calib_seed = calib_seed
-        self._onnx: tuple[Path, dict] | None = given_onnx
-        self._tflite: tuple[Path, dict] | None = None
-        self._images: list[np.ndarray] | None = None
+        # float files by (kind, graph shape) and the calibration images: shared by every format's view
+        self._made: dict = {} if given_onnx is None else {self._key("onnx"): given_onnx}
+
+    def for_format(self, fmt: ArtifactFormat) -> Intermediates:
+        """This run's intermediates as `fmt` sees them: the shape it reads (`ArtifactShape.for_format`),
+        the float files and calibration images shared with the run."""
+        view = copy.copy(self)
+        view.shape = self.shape.for_format(fmt)
+        if view.graph is not None and view.shape != self.graph.shape:
+            view.graph = ExportGraph(self.graph.detector, self.img_size, view.shape)
+        return view
+
+    def _key(self, kind: str) -> tuple:
+        return kind, self.shape.nhwc, self.shape.decode, self.shape.outputs
 
     def float_onnx(self) -> tuple[Path, dict]:
-        if self._onnx is None:
-            path = self.work_dir / "float32.onnx"
-            self._onnx = (path, export_onnx(self.graph, path))
-        return self._onnx
+        key = self._key("onnx")
+        if key not in self._made:
+            path = self.work_dir / f"float32-{len(self._made)}.onnx"
+            self._made[key] = (path, export_onnx(self.graph, path))
+        return self._made[key]
 
     def float_tflite(self) -> tuple[Path, dict]:
         if self.graph is None:
             raise ExportError("a user's ONNX model has no float TFLite: it only becomes formats built from a float ONNX")
-        if self._tflite is None:
-            path = self.work_dir / "float32.tflite"
-            self._tflite = (path, convert_tflite(self.graph, path))
-        return self._tflite
+        key = self._key("tflite")
+        if key not in self._made:
+            path = self.work_dir / f"float32-{len(self._made)}.tflite"
+            self._made[key] = (path, convert_tflite(self.graph, path))
+        return self._made[key]
 
     def calibration_images(self) -> list[np.ndarray]:
         if self._calibration_data is None:
             raise ExportError("this format needs calibration images: pass a training split as `calibration`")
-        if self._images is None:
-            self._images = calibration_images(self._calibration_data, count=self._calib_images,
-                                              img_size=self.img_size, seed=self._calib_seed)
-        return self._images
+        if "images" not in self._made:
+            self._made["images"] = calibration_images(self._calibration_data, count=self._calib_images,
+                                                      img_size=self.img_size, seed=self._calib_seed)
+        return self._made["images"]
 
     def calibration_provenance(self) -> dict:
         return provenance(self._calibration_data, self._calib_images, self._calib_seed)
@@ -78,7 +99,8 @@ def onnx_fp32(ctx: Intermediates, path: Path) -> dict:
 
 def onnx_fp16(ctx: Intermediates, path: Path) -> dict:
     src, base = ctx.float_onnx()
-    return {**base, **convert_onnx_fp16(src, path, float_tail=ctx.graph is None)}
+    return {**base, **convert_onnx_fp16(src, path, float_tail=ctx.graph is None,
+                                        decode_in_graph=ctx.shape.decode == "graph")}
 
 
 def onnx_dynamic(ctx: Intermediates, path: Path) -> dict:
@@ -89,7 +111,8 @@ def onnx_dynamic(ctx: Intermediates, path: Path) -> dict:
 def onnx_int8(ctx: Intermediates, path: Path) -> dict:
     src, base = ctx.float_onnx()
     made = quantize_onnx_static(src, path, ctx.calibration_images(), calib_method=ctx.calib_method,
-                                float_tail=ctx.graph is None)  # a user's model: its tail after the last Convs
+                                per_channel=ctx.shape.per_channel, float_tail=ctx.graph is None,
+                                decode_in_graph=ctx.shape.decode == "graph")  # a user's model: its tail after the last Convs
     return {**base, **made, **ctx.calibration_provenance()}
 
 
@@ -109,5 +132,5 @@ def tflite_dynamic(ctx: Intermediates, path: Path) -> dict:
 
 def tflite_int8(ctx: Intermediates, path: Path) -> dict:
     src, base = ctx.float_tflite()
-    made = quantize_tflite(src, path, mode="int8", calibration=ctx.calibration_images())
+    made = quantize_tflite(src, path, mode="int8", calibration=ctx.calibration_images(), shape=ctx.shape)
     return {**base, **made, **ctx.calibration_provenance()}

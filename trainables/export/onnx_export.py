@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from detection.outputs import METADATA_KEY, OutputLayout
 from trainables.export.artifact import ExportError
 from trainables.export.graph import ExportGraph
 
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 MIN_OPSET = 17  # the oldest opset EdgeSweep exports
 MAX_OPSET = 20  # the newest the TorchScript exporter writes
 INPUT_NAME = "images"
-OUTPUT_NAME = "predictions"
 
 
 def export_onnx(graph: ExportGraph, path: Path, *, opset: int = MIN_OPSET) -> dict:
@@ -39,7 +39,8 @@ def export_onnx(graph: ExportGraph, path: Path, *, opset: int = MIN_OPSET) -> di
             # The TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(graph.eval(), (graph.example_input(),), str(traced), dynamo=False,
-                              opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              opset_version=opset, input_names=[INPUT_NAME],
+                              output_names=list(graph.output_layout().names),
                               do_constant_folding=True)
         # load() pulls in any external data, so the model saved below carries its weights inline.
         model = onnx.load(str(traced))
@@ -50,3 +51,13 @@ def export_onnx(graph: ExportGraph, path: Path, *, opset: int = MIN_OPSET) -> di
     log.info("exported %s: %d nodes (%d before onnxslim), opset %d", path, len(model.graph.node), nodes_before, opset)
     return {"exporter": "torch.onnx (TorchScript)", "opset": opset, "simplifier": f"onnxslim {onnxslim.__version__}",
             "precision": "float32"}
+
+
+def describe_onnx(path: Path, layout: OutputLayout) -> None:
+    """Store what the outputs hold in the file's metadata (`detection.outputs`), which ONNX Runtime reads back."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                        METADATA_KEY: layout.to_json()})
+    onnx.save(model, str(path), save_as_external_data=False)

@@ -56,10 +56,12 @@ def _decode_nodes(model) -> list[str]:
     return names
 
 
-def _float_nodes(model, float_tail: bool) -> list[str]:
-    """What stays float besides the stem: our decode submodule, or with `float_tail` (a user's
-    model, whose box arithmetic we did not name) everything after its last Convs."""
-    return _after_last_convs(model) if float_tail else _decode_nodes(model)
+def _float_nodes(model, float_tail: bool, decode_in_graph: bool = True) -> list[str]:
+    """What stays float besides the stem: our decode submodule (none where the host decodes), or
+    with `float_tail` (a user's model, whose box arithmetic we did not name) everything after its last Convs."""
+    if float_tail:
+        return _after_last_convs(model)
+    return _decode_nodes(model) if decode_in_graph else []
 
 
 def _after_last_convs(model) -> list[str]:
@@ -124,7 +126,7 @@ def _entropy_ranges(prepared: Path, calibration: Sequence[np.ndarray], input_nam
 def quantize_onnx_static(fp32_model: Path, path: Path, calibration: Sequence[np.ndarray], *,
                          calib_method: str = "minmax", activation_type: str = "uint8",
                          per_channel: bool = True, float_tail: bool = False, quant_format: str = "QDQ",
-                         reduce_range: bool = False, float_stem: bool = True) -> dict:
+                         reduce_range: bool = False, float_stem: bool = True, decode_in_graph: bool = True) -> dict:
     """Static quantization calibrated on `calibration` images; stem and decode stay float.
 
     The defaults are what the sweep exports; the others are the variants `bench/int8_variants.py`
@@ -145,7 +147,7 @@ def quantize_onnx_static(fp32_model: Path, path: Path, calibration: Sequence[np.
     with tempfile.TemporaryDirectory(prefix="edgesweep-quant-") as tmp:
         prepared = _preprocessed(Path(fp32_model), Path(tmp))
         model = onnx.load(str(prepared))
-        excluded = _float_nodes(model, float_tail) + (_stem_nodes(model) if float_stem else [])
+        excluded = _float_nodes(model, float_tail, decode_in_graph) + (_stem_nodes(model) if float_stem else [])
         input_name = model.graph.input[0].name
         if method == CalibrationMethod.Entropy:
             reader, cache = None, _entropy_ranges(prepared, calibration, input_name, Path(tmp))
@@ -161,7 +163,8 @@ def quantize_onnx_static(fp32_model: Path, path: Path, calibration: Sequence[np.
     weights = f"int8 per-{'channel' if per_channel else 'tensor'}{', 7-bit range' if reduce_range else ''}"
     return {"quantizer": "onnxruntime quantize_static", "format": quant_format, "activations": activation_type,
             "weights": weights, "calib_method": calib_method, "calib_images": len(calibration),
-            "float_ops": "stem conv, decode tail" if float_stem else "decode tail"}
+            "float_ops": ", ".join(part for part, kept in (("stem conv", float_stem), ("decode tail", decode_in_graph))
+                                   if kept) or "none"}
 
 
 def quantize_onnx_dynamic(fp32_model: Path, path: Path) -> dict:
@@ -173,10 +176,11 @@ def quantize_onnx_dynamic(fp32_model: Path, path: Path) -> dict:
             "activations": "uint8, quantized at run time"}
 
 
-def convert_onnx_fp16(fp32_model: Path, path: Path, *, float_tail: bool = False) -> dict:
+def convert_onnx_fp16(fp32_model: Path, path: Path, *, float_tail: bool = False, decode_in_graph: bool = True) -> dict:
     """float16 weights and compute, float32 input/output; the decode stays float32."""
     model = onnx.load(str(fp32_model))
-    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=_float_nodes(model, float_tail))
+    half = convert_float_to_float16(model, keep_io_types=True,
+                                    node_block_list=_float_nodes(model, float_tail, decode_in_graph))
     onnx.save(half, str(path), save_as_external_data=False)
     return {"converter": "onnxruntime.transformers.float16", "weights": "float16", "activations": "float16",
-            "io": "float32", "float_ops": "decode tail"}
+            "io": "float32", "float_ops": "decode tail" if decode_in_graph or float_tail else "none"}

@@ -15,7 +15,9 @@ from trainables.export.artifact import Artifact, ExportError, describe
 from trainables.export.calibration import check_count
 from trainables.export.formats import Intermediates
 from trainables.export.graph import ExportGraph
-from trainables.export.registry import FORMATS, ArtifactFormat, get_format
+from trainables.export.onnx_export import describe_onnx
+from trainables.export.registry import FORMATS, ArtifactFormat, ArtifactShape, get_format
+from trainables.export.tflite_io import finish_tflite
 from trainables.models.yolo import ModelSpec
 
 if TYPE_CHECKING:
@@ -54,22 +56,25 @@ def _resolve(formats: Sequence[str], calibration: "CocoDataset | None", calib_im
 
 def export_formats(checkpoint: Path, formats: Sequence[str], out_dir: Path, *, img_size: int,
                    calibration: "CocoDataset | None" = None, calib_images: int = 64, calib_method: str = "minmax",
-                   calib_seed: int = 0, expect: ModelSpec | None = None,
+                   calib_seed: int = 0, expect: ModelSpec | None = None, shape: ArtifactShape = ArtifactShape(),
                    progress: ExportProgress | None = None) -> list[Artifact]:
     """Export the checkpoint's inference weights to each format in `formats`, in that order.
 
     `calibration` is the training split; `calib_images` of its images (seeded by `calib_seed`)
     calibrate the static int8 formats. With `expect`, a checkpoint of another architecture is
-    refused. Files land in `out_dir` as `<format>-<img_size>px.<suffix>`.
+    refused. `shape` holds the NPU knobs, each read by the formats that take it. Files land in
+    `out_dir` as `<format>-<img_size>px.<suffix>`.
     """
     resolved = _resolve(formats, calibration, calib_images, calib_method)
+    for fmt in resolved:
+        shape.for_format(fmt)  # a knob value the format cannot write fails before any slow step
     problem = img_size_problem(img_size)
     if problem:
         raise ExportError(f"img_size {problem}")
     graph = ExportGraph(load_model(Path(checkpoint), expect=expect), img_size)
     with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
         ctx = Intermediates(graph, Path(tmp), calibration=calibration, calib_images=calib_images,
-                            calib_method=calib_method, calib_seed=calib_seed)
+                            calib_method=calib_method, calib_seed=calib_seed, shape=shape)
         return _build(ctx, resolved, Path(out_dir), str(checkpoint), progress)
 
 
@@ -98,6 +103,19 @@ def export_onnx_model(model: Path, formats: Sequence[str], out_dir: Path, *, lay
         return _build(ctx, resolved, Path(out_dir), str(model), progress)
 
 
+def _finish(view: Intermediates, fmt: ArtifactFormat, path: Path) -> dict:
+    """Our graph's file states what its outputs hold (`detection.outputs`); a TFLite int8 one gets its
+    integer interface here. A user's ONNX model is left as it is (one joined output). Returns the shape's settings."""
+    if view.graph is None:
+        return {}
+    layout = view.graph.output_layout()
+    if fmt.runtime == "tflite":
+        finish_tflite(path, layout, io_type=view.shape.io_type)
+    elif fmt.runtime == "onnxruntime":
+        describe_onnx(path, layout)
+    return view.shape.settings()
+
+
 def _build(ctx: Intermediates, resolved: list[ArtifactFormat], out_dir: Path, source: str,
            progress: ExportProgress | None) -> list[Artifact]:
     """Each format's file from the shared intermediates, moved to `out_dir` once complete."""
@@ -107,7 +125,9 @@ def _build(ctx: Intermediates, resolved: list[ArtifactFormat], out_dir: Path, so
     for done, fmt in enumerate(resolved, start=1):
         started = time.perf_counter()
         staged = ctx.work_dir / artifact_filename(fmt, img_size)
-        settings = fmt.build(ctx, staged)
+        view = ctx.for_format(fmt)
+        settings = fmt.build(view, staged)
+        settings.update(_finish(view, fmt, staged))
         final = out_dir / staged.name
         shutil.move(staged, final)  # only complete files reach out_dir
         artifact = describe(final, format=fmt.name, runtime=fmt.runtime, img_size=img_size,

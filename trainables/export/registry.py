@@ -11,7 +11,7 @@ registry.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,13 @@ from trainables.export.artifact import ExportError
 ONNX_CALIB_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime.quantization calibrators
 TFLITE_CALIB_METHODS = ("minmax",)  # ai-edge-quantizer calibrates activations by min/max only
 MAP_EQUAL = 0.002  # mAP@.5:.95 (0.2 points) within which two files are "the same model"
+# The NPU knobs (issue "The board's NPU"); the first value of each is its default, today's artifact.
+INT8_GRANULARITIES = ("per-channel", "per-tensor")  # weight scales: VeriSilicon NPUs run per-tensor only
+INT8_IO = ("nchw", "nhwc-uint8", "nhwc-int8")  # nchw: NCHW int8 image in, float32 out (CPU-shaped)
+DECODE_PLACEMENTS = ("graph", "host")  # host: the artifact ends in the head convs, numpy decodes
+OUTPUT_LAYOUTS = ("joined", "split")  # split: boxes and scores as two tensors, each with its own int8 scale
+# Knobs that only formats declaring them read, with the format field that lists the values each takes.
+FORMAT_KNOBS = {"calib_method": "calib_methods", "int8_granularity": "int8_granularities", "int8_io": "int8_io"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,8 @@ class ArtifactFormat:
     description: str
     builder: str | Callable  # "module:function"; (Intermediates, path, **options) -> settings dict
     calib_methods: tuple[str, ...] = ()  # empty: needs no calibration
+    int8_granularities: tuple[str, ...] = ()  # weight granularities it can write; empty: not int8
+    int8_io: tuple[str, ...] = ()  # input/output layouts and types it can write; empty: not int8
     # Raises ExportError naming what to install when the builder's packages are missing ("module:function").
     requires: str | Callable | None = None
     from_float_onnx: bool = False  # built from the float ONNX alone, so a user's ONNX detector can become it
@@ -42,6 +51,10 @@ class ArtifactFormat:
     @property
     def needs_calibration(self) -> bool:
         return bool(self.calib_methods)
+
+    def accepted(self, knob: str) -> tuple[str, ...]:
+        """The values of format knob `knob` (a key of FORMAT_KNOBS) this format takes; empty: it does not read it."""
+        return getattr(self, FORMAT_KNOBS[knob])
 
     def check_tools(self) -> None:
         """Raise ExportError when a package the builder needs is not installed (before any slow step)."""
@@ -108,6 +121,17 @@ class ExportKnobs:
                              "Runtime only)", noun="a calibration method", choices=calib_methods)
     calib_images: int = knob(64, "training images that calibrate the int8 formats (default: data.calibration_images)",
                              minimum=1)
+    int8_granularity: str = knob(INT8_GRANULARITIES[0], "int8 weight scales: one per output channel, or one per "
+                                 "weight tensor (what VeriSilicon NPUs such as the i.MX8M Plus's run)",
+                                 noun="an int8 granularity", choices=INT8_GRANULARITIES)
+    int8_io: str = knob(INT8_IO[0], "an int8 artifact's input and outputs: nchw (NCHW int8 image in, float32 out), or the "
+                        "camera's NHWC layout with uint8 or int8 in and out (TFLite only)", noun="an int8 io",
+                        choices=INT8_IO)
+    decode: str = knob(DECODE_PLACEMENTS[0], "where boxes are decoded: in the graph, or on the host in numpy from "
+                       "the head convs' outputs (NPUs run convolutions, not box arithmetic)",
+                       noun="a decode placement", choices=DECODE_PLACEMENTS)
+    outputs: str = knob(OUTPUT_LAYOUTS[0], "a graph-decoded artifact's outputs: joined (1, N, 5+C), or split into "
+                        "boxes (1, N, 4) and scores (1, N, 1+C)", noun="an output layout", choices=OUTPUT_LAYOUTS)
     onnx_layout: str = knob("yolov5", "output layout of a student_init that is a user's .onnx file: yolov5 "
                             "(1, N, 5+C) with objectness, or yolov8 (1, 4+C, N) without", noun="an ONNX layout",
                             choices=("yolov5", "yolov8"))
@@ -115,6 +139,59 @@ class ExportKnobs:
     @property
     def format(self) -> ArtifactFormat:
         return format_for(self.runtime, self.quantization)
+
+    @property
+    def shape(self) -> "ArtifactShape":
+        """The NPU knobs as this trial's format reads them (a knob its format ignores at its default)."""
+        return ArtifactShape(int8_granularity=self.int8_granularity, int8_io=self.int8_io, decode=self.decode,
+                             outputs=self.outputs).for_format(self.format)
+
+
+@dataclass(frozen=True)
+class ArtifactShape:
+    """How an artifact is shaped for its target beyond its format: int8 weight granularity, input
+    and output layout, where the decode runs. Defaults are today's CPU-shaped artifact."""
+
+    int8_granularity: str = INT8_GRANULARITIES[0]
+    int8_io: str = INT8_IO[0]
+    decode: str = DECODE_PLACEMENTS[0]
+    outputs: str = OUTPUT_LAYOUTS[0]
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("int8_granularity", INT8_GRANULARITIES), ("int8_io", INT8_IO),
+                              ("decode", DECODE_PLACEMENTS), ("outputs", OUTPUT_LAYOUTS)):
+            if getattr(self, name) not in allowed:
+                raise ExportError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    def for_format(self, fmt: ArtifactFormat) -> "ArtifactShape":
+        """The knobs `fmt` reads, the others at their defaults; a value it reads but cannot write is an ExportError."""
+        values = {}
+        for name in ("int8_granularity", "int8_io"):
+            accepted = fmt.accepted(name)
+            value = getattr(self, name) if accepted else getattr(ArtifactShape, name)
+            if accepted and value not in accepted:
+                raise ExportError(f"format {fmt.name} takes {name} {', '.join(accepted)}; got {value!r}")
+            values[name] = value
+        return ArtifactShape(**values, decode=self.decode, outputs=self.outputs if self.decode == "graph" else "joined")
+
+    @property
+    def per_channel(self) -> bool:
+        return self.int8_granularity == "per-channel"
+
+    @property
+    def nhwc(self) -> bool:
+        """NHWC input (the camera's layout) with integer input and outputs."""
+        return self.int8_io != INT8_IO[0]
+
+    @property
+    def io_type(self) -> str | None:
+        """uint8 or int8 input and outputs; None: int8 input, float32 outputs (today's)."""
+        return self.int8_io.removeprefix("nhwc-") if self.nhwc else None
+
+    def settings(self) -> dict:
+        """What to record beside an artifact's other settings."""
+        return {"int8_granularity": self.int8_granularity, "int8_io": self.int8_io, "decode": self.decode,
+                "outputs": self.outputs}
 
 
 _BUILD = "trainables.export.formats"
@@ -136,11 +213,16 @@ for _fmt in (
     _onnx("onnx-dynamic", "dynamic", "dynamic uint8 per-channel (the thesis's method)", "onnx_dynamic",
           max_map_drop=0.015),
     _onnx("onnx-int8", "int8", "static QDQ, int8 per-channel weights, calibrated", "onnx_int8",
-          calib_methods=ONNX_CALIB_METHODS, max_map_drop=0.02),
+          calib_methods=ONNX_CALIB_METHODS, int8_granularities=INT8_GRANULARITIES, int8_io=INT8_IO[:1],
+          max_map_drop=0.02),
     _tflite("tflite", "fp32", "float32 via litert-torch", "tflite_fp32"),
     _tflite("tflite-fp16", "fp16", "float16 weights", "tflite_fp16"),
     _tflite("tflite-dynamic", "dynamic", "dynamic-range int8 weights", "tflite_dynamic", max_map_drop=0.015),
     _tflite("tflite-int8", "int8", "full int8, calibrated, float decode tail", "tflite_int8",
-            calib_methods=TFLITE_CALIB_METHODS, max_map_drop=0.02),
+            calib_methods=TFLITE_CALIB_METHODS, int8_granularities=INT8_GRANULARITIES, int8_io=INT8_IO,
+            max_map_drop=0.02),
 ):
     register_format(_fmt)
+
+
+SHAPE_KNOBS = tuple(f.name for f in fields(ArtifactShape))  # the NPU knobs, as ExportKnobs declares them

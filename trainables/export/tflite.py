@@ -9,7 +9,9 @@ Quantized variants start from the float .tflite:
 - int8: int8 weights and activations calibrated on training images (`static_wi8_ai8`), except
   the decode tail: a single int8 output tensor would share one scale between pixel coordinates
   (0..S) and probabilities (0..1) and round every score to a handful of levels. The model's input
-  stays int8 (scale 1/255, exact for 8-bit images); its output is float32.
+  stays int8 (scale 1/255, exact for 8-bit images); its output is float32. Its `ArtifactShape` may
+  ask otherwise: per-tensor weight scales; integer outputs (uint8 or int8, `tflite_io`), where the
+  whole graph is int8 and split outputs give boxes and scores a scale each; no decode at all.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import numpy as np
 
 from trainables.export.artifact import ExportError
 from trainables.export.graph import DECODE_MODULE, ExportGraph
+from trainables.export.registry import ArtifactShape
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,18 @@ def _float_tail_regex(float_model: Path) -> str:
     return "|".join([DECODE_SCOPE_REGEX, *(f"^{re.escape(name)}" for name in outputs)])
 
 
-def _recipe(mode: str, float_model: Path):
+def _static_int8_recipe(shape: ArtifactShape) -> list[dict]:
+    """ai-edge-quantizer's static int8 recipe with the weight granularity `shape` asks for."""
+    from ai_edge_quantizer import qtyping, recipe
+
+    granularity = qtyping.QuantGranularity.CHANNELWISE if shape.per_channel else qtyping.QuantGranularity.TENSORWISE
+    entries = recipe.static_wi8_ai8()
+    for entry in entries:
+        entry["op_config"]["weight_tensor_config"]["granularity"] = granularity.value
+    return entries
+
+
+def _recipe(mode: str, float_model: Path, shape: ArtifactShape):
     from ai_edge_quantizer import qtyping, recipe, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -124,21 +138,28 @@ def _recipe(mode: str, float_model: Path):
         manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                        num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
     else:
-        manager.load_quantization_recipe(recipe.static_wi8_ai8())
-        manager.add_quantization_config(regex=_float_tail_regex(float_model),
-                                        operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                                        algorithm_key=AlgorithmName.NO_QUANTIZE)
+        manager.load_quantization_recipe(_static_int8_recipe(shape))
+        if _float_tail(shape):
+            manager.add_quantization_config(regex=_float_tail_regex(float_model),
+                                            operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
     return manager.get_quantization_recipe()
 
 
-def quantize_tflite(float_model: Path, path: Path, *, mode: str,
-                    calibration: Sequence[np.ndarray] = ()) -> dict:
-    """Quantize a float .tflite into `path`; `calibration` (1, 3, S, S) images are needed for int8."""
+def _float_tail(shape: ArtifactShape) -> bool:
+    """The decode stays float where there is one and the outputs are float."""
+    return shape.decode == "graph" and shape.io_type is None
+
+
+def quantize_tflite(float_model: Path, path: Path, *, mode: str, calibration: Sequence[np.ndarray] = (),
+                    shape: ArtifactShape = ArtifactShape()) -> dict:
+    """Quantize a float .tflite into `path`; `calibration` (1, 3, S, S) images are needed for int8.
+    `shape` is read by int8: weight granularity, and with integer io the whole graph is int8."""
     if mode not in TFLITE_QUANT_MODES:
         raise ExportError(f"unknown TFLite quantization mode {mode!r}; known: {', '.join(TFLITE_QUANT_MODES)}")
     quantizer_module = _require("ai_edge_quantizer.quantizer")
     quantizer = quantizer_module.Quantizer(str(float_model))
-    quantizer.load_quantization_recipe(_recipe(mode, Path(float_model)))
+    quantizer.load_quantization_recipe(_recipe(mode, Path(float_model), shape))
     calibration_result = None
     if mode == "int8":
         if not calibration:
@@ -148,7 +169,9 @@ def quantize_tflite(float_model: Path, path: Path, *, mode: str,
         signatures = Interpreter(model_path=str(float_model)).get_signature_list()
         (signature, io_names), = signatures.items()
         (input_name,) = io_names["inputs"]
-        samples = [{input_name: np.asarray(image, dtype=np.float32)} for image in calibration]
+        layout = (0, 2, 3, 1) if shape.nhwc else (0, 1, 2, 3)
+        samples = [{input_name: np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(layout))}
+                   for image in calibration]
         with _quiet_quantizer():
             calibration_result = quantizer.calibrate({signature: samples}, num_threads=1)
     with _quiet_quantizer():
@@ -160,6 +183,7 @@ def quantize_tflite(float_model: Path, path: Path, *, mode: str,
     elif mode == "dynamic":
         settings.update(weights="int8 per-channel", activations="float32, quantized at run time")
     else:
-        settings.update(weights="int8 per-channel", activations="int8", calib_method="minmax",
-                        calib_images=len(calibration), float_ops="decode tail", output="float32")
+        settings.update(weights=f"int8 {shape.int8_granularity}", activations="int8", calib_method="minmax",
+                        calib_images=len(calibration), float_ops="decode tail" if _float_tail(shape) else "none",
+                        output=shape.io_type or "float32")
     return settings
