@@ -47,6 +47,17 @@ def test_sweep_command_runs_on_the_board_shows_the_table_and_report_and_exits_by
     # scored on the board too: the same CPU kind as the export node, so the same mAP
     assert all(abs(r.metrics["board_map50_95"] - r.metrics["map50_95"]) <= 0.001 for r in records)
     assert "board mAP@.5:.95" in out
+    # The board counted what its interpreter delegated: XNNPACK, LiteRT's default and the one delegate there is
+    # here (no NPU), and what the xnnpack profile predicts; the sweep placed each artifact under vx (the default)
+    from device_actors.npu import load_profile, model_placement
+
+    [tflite] = [r for r in records if r.metrics["format"] == "tflite"]
+    model = (tmp_path / "runs" / "cli-ok" / tflite.artifact).read_bytes()
+    predicted = model_placement(model, load_profile("xnnpack"))
+    assert (tflite.metrics["board_delegated_ops"], tflite.metrics["board_delegate_partitions"]) == \
+        (predicted.delegated, predicted.partitions)
+    assert tflite.metrics["npu_delegated_ops"] + tflite.metrics["npu_fallback_ops"] == len(predicted.ops)
+    assert "vx fallback ops" in out
 
     # A delegate library the board does not have: TFLite fails on the board, ONNX Runtime ignores it.
     config = _sweep_file(tmp_path, "cli-fail", board_cluster.board_name, delegate="/nowhere/libvx_delegate.so")
