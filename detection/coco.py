@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
 
 import numpy as np
@@ -147,11 +147,22 @@ def _check_structure(raw: dict, path: Path) -> None:
         if not isinstance(file_name, str) or not file_name.strip() or "\0" in file_name:
             raise DatasetError(f"annotations file {path}: images[{n}] (id {image['id']}) has file_name "
                                f"{file_name!r:.80}; expected a file name relative to the images directory")
+        if _leaves_directory(file_name):
+            raise DatasetError(f"annotations file {path}: images[{n}] (id {image['id']}) has file_name "
+                               f"{file_name!r:.200}, which points outside the images directory (absolute, or "
+                               f"climbing with '..'); a data set reads only its own images")
     for n, ann in enumerate(raw["annotations"]):
         bbox = ann["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_finite_number(v) for v in bbox)):
             raise DatasetError(f"annotations file {path}: annotation id {ann['id']} has bbox {bbox!r:.200}; "
                                f"expected [x, y, width, height] with four finite numbers")
+
+
+def _leaves_directory(file_name: str) -> bool:
+    """Whether a COCO file_name escapes the images directory it is read from: an absolute path (POSIX
+    or Windows) or one with a '..' part."""
+    posix, windows = PurePosixPath(file_name), PureWindowsPath(file_name)
+    return posix.is_absolute() or bool(windows.drive or windows.root) or ".." in windows.parts
 
 
 def _check_references_and_boxes(raw: dict, path: Path) -> None:
