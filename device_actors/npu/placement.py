@@ -183,11 +183,7 @@ def _reasons(op: GraphOp, profile: NpuProfile) -> list[str]:
         out.append("int16 activations" if dtype == "int16" else f"{dtype} tensors")
     if profile.quantized_needs_params and any(t.dtype in QUANTIZED_TYPES and t.scales == 0 for t in tensors):
         out.append("int8 tensor without quantization parameters")
-    ratio = _requantize_ratio(op)
-    if ratio is not None and profile.requantize_ratio and not profile.requantize_ratio[0] <= ratio <= \
-            profile.requantize_ratio[1]:
-        out.append(f"requantization by {ratio:.3g}, outside {profile.requantize_ratio[0]:g}-"
-                   f"{profile.requantize_ratio[1]:g}")
+    out += _requantize_reasons(op, profile)
     if profile.weights == "per-tensor":
         channels = [t.scales for t in op.inputs if t.constant and t.scales > 1]
         if channels:
@@ -195,14 +191,21 @@ def _reasons(op: GraphOp, profile: NpuProfile) -> list[str]:
     return out
 
 
-def _requantize_ratio(op: GraphOp) -> float | None:
-    """A QUANTIZE from one 8-bit tensor to another of the same type: input scale / output scale."""
+def _requantize_reasons(op: GraphOp, profile: NpuProfile) -> list[str]:
+    """Why a QUANTIZE from one 8-bit tensor to another stays off: between int8 and uint8 where the
+    profile needs one type, or by a scale ratio (input / output) outside the profile's range."""
     if op.name != "QUANTIZE" or len(op.inputs) != 1 or len(op.outputs) != 1:
-        return None
+        return []
     x, y = op.inputs[0], op.outputs[0]
-    if x.dtype != y.dtype or x.dtype not in ("int8", "uint8") or not (x.scale and y.scale):
-        return None
-    return x.scale / y.scale
+    if x.dtype not in ("int8", "uint8") or y.dtype not in ("int8", "uint8"):
+        return []
+    if x.dtype != y.dtype:
+        return [f"requantization from {x.dtype} to {y.dtype}"] if profile.requantize_same_type else []
+    low, high = profile.requantize_ratio or (0.0, float("inf"))
+    ratio = x.scale / y.scale if x.scale and y.scale else None
+    if ratio is None or low <= ratio <= high:
+        return []
+    return [f"requantization by {ratio:.3g}, outside {low:g}-{high:g}"]
 
 
 def placement_of(ops: list[GraphOp], profile: NpuProfile, *, fmt: str) -> Placement:

@@ -21,6 +21,7 @@ The schema, every key (unknown keys are refused; a bad file names the file and t
     static_shapes: true             # a tensor with a dynamic (-1) dimension keeps its op off
     requantize_ratio: [0.0039, 128] # a QUANTIZE between two 8-bit tensors of one type runs only when its input
                                     # scale / output scale is in this range (absent: any)
+    requantize_same_type: false     # true: a QUANTIZE between int8 and uint8 falls back
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class NpuProfile:
     quantized_needs_params: bool = True
     static_shapes: bool = True
     requantize_ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = None
+    requantize_same_type: bool = False
 
 
 _ADAPTER = TypeAdapter(NpuProfile)

@@ -84,8 +84,11 @@ def test_each_rule_gives_its_reason_and_runs_of_delegated_ops_count_as_partition
     assert onnx.ops[0].reasons == ("the profile covers tflite models, not onnx",)
 
 
-def test_a_requantization_outside_the_profiles_range_falls_back():
+def test_a_requantization_outside_the_profiles_range_or_between_8_bit_types_falls_back():
     profile = load_profile("xnnpack")
+    to_uint8 = _op(0, "QUANTIZE", [_t(0)], [_t(1, "uint8")])
+    assert placement_of([to_uint8], profile, fmt="tflite").ops[0].reasons == ("requantization from int8 to uint8",)
+    assert placement_of([to_uint8], load_profile("vx"), fmt="tflite").delegated == 1
     op = _op(0, "QUANTIZE", [_t(0, scale=1e-10)], [_t(1, scale=1e-6)])
     assert placement_of([op], profile, fmt="tflite").ops[0].reasons == ("requantization by 0.0001, outside 0.00390625-128",)
     assert placement_of([_op(0, "QUANTIZE", [_t(0, scale=0.1)], [_t(1, scale=0.2)])], profile, fmt="tflite").delegated == 1
