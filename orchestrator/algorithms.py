@@ -37,6 +37,7 @@ class SearchSetup:
     concurrency: int  # trials running at once
     constraints: Callable[[dict], dict[str, float]]  # a finished trial's result -> {name: value}, feasible when <= 0
     variants: Callable[[dict], list[dict]] | None = None  # a trained student's config -> its other exports to queue
+    storage: str | None = None  # an Optuna study's database server (`searcher.storage`); None: SQLite in sweep_dir
 
 
 class TuneSearch(NamedTuple):

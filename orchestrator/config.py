@@ -31,6 +31,7 @@ from orchestrator._knobs import KnobContext, check_knob, knob_table, parse_space
 from orchestrator.algorithms import ALGORITHMS
 from orchestrator.datasets import LAYOUTS, DataConfig, EmbeddedDefault, SplitPaths, find_layout
 from orchestrator.errors import ConfigError
+from orchestrator.study_storage import check_study_storage
 from search_spaces import SearchSpace
 from trainables.export.registry import FORMATS, format_for
 from trainables.hyper import SCRATCH, TeacherSpec, TrainKnobs, TrainSettings, is_user_model
@@ -116,6 +117,10 @@ class SearcherConfig:
     export_variants: Annotated[bool, _doc(
         "Optuna samplers: once a trial trains a new student, queue that student's other export and board variants "
         "in the space (they cost an export and a board timing, no training) before the next proposal")] = True
+    storage: Annotated[str | None, AfterValidator(check_study_storage), _doc(
+        "Optuna samplers: the study's database. null: SQLite in the sweep directory; on a cluster a PostgreSQL "
+        "server, postgresql://HOST:PORT/DB (no user or password here: they come from PGUSER and PGPASSWORD or "
+        "~/.pgpass, so they are never stored)")] = None
 
     @property
     def uses_optuna(self) -> bool:
@@ -508,6 +513,9 @@ def _teacher(name: str, spec: TeacherSpec, raw: dict, base: Path) -> TeacherSpec
 
 def _searcher(file: SweepFile, space: SearchSpace) -> SearcherConfig:
     searcher, trials = file.searcher, file.searcher.trials
+    if searcher.storage is not None and not searcher.uses_optuna:
+        raise ConfigError(f"searcher.storage: only an Optuna sampler keeps a study (tpe, nsga2, gp); "
+                          f"{searcher.algorithm} has none")
     if ALGORITHMS.get(searcher.algorithm).enumerates:
         size = space.grid_size()
         if trials is not None and trials != size:

@@ -1,8 +1,9 @@
 """The searcher of a sweep: a registered algorithm (`orchestrator.algorithms`) as Ray Tune's search.
 
 Optuna samplers run through Ray Tune's OptunaSearch; their study lives in a SQLite file in the
-sweep directory, so a resumed sweep and `optuna-dashboard sqlite:///<sweep>/optuna.db` read the
-same history. Two additions to OptunaSearch, both at the moment a trial ends: the config's
+sweep directory, or on a PostgreSQL server (`searcher.storage`, `orchestrator.study_storage`), so a
+resumed sweep and `optuna-dashboard <study URL>` read the same history. Two additions to
+OptunaSearch, both at the moment a trial ends: the config's
 constraints go to Optuna's constraint mechanism (`trial.set_constraint`, feasible when <= 0), and a
 trial that did not finish every stage is told as PRUNED, never COMPLETE, so it can never sit on the
 front. Random and grid search are Tune's variant generator. `optuna_search`, `random_search` and
@@ -34,6 +35,7 @@ from orchestrator.algorithms import ALGORITHMS, SearchSetup, TuneSearch
 from orchestrator.config import SweepConfig
 from orchestrator.pareto import violations
 from orchestrator.results import load_records
+from orchestrator.study_storage import STUDY_DB, StudyStorageError, open_storage, study_url
 from search_spaces import Choice, SearchSpace
 from device_actors.runtimes import BoardKnobs
 from trainables.export.registry import ExportKnobs
@@ -44,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STUDY_DB = "optuna.db"
 REPEATS_BEFORE_RANDOM = 2  # proposals of the configured sampler per trial before random ones take over
 MAX_ASKS = 32  # proposals per trial that repeat finished configurations before the space counts as exhausted
 REPEATS_ATTR = "edgesweep_repeats"  # on a proposal closed as a repeat: the Tune trial that has its configuration
@@ -196,14 +197,11 @@ class ParetoOptunaSearch(OptunaSearch):
         return complete
 
 
-def study_url(sweep_dir: Path) -> str:
-    return f"sqlite:///{(Path(sweep_dir) / STUDY_DB).resolve()}"
-
-
-def dashboard_command(sweep_dir: Path) -> str:
+def dashboard_command(sweep_dir: Path, storage: str | None = None) -> str:
     """optuna-dashboard on the sweep's study, on loopback only (it has no login)."""
     program = Path(sys.prefix) / "bin" / "optuna-dashboard"
-    return f"{program if program.exists() else 'optuna-dashboard'} {study_url(sweep_dir)} --host 127.0.0.1 --port 8080"
+    return (f"{program if program.exists() else 'optuna-dashboard'} {study_url(sweep_dir, storage)} "
+            f"--host 127.0.0.1 --port 8080")
 
 
 def baseline_first(space: SearchSpace) -> list[dict] | None:
@@ -222,6 +220,7 @@ def search_setup(cfg: SweepConfig, sweep_dir: Path) -> SearchSetup:
     return SearchSetup(name=cfg.name, sweep_dir=Path(sweep_dir), space=cfg.search,
                        metrics=tuple(o.metric for o in cfg.objectives), modes=tuple(o.mode for o in cfg.objectives),
                        seed=cfg.searcher.seed, trials=cfg.searcher.trials, concurrency=cfg.searcher.concurrency,
+                       storage=cfg.searcher.storage,
                        constraints=functools.partial(violations, cfg.constraints),  # pickled with the searcher's state
                        variants=functools.partial(cfg.search.variants, knobs=deployment_knobs())
                        if cfg.searcher.export_variants else None)
@@ -248,7 +247,7 @@ def optuna_search(setup: SearchSetup, sampler: "optuna.samplers.BaseSampler") ->
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view shows trials; no per-trial log lines
     searcher = ParetoOptunaSearch(
         space=setup.space.suggest, metric=list(setup.metrics), mode=list(setup.modes), sampler=sampler,
-        study_name=setup.name, storage=optuna.storages.RDBStorage(study_url(setup.sweep_dir)),
+        study_name=setup.name, storage=open_storage(study_url(setup.sweep_dir, setup.storage)),
         points_to_evaluate=baseline_first(setup.space), constraints=setup.constraints, seed=setup.seed,
         variants=setup.variants, budget=setup.trials, sweep_dir=setup.sweep_dir)
     return TuneSearch(searcher, {}, setup.trials)
@@ -271,25 +270,55 @@ def grid_search(setup: SearchSetup) -> TuneSearch:
     return _variant_generator(setup, 1)
 
 
+def load_study(cfg: SweepConfig, sweep_dir: Path) -> "optuna.Study | None":
+    """The sweep's Optuna study, or None when it has none (yet): another algorithm, or no trial asked."""
+    if not cfg.searcher.uses_optuna or (cfg.searcher.storage is None and not (Path(sweep_dir) / STUDY_DB).exists()):
+        return None
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=cfg.name, storage=open_storage(study_url(sweep_dir, cfg.searcher.storage)))
+    except KeyError:  # Optuna's "no such study"
+        return None
+
+
+def check_study(cfg: SweepConfig, sweep_dir: Path, *, fresh: bool) -> None:
+    """Before a sweep starts: its study's database answers, and a fresh sweep finds no study of its name
+    on a server (a server is shared by sweeps of other directories; their trials would mix)."""
+    study = load_study(cfg, sweep_dir)  # opens the server, naming it if it does not answer
+    if fresh and study is not None and cfg.searcher.storage is not None:
+        raise StudyStorageError(f"{cfg.source}: searcher.storage already holds a study named {cfg.name!r} (an earlier "
+                                f"sweep of this name): give this sweep another `name:`, or continue that one with "
+                                f"--resume from its directory")
+
+
+def delete_study(cfg: SweepConfig, sweep_dir: Path) -> None:
+    """Remove the study of a start that Tune never saved (it starts again from nothing)."""
+    if cfg.searcher.storage is None:
+        (Path(sweep_dir) / STUDY_DB).unlink(missing_ok=True)
+    elif load_study(cfg, sweep_dir) is not None:
+        import optuna
+
+        optuna.delete_study(study_name=cfg.name, storage=open_storage(cfg.searcher.storage))
+
+
 def _running_trials(cfg: SweepConfig, sweep_dir: Path):
     """(study, its RUNNING trials), or (None, []) without an Optuna study."""
-    if not cfg.searcher.uses_optuna or not (Path(sweep_dir) / STUDY_DB).exists():
+    study = load_study(cfg, sweep_dir)
+    if study is None:
         return None, []
     import optuna
 
-    study = optuna.load_study(study_name=cfg.name, storage=study_url(sweep_dir))
     return study, study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
 
 
 def mark_interrupted_trials(cfg: SweepConfig, sweep_dir: Path) -> int:
     """Tag the study's RUNNING trials as interrupted and leave them RUNNING: Tune saved the searcher
     with them, so the resumed sweep tells each one COMPLETE when its trial finishes."""
-    import optuna
-
     _, running = _running_trials(cfg, sweep_dir)
     if not running:
         return 0
-    storage = optuna.storages.RDBStorage(study_url(sweep_dir))
+    storage = open_storage(study_url(sweep_dir, cfg.searcher.storage))
     study_id = storage.get_study_id_from_name(cfg.name)
     for t in running:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
@@ -314,10 +343,8 @@ def fail_orphaned_trials(cfg: SweepConfig, sweep_dir: Path) -> int:
 def repeated_proposals(cfg: SweepConfig, sweep_dir: Path) -> tuple[int, int | None]:
     """(proposals closed unrun as repeats of a trained or training configuration, the trial count at
     which the search ran out of new configurations or None); (0, None) without an Optuna study."""
-    if not cfg.searcher.uses_optuna or not (Path(sweep_dir) / STUDY_DB).exists():
+    study = load_study(cfg, sweep_dir)
+    if study is None:
         return 0, None
-    import optuna
-
-    study = optuna.load_study(study_name=cfg.name, storage=study_url(sweep_dir))
     return (sum(REPEATS_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)),
             study.user_attrs.get(EXHAUSTED_ATTR))

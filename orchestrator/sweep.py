@@ -35,7 +35,8 @@ from orchestrator.plots import write_plots
 from orchestrator.preflight import check_inputs
 from orchestrator.results import ResultsLog, TrialRecord, load_records
 from orchestrator.retime import retime_front
-from orchestrator.searcher import fail_orphaned_trials, make_searcher, mark_interrupted_trials, repeated_proposals
+from orchestrator.searcher import (check_study, fail_orphaned_trials, make_searcher, mark_interrupted_trials,
+                                   repeated_proposals)
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, train_teacher
 from orchestrator.sweep_state import SweepLock, flat_keys, project_commit, read_state, resume_config, write_state
 from orchestrator.students import STUDENTS, start_students, students_trained
@@ -233,6 +234,7 @@ class Sweep:
                               f"or change `name:` in {cfg.source}")
         # Bad data or a checkpoint of the wrong architecture stops here, before anything is created or started.
         self.data = check_inputs(cfg)
+        check_study(cfg, self.sweep_dir, fresh=not resume)  # it answers; a new sweep, a new study
         self.lock = SweepLock.acquire(self.sweep_dir)  # a second driver on this directory stops here
         try:
             self._open(cfg, tracking_uri, address)

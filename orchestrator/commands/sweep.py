@@ -168,7 +168,7 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     stdout.print(f"report files: {', '.join(str(f) for f in files)}")
     # soft_wrap: a long store path must not break the command over two lines (it is meant to be pasted)
     stdout.print(ui_hint(state["tracking_uri"], state["experiment_id"]), soft_wrap=True, markup=False)
-    stdout.print(f"Optuna dashboard (the searcher's study): {dashboard_command(sweep_dir)}\n  then open "
+    stdout.print(f"Optuna dashboard (the searcher's study): {dashboard_command(sweep_dir, cfg.searcher.storage)}\n  then open "
                  f"http://127.0.0.1:8080", soft_wrap=True, markup=False)
 
 

@@ -2,14 +2,8 @@
 and `report` writes MLflow what it missed once the server is back."""
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,40 +12,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from orchestrator.results import load_records
 from orchestrator.sweep_state import read_state
+from tests.servers import free_port, mlflow_server, stop
 from tests.sweep_driver import driver_env, start_driver, wait_for_records
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _server(store: Path, port: int) -> subprocess.Popen:
-    """A real `mlflow server` on loopback, up when /health answers."""
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{store}/mlflow.db",
-                               "--default-artifact-root", str(store / "artifacts")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "mlflow server exited"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return server
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError("mlflow server did not start")
-
-
-def _stop(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGKILL)
-    server.wait(30)
 
 
 @pytest.mark.slow  # two starts of a real MLflow server and a 4-trial sweep: about 2 minutes
 def test_a_sweep_outlives_its_tracking_server_and_report_backfills_mlflow(tmp_path):
-    store, port = tmp_path / "store", _free_port()
+    store, port = tmp_path / "store", free_port()
     store.mkdir()
     config = tmp_path / "outage.yaml"
     config.write_text(yaml.safe_dump({
@@ -66,19 +33,19 @@ def test_a_sweep_outlives_its_tracking_server_and_report_backfills_mlflow(tmp_pa
         "mlflow": {"tracking_uri": f"http://127.0.0.1:{port}"}}))
     sweep_dir = tmp_path / "runs" / "outage"
     env = driver_env(tmp_path, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
-    server = _server(store, port)
+    server = mlflow_server(store, port)
     try:
         driver = start_driver(tmp_path, config, env=env, train_seconds=2.0)
         wait_for_records(driver, sweep_dir, 1)
     finally:
-        _stop(server)  # the tracking server goes away mid-sweep
+        stop(server)  # the tracking server goes away mid-sweep
     code, out, err = driver.wait(400)
     assert code == 0, err[-3000:]  # every trial finished: MLflow is a mirror, not the record
     assert "MLflow write (" in err and "written to MLflow by the next --resume or report" in err
     records = load_records(sweep_dir)
     assert len(records) == 4 and all(r.complete for r in records)
 
-    server = _server(store, port)
+    server = mlflow_server(store, port)
     try:
         state = read_state(sweep_dir)
         client = MlflowClient(tracking_uri=state["tracking_uri"])
@@ -92,4 +59,4 @@ def test_a_sweep_outlives_its_tracking_server_and_report_backfills_mlflow(tmp_pa
         assert all(r.data.metrics["board/latency_ms"] > 0 for r in finished)
         assert client.get_run(state["parent_run_id"]).info.status == "FINISHED"
     finally:
-        _stop(server)
+        stop(server)
