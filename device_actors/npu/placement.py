@@ -46,8 +46,8 @@ class GraphOp:
     index: int
     name: str  # CONV_2D, or a custom operator's name
     custom: bool
-    inputs: tuple[TensorInfo, ...] = ()  # in slot order; an absent optional input is left out of the slots' count
-    input_slots: tuple[int, ...] = ()  # the slot of each of `inputs`
+    inputs: tuple[TensorInfo, ...] = ()  # the inputs present, in slot order (an absent optional input, -1, is not)
+    input_slots: tuple[int, ...] = ()  # the operator's input slot of each of `inputs`
     outputs: tuple[TensorInfo, ...] = ()
 
 
@@ -214,8 +214,8 @@ def placement_of(ops: list[GraphOp], profile: NpuProfile, *, fmt: str) -> Placem
     for op in ops:
         reasons = ([f"the profile covers {', '.join(profile.formats)} models, not {fmt}"]
                    if fmt not in profile.formats else _reasons(op, profile))
-        placed.append(OpPlacement(index=op.index, op=op.name, runs_on=profile.fallback if reasons else profile.accelerator,
-                                  reasons=tuple(reasons)))
+        runs_on = profile.fallback if reasons else profile.accelerator
+        placed.append(OpPlacement(index=op.index, op=op.name, runs_on=runs_on, reasons=tuple(reasons)))
     return Placement(profile=profile.name, accelerator=profile.accelerator, ops=tuple(placed))
 
 

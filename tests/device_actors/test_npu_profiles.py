@@ -89,6 +89,8 @@ def test_a_requantization_outside_the_profiles_range_or_between_8_bit_types_fall
     to_uint8 = _op(0, "QUANTIZE", [_t(0)], [_t(1, "uint8")])
     assert placement_of([to_uint8], profile, fmt="tflite").ops[0].reasons == ("requantization from int8 to uint8",)
     assert placement_of([to_uint8], load_profile("vx"), fmt="tflite").delegated == 1
-    op = _op(0, "QUANTIZE", [_t(0, scale=1e-10)], [_t(1, scale=1e-6)])
-    assert placement_of([op], profile, fmt="tflite").ops[0].reasons == ("requantization by 0.0001, outside 0.00390625-128",)
-    assert placement_of([_op(0, "QUANTIZE", [_t(0, scale=0.1)], [_t(1, scale=0.2)])], profile, fmt="tflite").delegated == 1
+    tiny_ratio = _op(0, "QUANTIZE", [_t(0, scale=1e-10)], [_t(1, scale=1e-6)])
+    assert placement_of([tiny_ratio], profile, fmt="tflite").ops[0].reasons == \
+        ("requantization by 0.0001, outside 0.00390625-128",)
+    halving = _op(0, "QUANTIZE", [_t(0, scale=0.1)], [_t(1, scale=0.2)])
+    assert placement_of([halving], profile, fmt="tflite").delegated == 1
