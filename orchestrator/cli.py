@@ -11,6 +11,7 @@ import sys
 
 from orchestrator.commands import COMMANDS
 from common.errors import UserError
+from orchestrator.interrupts import INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,4 +35,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED

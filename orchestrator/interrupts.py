@@ -1,12 +1,18 @@
-"""Ctrl-C (SIGINT) and SIGTERM during a sweep: stop launching trials, let Tune save, say so.
+"""Stopping a sweep on SIGINT (Ctrl-C), SIGTERM (schedulers, systemd) and SIGHUP (a dropped SSH
+session), in every phase from the config check to the report. The sweep command exits 130 for each
+of them (docs/robustness.md#signals-and-exit-codes).
 
-Ray Tune stops a run gracefully on SIGUSR1 (it saves the experiment state, and the trials still
-running are resumed by `--resume`), but its own SIGINT handler makes `Tuner.fit()` return as if the
-sweep had ended and it ignores SIGTERM, the signal schedulers and systemd send. So while the Tuner
-runs, both signals are recorded here and passed on to Tune as SIGUSR1; outside it they raise
-KeyboardInterrupt as usual. A second signal while Tune is saving raises KeyboardInterrupt too, and
-so does a SIGUSR1 that comes before Tune has installed its handler (its default would kill the
-driver without saving anything).
+Outside Tune a stop signal raises KeyboardInterrupt where the driver is (config check, MLflow,
+Ray's start, the report), and the sweep ends its parent run KILLED. Inside Tune it becomes SIGUSR1,
+Tune's graceful stop (it saves the experiment state; the running trials resume on `--resume`):
+Tune's own SIGINT handler would make `Tuner.fit()` return as if the sweep had ended, and it ignores
+SIGTERM and SIGHUP. A second signal while Tune stops is never raised into Tune, where it could cut
+its final save (a few seconds): it is recorded as `hurry`, and the sweep's end then waits for
+nothing more (no MLflow drain, no re-timing). A SIGUSR1 that comes before Tune has installed its
+handler raises KeyboardInterrupt too (its default would kill the driver without saving anything).
+
+`ray.init` installs a SIGTERM handler of its own (`sys.exit(15)`, which skips the report);
+`keep_handlers` puts ours back around it.
 """
 from __future__ import annotations
 
@@ -16,35 +22,52 @@ import signal
 import threading
 from collections.abc import Iterator
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 TUNE_STOP = signal.SIGUSR1
+INTERRUPTED = 130  # the sweep's exit status after any stop signal: the shell's for Ctrl-C
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
 
 
 class StopSignals:
-    """Which stop signal arrived, if any; `during_tune()` wraps `Tuner.fit()`."""
+    """Which stop signal arrived, if any, and whether a second one asked to hurry. A context manager
+    (re-entrant: a nested `with` restores the outer handlers); `during_tune()` wraps `Tuner.fit()`,
+    `deferred()` a step that must not be cut (writing the report files)."""
 
     def __init__(self) -> None:
         self.received: str | None = None
+        self.hurry = False  # a second signal: end without waiting for anything that can wait
         self._in_tune = False
-        self._previous: dict[int, object] = {}
+        self._deferred = False
+        self._saved: list[dict[int, object]] = []
 
     def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if signum == TUNE_STOP:  # ours only while Tune's handler is not installed
+            raise KeyboardInterrupt(name)
         first = self.received is None
-        self.received = self.received or signal.Signals(signum).name
-        if self._in_tune and first and signum != TUNE_STOP:
-            os.kill(os.getpid(), TUNE_STOP)  # Tune: stop, save the experiment, return from fit()
+        self.received = self.received or name
+        self.hurry = self.hurry or not first
+        if self._in_tune:
+            if first:
+                os.kill(os.getpid(), TUNE_STOP)  # Tune: stop, save the experiment, return from fit()
+            else:
+                os.write(2, f"\n{name}: the sweep ends as soon as Tune has saved its state (seconds)\n".encode())
             return
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        if not self._deferred:
+            raise KeyboardInterrupt(name)
 
     def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            for sig in (*STOP_SIGNALS, TUNE_STOP):
-                self._previous[sig] = signal.signal(sig, self._handle)
+        if _main_thread():
+            self._saved.append({sig: signal.signal(sig, self._handle) for sig in (*STOP_SIGNALS, TUNE_STOP)})
         return self
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        if self._saved:
+            for sig, handler in self._saved.pop().items():
+                signal.signal(sig, handler)
 
     @contextlib.contextmanager
     def during_tune(self) -> Iterator[None]:
@@ -54,3 +77,25 @@ class StopSignals:
             yield
         finally:
             self._in_tune = False
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Signals are recorded, not raised, inside the block (the caller reads `received` after it)."""
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False
+
+
+@contextlib.contextmanager
+def keep_handlers() -> Iterator[None]:
+    """Keep this process's Python handlers of the stop signals across a call that replaces them
+    (`ray.init` sets SIGTERM to `sys.exit(15)`); default handlers are left to the call."""
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if _main_thread() else {}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if callable(handler) and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)

@@ -123,13 +123,15 @@ class ResultsLog(tune.Callback):
     # trial ids complete in the journal: read on first use, then kept (a class default, so a callback
     # restored from a sweep saved before this cache starts without it too)
     _complete: set[str] | None = None
+    _failed: set[str] | None = None  # failed in the journal when this driver started (read once, on a trial's start)
+    _retrying: set[str] | None = None  # of those, the ones this driver started again (--retry-failed)
 
     def __init__(self, sweep_dir: Path, complete_knobs):
         self.sweep_dir = Path(sweep_dir)
         self.complete_knobs = complete_knobs
 
     def __getstate__(self) -> dict:  # saved with Tune's experiment state: the journal is read again on resume
-        return {**self.__dict__, "_complete": None}
+        return {**self.__dict__, "_complete": None, "_failed": None, "_retrying": None}
 
     def _is_complete(self, trial_id: str) -> bool:
         if self._complete is None:
@@ -140,8 +142,17 @@ class ResultsLog(tune.Callback):
         if self._is_complete(record.trial_id):
             return
         append_record(self.sweep_dir, record)
+        self._retrying = (self._retrying or set()) - {record.trial_id}
         if record.complete:
             self._complete.add(record.trial_id)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        """A trial the journal has as failed starts again only on --retry-failed: until its retry
+        ends, it counts as not ended (stopped now, it is "interrupted", to be resumed)."""
+        if self._failed is None:
+            self._failed = {r.trial_id for r in load_records(self.sweep_dir) if r.status == "failed"}
+        if trial.trial_id in self._failed:
+            self._retrying = (self._retrying or set()) | {trial.trial_id}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if self._is_complete(trial.trial_id):  # a resumed sweep re-reporting it: its kept file stays as recorded
@@ -154,7 +165,7 @@ class ResultsLog(tune.Callback):
     def on_experiment_end(self, trials, **info):
         # Tune stops what still runs at the end (it marks it TERMINATED without a completion event);
         # after a signal it saved those trials as running first, so --resume runs them again.
-        ended = {r.trial_id for r in load_records(self.sweep_dir) if r.ended}
+        ended = {r.trial_id for r in load_records(self.sweep_dir) if r.ended} - (self._retrying or set())
         for trial in trials:
             if trial.trial_id not in ended:
                 self._append(record_of(trial, self.complete_knobs, "interrupted"))

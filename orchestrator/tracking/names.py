@@ -11,6 +11,7 @@ TRIAL_TAG = "edgesweep.trial_id"
 FINISHED_TAG = "edgesweep.finished"  # "true": the run holds the trial's end
 STATUS_TAG = "edgesweep.status"  # why a run was KILLED (interrupted, stopped before the end)
 ERROR_TAG = "edgesweep.error"  # a FAILED trial's error
+RETRIED_TAG = "edgesweep.retried_after"  # on a failed trial's run reopened by --retry-failed: the earlier error
 TEACHER_TAG = "edgesweep.teacher"  # on a teacher's run: "name@img_size"
 TEACHER_RUN_TAG = "edgesweep.teacher_run_id"  # on a distilled trial's run: its teacher's run
 PARETO_TAG = "edgesweep.pareto"  # on trial runs and model versions: "true" while on the front
