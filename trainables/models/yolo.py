@@ -18,6 +18,13 @@ from trainables.models.blocks import ACTIVATION_MODULES, C3, SPPF, Conv
 from trainables.models.family import ACTIVATIONS, DEFAULT_ACTIVATION, SIZES
 
 
+# Bounds on what a checkpoint's model_spec may ask to allocate, checked before any tensor is built: the
+# head's last convolutions grow with anchors x (5 + classes). 10,000 classes is 8x LVIS's 1,203 (the
+# largest common detection set); YOLO uses 3 anchors per level, and 9 leaves room for evolved ones.
+MAX_CLASSES = 10_000
+MAX_ANCHORS_PER_LEVEL = 9
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to rebuild a detector; stored in every checkpoint."""
@@ -32,8 +39,15 @@ class ModelSpec:
             raise ValueError(f"unknown model size {self.size!r}; known sizes: {', '.join(SIZES)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or \
+                not 1 <= self.num_classes <= MAX_CLASSES:
+            raise ValueError(f"num_classes must be an integer in [1, {MAX_CLASSES}], got {self.num_classes!r:.40}")
+        if len(self.anchors) != len(STRIDES) or not all(
+                1 <= len(level) <= MAX_ANCHORS_PER_LEVEL and len(level) == len(self.anchors[0]) for level in self.anchors):
+            raise ValueError(f"anchors must be {len(STRIDES)} levels (strides {', '.join(map(str, STRIDES))}) of the "
+                             f"same 1-{MAX_ANCHORS_PER_LEVEL} anchors each, got {len(self.anchors)} level(s)")
+        if not all(len(a) == 2 and all(math.isfinite(v) and 0 < v <= 1e4 for v in a) for lv in self.anchors for a in lv):
+            raise ValueError("anchors must be (width, height) pairs of finite pixel sizes in (0, 10000]")
 
     @property
     def feature_channels(self) -> tuple[int, int, int]:
@@ -53,6 +67,8 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
         # whole pixels as ints (the defaults); imported anchors (an evolved autoanchor) may be fractional
+        if len(d["anchors"]) > len(STRIDES) or any(len(level) > MAX_ANCHORS_PER_LEVEL for level in d["anchors"]):
+            raise ValueError(f"anchors: more than {len(STRIDES)} levels of {MAX_ANCHORS_PER_LEVEL} anchors")
         anchors = tuple(tuple(tuple(int(v) if float(v).is_integer() else float(v) for v in a) for a in level)
                         for level in d["anchors"])
         return cls(size=d["size"], num_classes=int(d["num_classes"]), anchors=anchors,
