@@ -334,3 +334,5 @@ def read_yaml(path: Path) -> object:
         raise ConfigError(f"{where}: malformed YAML: {problem}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: malformed YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply to be a sweep file") from None

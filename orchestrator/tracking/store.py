@@ -36,6 +36,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from device_actors.npu.placement import TABLE_FILE as NPU_TABLE
 from orchestrator.results import TrialRecord
+from orchestrator.tracking.filters import tag_filter, tag_matches
 from orchestrator.tracking.names import (EPOCH_KEYS, ERROR_TAG, FINISHED_TAG, FORMAT_TAG, PARETO_TAG, RETIMED_TAG,
                                          SHA256_TAG, STATUS_TAG, SWEEP_TAG, TEACHER_TAG, TRIAL_TAG, WINS_TAG, metric_name,
                                          result_tags, run_name)
@@ -121,8 +122,9 @@ class SweepTracking:
     def parent_run(self, name: str, sweep_dir: Path, *, resume: bool) -> str:
         """The parent run of this sweep directory: reused on resume, else a new one."""
         if resume:
-            runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_dir}'",
-                                           order_by=["attributes.start_time DESC"], max_results=1)
+            runs = tag_matches(self.client.search_runs([self.experiment_id], tag_filter(SWEEP_TAG, str(sweep_dir)),
+                                                       order_by=["attributes.start_time DESC"], max_results=100),
+                               SWEEP_TAG, str(sweep_dir))  # a path may hold quotes
             if runs:
                 self.client.update_run(runs[0].info.run_id, status="RUNNING")
                 return runs[0].info.run_id

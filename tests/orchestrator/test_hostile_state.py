@@ -42,3 +42,20 @@ def test_a_sweep_json_nested_100000_deep_is_named_with_exit_2(tmp_path, capsys):
     assert main(["report", str(sweep_dir)]) == 2
     err = capsys.readouterr().err
     assert f"{sweep_dir / 'sweep.json'}: the sweep's state file is damaged" in err and "Traceback" not in err
+
+
+def test_a_sweep_path_with_quotes_finds_its_own_run_and_no_other(tmp_path):
+    """MLflow's filter strings have no escapes: the run of a directory whose path holds quotes is found
+    in a real store, and a near miss (quotes in other places, LIKE's wildcards) is not."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking.filters import tag_filter, tag_matches
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("quotes")
+    for sweep_dir in ("/runs/it's", '/runs/say "hi"', "/runs/both'\"x", "/runs/pct%_'\""):
+        near_miss = sweep_dir.replace("'", "_").replace('"', "_")
+        ours = client.create_run(experiment, tags={"edgesweep.sweep_dir": sweep_dir}).info.run_id
+        client.create_run(experiment, tags={"edgesweep.sweep_dir": near_miss})
+        found = client.search_runs([experiment], tag_filter("edgesweep.sweep_dir", sweep_dir))
+        assert [r.info.run_id for r in tag_matches(found, "edgesweep.sweep_dir", sweep_dir)] == [ours], sweep_dir
