@@ -5,6 +5,7 @@ tests/orchestrator/test_tracking_callback.py and tests/test_security.py fail whe
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,3 +46,21 @@ def tuner_callbacks(tuner: "tune.Tuner") -> list["tune.Callback"]:
     (`_local_tuner`) holds the run config. A Ray Client driver's Tuner runs elsewhere: none here."""
     local = getattr(tuner, "_local_tuner", None)  # noqa: SLF001 - see the module docstring
     return list(local.get_run_config().callbacks or []) if local is not None else []
+
+
+def tuner_searcher(tuner: "tune.Tuner") -> object | None:
+    """The search algorithm a Tuner runs with (a restored Tuner's, unpickled from its `tuner.pkl`),
+    before `fit` wraps it; None for a Ray Client driver's Tuner. No public accessor in Ray 2.60."""
+    local = getattr(tuner, "_local_tuner", None)  # noqa: SLF001 - see the module docstring
+    return local._tune_config.search_alg if local is not None else None  # noqa: SLF001
+
+
+def tune_state_saved(tune_dir: "str | Path") -> bool:
+    """Whether Tune saved an experiment's state in `tune_dir`. `Tuner.can_restore` only looks for
+    `tuner.pkl`, which the Tuner writes when it is built; `Tuner.restore` then fails with a raw
+    ValueError until the first `experiment_state-*.json` (Tune's file name template) exists."""
+    from ray import tune
+    from ray.tune.execution.tune_controller import TuneController  # its file name template: private in Ray 2.60
+
+    pattern = TuneController.CKPT_FILE_TMPL.format("*")
+    return tune.Tuner.can_restore(str(tune_dir)) and any(Path(tune_dir).glob(pattern))

@@ -15,6 +15,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from common import atomic
 from common.errors import UserError
 from common.locking import lock_exclusive
 from detection.coco import SplitSpec
@@ -71,8 +72,9 @@ class DataSplits:
 
 
 def cache_dir() -> Path:
-    """Generated data and trained teachers are cached here (`EDGESWEEP_CACHE` overrides)."""
-    return Path(os.environ.get("EDGESWEEP_CACHE", Path.home() / ".cache" / "edgesweep"))
+    """Generated data, trained teachers and students are cached here (`EDGESWEEP_CACHE` overrides),
+    private to the user: later runs load its checkpoints."""
+    return atomic.private_dir(Path(os.environ.get("EDGESWEEP_CACHE", Path.home() / ".cache" / "edgesweep")))
 
 
 def find_layout(root: Path) -> tuple[SplitPaths, SplitPaths]:

@@ -83,6 +83,26 @@ class ParetoOptunaSearch(OptunaSearch):
                               ("_sweep_dir", None)):
             self.__dict__.setdefault(name, default)
 
+    def relocate(self, sweep_dir: Path) -> None:
+        """Where a resumed sweep is now. Tune restores the searcher's saved state afterwards (`restore`),
+        which names the directory it was saved in: a sweep copied or moved since keeps its own study."""
+        self._home = Path(sweep_dir)
+
+    def restore(self, checkpoint_path: str) -> None:
+        home = self.__dict__.get("_home")
+        super().restore(checkpoint_path)
+        self._fill_in()
+        saved = self._sweep_dir
+        if home is None or saved is None or Path(saved) == home:
+            return
+        if getattr(self._storage, "url", None) == study_url(saved):  # the study in the sweep directory moved with it
+            import optuna
+
+            self._storage = open_storage(study_url(home))
+            self._ot_study = optuna.load_study(study_name=self._ot_study.study_name, storage=self._storage,
+                                               sampler=self._ot_study.sampler)
+        self._sweep_dir = home
+
     def suggest(self, trial_id: str):
         import optuna
 

@@ -23,9 +23,10 @@ from mlflow.entities import RunTag
 from ray import tune
 
 from device_actors.npu import load_profile
+from common.redact import redact
 from device_actors.runtimes import RUNTIMES
 from orchestrator import pareto
-from orchestrator._ray_internals import reload_auth_config, tuner_callbacks
+from orchestrator._ray_internals import reload_auth_config, tune_state_saved, tuner_callbacks, tuner_searcher
 from orchestrator.config import SweepConfig
 from orchestrator.datasets import cache_dir, data_splits
 from orchestrator.errors import ConfigError
@@ -35,10 +36,11 @@ from orchestrator.plots import write_plots
 from orchestrator.preflight import check_inputs
 from orchestrator.results import ResultsLog, TrialRecord, load_records
 from orchestrator.retime import retime_front
-from orchestrator.searcher import (check_study, fail_orphaned_trials, make_searcher, mark_interrupted_trials,
+from orchestrator.searcher import (check_study, delete_study, fail_orphaned_trials, make_searcher, mark_interrupted_trials,
                                    repeated_proposals)
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, train_teacher
-from orchestrator.sweep_state import SweepLock, flat_keys, project_commit, read_state, resume_config, write_state
+from orchestrator.sweep_state import (STATE, SweepLock, check_resumable, clear_unsaved_start, flat_keys, project_commit,
+                                      read_state, resume_config, resume_tracking_uri, write_state)
 from orchestrator.students import STUDENTS, start_students, students_trained
 from orchestrator.thesis_tables import write_sessions
 from orchestrator.tracking.callback import MlflowTrialCallback
@@ -227,38 +229,53 @@ class Sweep:
         self.resume, self.stages = resume, stages
         self.sweep_dir = cfg.sweep_dir
         self.tune_dir = self.sweep_dir / TUNE_DIR
-        if resume and not tune.Tuner.can_restore(str(self.tune_dir)):
-            raise ConfigError(f"--resume: no sweep state in {self.tune_dir}; run without --resume to start it")
-        if not resume and self.tune_dir.exists():
-            raise ConfigError(f"{self.sweep_dir} already holds a sweep named {cfg.name!r}: finish it with --resume, "
-                              f"or change `name:` in {cfg.source}")
+        self.restarted = False  # a start over one whose driver stopped before Tune saved anything
+        if resume:
+            check_resumable(self.sweep_dir, self.tune_dir)
+        elif self.tune_dir.exists():
+            if tune_state_saved(self.tune_dir):
+                raise ConfigError(f"{self.sweep_dir} already holds a sweep named {cfg.name!r}: finish it with "
+                                  f"--resume, or change `name:` in {cfg.source}")
+            self.restarted = True
         # Bad data or a checkpoint of the wrong architecture stops here, before anything is created or started.
         self.data = check_inputs(cfg)
-        check_study(cfg, self.sweep_dir, fresh=not resume)  # it answers; a new sweep, a new study
+        check_study(cfg, self.sweep_dir, fresh=not (resume or self.restarted))  # it answers; a new sweep, a new study
         self.lock = SweepLock.acquire(self.sweep_dir)  # a second driver on this directory stops here
         try:
+            if self.restarted:
+                clear_unsaved_start(self.sweep_dir, [self.tune_dir])
+                delete_study(cfg, self.sweep_dir)
             self._open(cfg, tracking_uri, address)
         except BaseException:
             self.lock.release()
             raise
 
     def _open(self, cfg: SweepConfig, tracking_uri: str | None, address: str | None) -> None:
+        earlier = read_state(self.sweep_dir) if self.resume else None
         if self.resume:  # the stored config, not the YAML as it is now
+            tracking_uri = resume_tracking_uri(self.sweep_dir, tracking_uri, cfg.mlflow.tracking_uri)
             cfg = resume_config(self.sweep_dir, cfg)
-            tracking_uri = tracking_uri or read_state(self.sweep_dir)["tracking_uri"]
         self.cfg = cfg
         self.tracking_uri = tracking_uri or cfg.mlflow.tracking_uri
         self.tracking = SweepTracking.open(self.tracking_uri, cfg.mlflow.experiment,
                                            artifact_dir=self.sweep_dir / ARTIFACTS)
-        self.parent = self.tracking.parent_run(cfg.name, self.sweep_dir, resume=self.resume)
+        if self.restarted:
+            self._close_unsaved_parent()
+        self.parent, created = self.tracking.parent_run(cfg.name, self.sweep_dir, resume=self.resume,
+                                                        run_id=earlier and earlier["parent_run_id"])
         self.run_tags = source_tags(cfg)
         self.dataset = dataset_input(cfg, self.data)
-        if self.resume:
-            self.tracking.backfill(self.parent, load_records(self.sweep_dir), self.sweep_dir)
-        else:
+        if created:
             self.tracking.log_config(self.parent, cfg.to_dict(), cfg.search.to_dict())
             self.tracking.client.log_batch(self.parent, tags=[RunTag(k, v) for k, v in self.run_tags.items()])
             self.tracking.log_dataset(self.parent, self.dataset)
+        if self.resume:
+            if created:
+                log.warning("MLflow: %s holds no run of this sweep (%s in sweep.json; another tracking URI, or its "
+                            "store was deleted): its new parent run %s gets the config and every trial of the journal, "
+                            "and the rest of the sweep logs there", redact(self.tracking_uri),
+                            redact(earlier["tracking_uri"]), self.parent)
+            self.tracking.backfill(self.parent, load_records(self.sweep_dir), self.sweep_dir)
         write_state(self.sweep_dir, cfg, tracking_uri=self.tracking_uri, experiment_id=self.tracking.experiment_id,
                     parent_run_id=self.parent)
         init_ray(address)
@@ -273,6 +290,17 @@ class Sweep:
         self.teachers: dict = {}
         self.teacher_runs: dict[str, str] = {}  # "name@img_size" -> its MLflow run
         self.mlflow_callback: MlflowTrialCallback | None = None  # the one Tune runs (`_tuner`)
+
+    def _close_unsaved_parent(self) -> None:
+        """The parent run of a start that stopped before Tune saved anything ends KILLED: this start has its own."""
+        if not (self.sweep_dir / STATE).exists():
+            return
+        earlier = read_state(self.sweep_dir)
+        try:
+            if redact(earlier["tracking_uri"]) == redact(self.tracking_uri):
+                self.tracking.finish(earlier["parent_run_id"], "KILLED")
+        except Exception as e:  # noqa: BLE001 - MLflow is a mirror
+            log.warning("MLflow: the earlier start's run %s stays as it was (%s)", earlier["parent_run_id"], e)
 
     def _board_val(self):
         """The val split packed for the board, put in the object store once (None unless it scores)."""
@@ -310,8 +338,15 @@ class Sweep:
         if self.resume:  # callbacks, searcher and run config come back from the sweep's saved state
             tuner = tune.Tuner.restore(str(self.tune_dir), trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
-            self.mlflow_callback = next((c for c in tuner_callbacks(tuner) if isinstance(c, MlflowTrialCallback)),
-                                        None)
+            for callback in tuner_callbacks(tuner):  # saved where the sweep was, with the store it logged to then
+                if isinstance(callback, (ResultsLog, LiveProgress)):
+                    callback.sweep_dir = self.sweep_dir
+                if isinstance(callback, MlflowTrialCallback):
+                    callback.log_to(self.tracking_uri, self.tracking.experiment_id, self.parent)
+                    self.mlflow_callback = callback
+            relocate = getattr(tuner_searcher(tuner), "relocate", None)
+            if relocate is not None:
+                relocate(self.sweep_dir)
             return tuner
         self.mlflow_callback = MlflowTrialCallback(
             self.tracking_uri, self.tracking.experiment_id, self.parent, cfg.search.complete,

@@ -13,7 +13,8 @@ INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a KD + quantization sweep described by a YAML file")
-    p.add_argument("config", type=Path, help="the sweep file, e.g. examples/kd.yaml")
+    p.add_argument("config", type=Path, help="the sweep file, e.g. examples/kd.yaml (with --resume, also its "
+                                             "directory, runs/sweeps/NAME, wherever it was moved)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep without redoing finished trials")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: mlflow.tracking_uri, "
                                                         "else $MLFLOW_TRACKING_URI, else sqlite in the sweep directory)")
@@ -25,11 +26,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.config import load_config
     from orchestrator.console import console
     from orchestrator.sweep import Sweep
 
-    cfg = load_config(args.config)
+    cfg = sweep_config_of(args.config, resume=args.resume)
     console.print(f"sweep [bold]{cfg.name}[/]: {cfg.searcher.trials} trials, {cfg.searcher.algorithm} searcher, "
                   f"state in {cfg.sweep_dir}")
     sweep = Sweep(cfg, resume=args.resume, tracking_uri=args.tracking_uri, address=args.address)
@@ -52,6 +52,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep_config_of(path: Path, *, resume: bool):
+    """The config `sweep` runs: the YAML's, or with --resume and a sweep directory the one it was started
+    with (the sweep resumes where the directory is now)."""
+    from orchestrator.config import load_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep_state import stored_config
+
+    if not path.is_dir():
+        return load_config(path)
+    if not resume:
+        raise ConfigError(f"{path} is a directory: give the sweep's YAML file, or add --resume to finish the sweep "
+                          f"that directory holds")
+    return stored_config(path)
+
+
 def sweep_dir_of(path: Path) -> Path:
     if path.is_file():
         from orchestrator.config import load_config
@@ -67,12 +82,12 @@ def sync_mlflow(sweep_dir: Path, state: dict, cfg, records, *, backfill: bool) -
     """Trial id -> MLflow run id; with `backfill` (and no driver running the sweep) first write the
     journal records MLflow missed and register the front's models. Empty while MLflow is down."""
     from orchestrator.pareto import front
-    from orchestrator.sweep_state import SweepLock, SweepLocked
+    from orchestrator.sweep_state import SweepLock, SweepLocked, resume_tracking_uri
     from orchestrator.tracking.store import SweepTracking
 
     lock = None
     try:
-        tracking = SweepTracking(state["tracking_uri"], state["experiment_id"])
+        tracking = SweepTracking(resume_tracking_uri(sweep_dir, None, None), state["experiment_id"])
         if backfill:
             try:
                 lock = SweepLock.acquire(sweep_dir)

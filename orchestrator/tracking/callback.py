@@ -15,6 +15,7 @@ from pathlib import Path
 from mlflow.entities import Metric
 from ray import tune
 
+from common.redact import redact
 from orchestrator.results import TrialRecord, record_of, trial_error
 from orchestrator.tracking.names import EPOCH_KEYS, TEACHER_RUN_TAG
 from orchestrator.tracking.store import SweepTracking, retried, run_metrics, trial_files
@@ -76,8 +77,17 @@ class MlflowTrialCallback(tune.Callback):
         self._tracking: SweepTracking | None = None
         self._runs: dict[str, tuple[str, bool]] = {}  # trial id -> (run id, finished); the writer's only
 
-    def __getstate__(self) -> dict:  # saved with Tune's experiment state: no client, thread or cached ids
-        return {**self.__dict__, "_tracking": None, "_runs": {}, "down_until": 0.0, "_writer": None}
+    def __getstate__(self) -> dict:
+        """Saved with Tune's experiment state: no client, thread or cached ids, and no password (a resume
+        gives the store again: `log_to`)."""
+        return {**self.__dict__, "tracking_uri": redact(self.tracking_uri), "_tracking": None, "_runs": {},
+                "down_until": 0.0, "_writer": None}
+
+    def log_to(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
+        """Where a resumed sweep logs: its store as the resume found it, which may not be the saved one
+        (another URI, a recreated store, a moved sweep's own mlflow.db)."""
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self._tracking, self._runs = None, {}
 
     @property
     def tracking(self) -> SweepTracking:

@@ -35,6 +35,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from device_actors.npu.placement import TABLE_FILE as NPU_TABLE
+from common.redact import redact_tree
 from orchestrator.results import TrialRecord
 from orchestrator.tracking.filters import tag_filter, tag_matches
 from orchestrator.tracking.names import (EPOCH_KEYS, ERROR_TAG, FINISHED_TAG, FORMAT_TAG, PARETO_TAG, RETIMED_TAG,
@@ -119,19 +120,34 @@ class SweepTracking:
                         artifact_dir)
         return cls(tracking_uri, found.experiment_id)
 
-    def parent_run(self, name: str, sweep_dir: Path, *, resume: bool) -> str:
-        """The parent run of this sweep directory: reused on resume, else a new one."""
+    def parent_run(self, name: str, sweep_dir: Path, *, resume: bool, run_id: str | None = None) -> tuple[str, bool]:
+        """(run id, whether it is new) of this sweep directory's parent run. A resume reuses `run_id`
+        (sweep.json's) when this store holds it in the sweep's experiment, else the latest run tagged
+        with the directory; a store without either (another URI, a deleted mlflow.db) gets a new one."""
         if resume:
-            runs = tag_matches(self.client.search_runs([self.experiment_id], tag_filter(SWEEP_TAG, str(sweep_dir)),
-                                                       order_by=["attributes.start_time DESC"], max_results=100),
-                               SWEEP_TAG, str(sweep_dir))  # a path may hold quotes
-            if runs:
-                self.client.update_run(runs[0].info.run_id, status="RUNNING")
-                return runs[0].info.run_id
+            found = self._run_in_experiment(run_id) if run_id else None
+            if found is None:
+                runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_dir}'",
+                                               order_by=["attributes.start_time DESC"], max_results=1)
+                found = runs[0].info.run_id if runs else None
+            if found is not None:
+                self.client.update_run(found, status="RUNNING")
+                self.client.set_tag(found, SWEEP_TAG, str(sweep_dir))  # where it is now, if it moved
+                return found, False
         run = self.client.create_run(self.experiment_id, run_name=name, tags={SWEEP_TAG: str(sweep_dir)})
-        return run.info.run_id
+        return run.info.run_id, True
+
+    def _run_in_experiment(self, run_id: str) -> str | None:
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        usable = run.info.experiment_id == self.experiment_id and run.info.lifecycle_stage == "active"
+        return run_id if usable else None
 
     def log_config(self, run_id: str, config: dict, space: dict) -> None:
+        """The sweep's config (passwords in URIs hidden: `common.redact`) and search space on its run."""
+        config = redact_tree(config)
         flat = {f"sweep.{k}": v for k, v in config.get("searcher", {}).items()}
         flat.update({"sweep.name": config.get("name"), "sweep.objectives": json.dumps(config.get("objectives"))})
         self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])

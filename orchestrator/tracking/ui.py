@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from common.redact import redact
 from orchestrator.tracking.names import PARETO_TAG, metric_name
 
 
@@ -21,10 +22,11 @@ def ui_url(experiment_id: str, *, port: int = 5000, front_only: bool = False) ->
 
 
 def ui_command(tracking_uri: str) -> str:
-    """The command that opens the MLflow UI on this store, on loopback only (MLflow has no login)."""
+    """The command that opens the MLflow UI on this store, on loopback only (MLflow has no login). A
+    password in the URI shows as *** (`common.redact`): the user puts it back."""
     mlflow_bin = Path(sys.prefix) / "bin" / "mlflow"  # the environment's own mlflow, activated or not
     program = str(mlflow_bin) if mlflow_bin.exists() else "mlflow"
-    return f"{program} ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    return f"{program} ui --backend-store-uri {redact(tracking_uri)} --host 127.0.0.1 --port 5000"
 
 
 def ui_hint(tracking_uri: str, experiment_id: str) -> str:

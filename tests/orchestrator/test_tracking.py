@@ -12,7 +12,7 @@ RECORD = TrialRecord("t_00000", "complete", KNOBS, {"map50_95": 0.25, "latency_m
 
 def _tracking(tmp_path) -> tuple[SweepTracking, str]:
     tracking = SweepTracking.open(f"sqlite:///{tmp_path}/mlflow.db", "t", artifact_dir=tmp_path / "artifacts")
-    return tracking, tracking.parent_run("t", tmp_path, resume=False)
+    return tracking, tracking.parent_run("t", tmp_path, resume=False)[0]
 
 
 def test_backfill_finishes_a_run_whose_status_write_was_lost(tmp_path):

@@ -28,7 +28,7 @@ def _callback() -> MlflowTrialCallback:
 
 def test_close_returns_once_every_queued_write_is_in_mlflow_and_ends_the_writer(tmp_path):
     tracking = SweepTracking.open(f"sqlite:///{tmp_path}/mlflow.db", "t", artifact_dir=tmp_path / "artifacts")
-    parent = tracking.parent_run("t", tmp_path, resume=False)
+    parent = tracking.parent_run("t", tmp_path, resume=False)[0]
     callback = MlflowTrialCallback(tracking.tracking_uri, tracking.experiment_id, parent, _knobs)
     trial = SimpleNamespace(trial_id="t_0", config={})
     callback.on_trial_start(0, [trial], trial)

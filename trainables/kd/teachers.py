@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from common import atomic
+from common.hashing import file_sha256
 from detection.coco import CocoDataset
 from trainables.checkpoint import load_checkpoint
 from trainables.models.family import SIZES
@@ -53,7 +54,7 @@ def ensure_teacher(size: str, train_data: CocoDataset, val_data: CocoDataset | N
     """
     if size not in SIZES:
         raise ValueError(f"unknown teacher size {size!r}; known sizes: {', '.join(SIZES)}")
-    entry = Path(cache_dir) / "teachers" / f"yolo{size}-{cfg.img_size}px-e{cfg.epochs}-s{cfg.seed}-{teacher_key(size, train_data, cfg)}"
+    entry = atomic.private_dir(Path(cache_dir) / "teachers") / f"yolo{size}-{cfg.img_size}px-e{cfg.epochs}-s{cfg.seed}-{teacher_key(size, train_data, cfg)}"
     entry.mkdir(parents=True, exist_ok=True)
     with open(entry / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -61,21 +62,27 @@ def ensure_teacher(size: str, train_data: CocoDataset, val_data: CocoDataset | N
             log.info("training teacher YOLO-%s (%d epochs at %d px) into %s", size, cfg.epochs, cfg.img_size, entry)
             result: TrainResult = fit(ModelSpec(size, train_data.num_classes), train_data, val_data, cfg, entry,
                                       **fit_kwargs)
-            atomic.write_text(entry / DONE, json.dumps({"metrics": result.final_metrics}, indent=2))
+            marker = {"metrics": result.final_metrics, "sha256": file_sha256(entry / "last.pt")}
+            atomic.write_text(entry / DONE, json.dumps(marker, indent=2))
     return entry / "last.pt"
 
 
 def _finished(entry: Path) -> bool:
-    """Whether a cache entry holds a trained teacher. A damaged one (its marker or its checkpoint
-    unreadable) is cleared with a warning and trained again, never trusted."""
+    """Whether a cache entry holds a trained teacher. A damaged one (its marker unreadable or not a
+    marker, its checkpoint unreadable or not the one the marker hashed) is cleared with a warning and
+    trained again, never trusted. Markers written before the hash was recorded are checked by loading."""
     done = entry / DONE
     if not done.exists():
         return False
     try:
-        json.loads(done.read_text())["metrics"]
+        marker = json.loads(done.read_text())
+        if not isinstance(marker.get("metrics"), dict):
+            raise ValueError(f"{done} holds no metrics")
+        if "sha256" in marker and file_sha256(entry / "last.pt") != marker["sha256"]:
+            raise ValueError(f"last.pt does not match the sha256 in {done}")
         load_checkpoint(entry / "last.pt")
         return True
-    except (ValueError, KeyError, TypeError, OSError) as e:  # CheckpointError is a ValueError
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:  # CheckpointError is a ValueError
         log.warning("teacher cache entry %s is damaged (%s): training the teacher again", entry, e)
         for name in (DONE, "last.pt"):
             (entry / name).unlink(missing_ok=True)
