@@ -61,7 +61,10 @@ def open_storage(url: str) -> "optuna.storages.RDBStorage":
 
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
+    except ImportError:
+        raise StudyStorageError("searcher.storage: PostgreSQL's driver is not installed: pip install "
+                                "'psycopg[binary]' (part of EdgeSweep's train extra)") from None
+    except sqlalchemy.exc.SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise StudyStorageError(f"searcher.storage: cannot open the study's database ({type(e).__name__}: {reason}); "
                                 f"is the server up and reachable, and are PGUSER and PGPASSWORD (or ~/.pgpass) set for "
