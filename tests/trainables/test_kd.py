@@ -287,14 +287,18 @@ def test_teacher_is_trained_once_and_reused(tiny_data, tmp_path):
     assert other != first
 
 
-@pytest.mark.parametrize("damage", ["complete.json", "last.pt"])
-def test_a_damaged_teacher_cache_entry_is_trained_again_never_trusted(damage, tiny_data, tmp_path, caplog):
+@pytest.mark.parametrize("damage, content", [
+    ("complete.json", b"{torn"),  # what a crash mid-write or a bad disk leaves
+    ("last.pt", b"{torn"),
+    ("complete.json", b'{"metrics": {}, "sha256": "' + b"0" * 64 + b'"}'),  # a marker of another checkpoint
+], ids=["torn-marker", "torn-checkpoint", "marker-of-another-checkpoint"])
+def test_a_damaged_teacher_cache_entry_is_trained_again_never_trusted(damage, content, tiny_data, tmp_path, caplog):
     from trainables.checkpoint import load_checkpoint
     from trainables.kd.teachers import ensure_teacher, teacher_config, teacher_metrics
 
     cfg = teacher_config(TINY, epochs=1, img_size=64, seed=0)
     first = ensure_teacher("n", tiny_data[0], None, cfg, tmp_path)
-    (first.parent / damage).write_bytes(b"{torn")  # what a crash mid-write or a bad disk leaves
+    (first.parent / damage).write_bytes(content)
     calls = []
     with caplog.at_level("WARNING"):
         again = ensure_teacher("n", tiny_data[0], None, cfg, tmp_path, on_epoch=lambda r, c: calls.append(r.epoch))
