@@ -115,9 +115,12 @@ class SweepTracking:
             location = Path(artifact_dir).resolve().as_uri() if local else None
             return cls(tracking_uri, client.create_experiment(experiment, artifact_location=location))
         if local and not found.artifact_location.startswith(Path(artifact_dir).resolve().as_uri()):
-            log.warning("MLflow experiment %r keeps its artifacts in %s, outside this sweep's directory; give the "
-                        "sweep its own mlflow.experiment to keep them in %s", experiment, found.artifact_location,
-                        artifact_dir)
+            # MLflow stores an experiment's artifact location as an absolute URI and cannot change it
+            # (mlflow/mlflow#8226): a sweep copied or moved with its own mlflow.db still points at the old place.
+            log.warning("MLflow experiment %r keeps its artifacts in %s, outside this sweep's directory, and MLflow "
+                        "cannot move that location; new artifacts go there. If the sweep was copied or moved, delete "
+                        "its mlflow.db (and mlartifacts) before resuming: the resume rebuilds the store here from the "
+                        "journal. Else give the sweep its own mlflow.experiment", experiment, found.artifact_location)
         return cls(tracking_uri, found.experiment_id)
 
     def parent_run(self, name: str, sweep_dir: Path, *, resume: bool, run_id: str | None = None) -> tuple[str, bool]:
