@@ -35,6 +35,7 @@ class Knob:
     minimum: float | None = None
     above: float | None = None
     maximum: float | None = None
+    below: float | None = None
     multiple_of: int = 1  # int knobs: values (and a range's step) stay on this grid
     nullable: bool = False  # None is a value (a teacher that is not set)
 
@@ -59,7 +60,8 @@ class Knob:
         kind = "integer" if self.kind is int else "number" if self.kind is float else "string"
         bounds = [f">= {self.minimum:g}" if self.minimum is not None else "",
                   f"> {self.above:g}" if self.above is not None else "",
-                  f"<= {self.maximum:g}" if self.maximum is not None else ""]
+                  f"<= {self.maximum:g}" if self.maximum is not None else "",
+                  f"< {self.below:g}" if self.below is not None else ""]
         words = " and ".join(b for b in bounds if b)
         if self.multiple_of > 1:
             return f"multiple of {self.multiple_of}, {words}" if words else f"multiple of {self.multiple_of}"

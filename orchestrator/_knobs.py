@@ -25,7 +25,7 @@ from orchestrator.errors import ConfigError
 from search_spaces import ActiveWhen, Choice, Grid, IntRange, LogUniform, Param, SearchSpace, Uniform
 from trainables.export.registry import (FORMAT_KNOBS, FORMATS, SHAPE_KNOBS, ArtifactShape, ExportError, ExportKnobs,
                                         format_for)
-from trainables.hyper import DISTILLATION_KNOBS, SCRATCH, TrainKnobs, is_user_model
+from trainables.hyper import DISTILLATION_KNOBS, PRUNING_KNOBS, SCRATCH, TrainKnobs, is_user_model
 from trainables.kd.registry import KD_METHODS, distilling_methods, kd_method
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def knob_conditions() -> dict[str, ActiveWhen]:
         readers = tuple(dict.fromkeys(f.quantization for f in FORMATS.values() if f.accepted(knob)))
         conditions[knob] = ActiveWhen("quantization", readers)
     conditions["outputs"] = ActiveWhen("decode", (ArtifactShape.decode,))  # a host decode has raw outputs
+    conditions.update({k: ActiveWhen("prune_ratio", (0.0,), unless=True) for k in PRUNING_KNOBS})
     for method in KD_METHODS.values():
         for knob in method.knobs:
             readers = tuple(m.name for m in KD_METHODS.values() if knob in m.knobs)
@@ -110,7 +111,7 @@ def value_type(knob: Knob) -> Any:
         return Annotated[Literal[values], Noun(knob.noun or f"a {knob.name}")]
     if knob.kind is str:
         return Annotated[str, Field(min_length=1)]
-    bounds = {"ge": knob.minimum, "gt": knob.above, "le": knob.maximum,
+    bounds = {"ge": knob.minimum, "gt": knob.above, "le": knob.maximum, "lt": knob.below,
               "multiple_of": knob.multiple_of if knob.multiple_of > 1 else None}
     return Annotated[knob.kind, Field(allow_inf_nan=False, **{k: v for k, v in bounds.items() if v is not None})]
 
@@ -273,12 +274,13 @@ def _check_consistency(space: SearchSpace, ctx: KnobContext) -> None:
     methods = space.possible_values("kd_method")
     # an NPU knob fixed to other than its default where it is never read: per-tensor with fp32 only
     npu_fixed = [k for k in space.fixed if k in SHAPE_KNOBS and space.fixed[k] != space.defaults[k]]
-    for knob in (*space.params, *npu_fixed):
+    pruning_fixed = [k for k in space.fixed if k in PRUNING_KNOBS]  # a pruning method without pruning
+    for knob in (*space.params, *npu_fixed, *pruning_fixed):
         cond = space.conditions.get(knob)
         parents = space.possible_values(cond.parent) if cond is not None else ()
         if cond is not None and not any(space.is_active(knob, {cond.parent: v}) for v in parents):
-            raise ConfigError(f"{where(space, knob)}: only used when {cond.parent} is one of "
-                              f"{', '.join(cond.values)}, but {cond.parent} is always {' or '.join(map(repr, parents))}; "
+            raise ConfigError(f"{where(space, knob)}: only used when {cond.describe()}, "
+                              f"but {cond.parent} is always {' or '.join(map(repr, parents))}; "
                               f"search {cond.parent} or drop {where(space, knob)}")
     for runtime in space.possible_values("runtime"):
         for quantization in space.possible_values("quantization"):

@@ -32,7 +32,8 @@ def knob_value_schema(knob: Knob) -> dict:
     values = knob.allowed_values()
     if values is not None:
         schema["enum"] = list(values)
-    for key, bound in (("minimum", knob.minimum), ("exclusiveMinimum", knob.above), ("maximum", knob.maximum)):
+    for key, bound in (("minimum", knob.minimum), ("exclusiveMinimum", knob.above), ("maximum", knob.maximum),
+                       ("exclusiveMaximum", knob.below)):
         if bound is not None:
             schema[key] = bound
     if knob.multiple_of > 1:
@@ -173,7 +174,7 @@ def _knob_rows() -> list[str]:
     rows = ["| knob | type | default | allowed | distributions | meaning |", "|---|---|---|---|---|---|"]
     for k in knob_table().values():
         cond = conditions.get(k.name)
-        when = f" (only when `{cond.parent}` is {', '.join(f'`{v}`' for v in cond.values)})" if cond else ""
+        when = f" (only when {cond.describe('`', one_of='')})" if cond else ""
         default = json.dumps(k.default)
         rows.append(f"| `{k.name}` | {k.kind.__name__} | `{default}` | {k.allowed()} | "
                     f"{', '.join(distributions(k))} | {k.doc}{when} |")

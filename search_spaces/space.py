@@ -34,13 +34,24 @@ BRANCH_PREFIX = "_branch_"
 
 @dataclass(frozen=True)
 class ActiveWhen:
-    """A conditional knob: it matters only while `parent` takes one of `values`."""
+    """A conditional knob: it matters only while `parent` takes one of `values` (with `unless`: none of them,
+    as a pruning method matters unless the pruning ratio is 0)."""
 
     parent: str
     values: tuple[Value, ...]
+    unless: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", tuple(self.values))
+
+    def holds(self, parent: object) -> bool:
+        """Whether the knob is active while its parent has the value `parent`."""
+        return any(type(parent) is type(v) and parent == v for v in self.values) != self.unless
+
+    def describe(self, quote: str = "", *, one_of: str = "one of ") -> str:
+        """In words, e.g. "kd_method is one of output, cwd", "prune_ratio is not 0.0"."""
+        values = ", ".join(f"{quote}{v}{quote}" for v in self.values)
+        return f"{quote}{self.parent}{quote} is {'not ' if self.unless else one_of}{values}"
 
 
 def _plain(value: object) -> object:
@@ -107,7 +118,7 @@ class SearchSpace:
         if cond is None:
             return True
         parent = values[cond.parent] if cond.parent in values else self.base_value(cond.parent)
-        return any(type(parent) is type(v) and parent == v for v in cond.values)
+        return cond.holds(parent)
 
     def _children(self, parent: str) -> list[str]:
         return [k for k in self.knobs if k in self.params and k in self.conditions

@@ -24,6 +24,10 @@ from trainables.models.family import ACTIVATIONS, DEFAULT_ACTIVATION, SIZES
 
 SCRATCH = "scratch"  # student_init: random weights
 DISTILLATION_KNOBS = ("teacher", "kd_factor", "kd_off_last_epochs")  # read only by methods with a teacher
+# Structured pruning: how a channel's importance is scored (trainables.prune maps each to Torch-Pruning's).
+PRUNE_METHODS = ("l1", "group-norm", "bn-scale")
+PRUNING_KNOBS = ("prune_method",)  # read only when prune_ratio > 0
+MAX_PRUNE_RATIO = 0.9
 
 
 def is_user_model(student_init: object) -> bool:
@@ -68,6 +72,13 @@ class TrainKnobs:
     teacher: str | None = knob(None, "a teacher: a key of teachers: (sweeps), a model size or checkpoint (CLI)")
     kd_factor: float = knob(1.0, "multiplies the KD method's reference weight (1: its reference recipe's)", above=0)
     kd_off_last_epochs: int = knob(0, "switch distillation off for the last K epochs", minimum=0)
+    prune_ratio: float = knob(0.0, "structured pruning: the share of every layer's channels removed before training "
+                              "(from student_init's weights, or the seeded random init), then fine-tuned for the "
+                              "trial's epochs; 0: off", minimum=0, below=MAX_PRUNE_RATIO)
+    prune_method: str = knob("l1", "channel importance: l1 (L1 norm of each filter, Li et "
+                             "al. 2017), group-norm (L2 norm over the channel's dependency group, DepGraph) or "
+                             "bn-scale (BatchNorm scale, network slimming)", noun="a pruning method",
+                             choices=PRUNE_METHODS)
     kd_params: Mapping[str, object] = field(default_factory=dict)
 
     @classmethod

@@ -180,6 +180,19 @@ def _train_mode(model: YOLO, frozen: bool) -> None:
         model.backbone.eval()  # a frozen backbone keeps its BatchNorm statistics too
 
 
+def initial_model(spec: ModelSpec, cfg: TrainConfig) -> YOLO:
+    """The model a run starts from: `cfg.init`'s weights, or fresh ones for `cfg.img_size` (seed first)."""
+    model = build_model(spec, img_size=cfg.img_size)
+    if cfg.init:
+        init = load_checkpoint(Path(cfg.init))
+        if not checkpoint_spec(init).same_weights(spec):
+            got = checkpoint_spec(init)
+            raise CheckpointError(f"init checkpoint {cfg.init} is a {got.describe()} with {got.num_classes} classes; "
+                                  f"this run trains a {spec.describe()} with {spec.num_classes} classes")
+        model.load_state_dict(init["model"])
+    return model
+
+
 def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, cfg: TrainConfig,
         out_dir: Path, *, distiller: Distiller | None = None, on_batch: BatchCallback | None = None,
         on_epoch: EpochCallback | None = None) -> TrainResult:
@@ -194,14 +207,7 @@ def fit(spec: ModelSpec, train_data: CocoDataset, val_data: CocoDataset | None, 
     if spec.num_classes != train_data.num_classes:
         raise ValueError(f"model has {spec.num_classes} classes but the training data has {train_data.num_classes}")
 
-    model = build_model(spec, img_size=cfg.img_size)
-    if cfg.init:
-        init = load_checkpoint(Path(cfg.init))
-        if not checkpoint_spec(init).same_weights(spec):
-            got = checkpoint_spec(init)
-            raise CheckpointError(f"init checkpoint {cfg.init} is a YOLO-{got.size} with {got.num_classes} classes; "
-                                  f"this run trains a YOLO-{spec.size} with {spec.num_classes} classes")
-        model.load_state_dict(init["model"])
+    model = initial_model(spec, cfg)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     _set_frozen(model, cfg.freeze_backbone)

@@ -23,6 +23,8 @@ from trainables.models.family import ACTIVATIONS, DEFAULT_ACTIVATION, SIZES
 # largest common detection set); YOLO uses 3 anchors per level, and 9 leaves room for evolved ones.
 MAX_CLASSES = 10_000
 MAX_ANCHORS_PER_LEVEL = 9
+MAX_PRUNED_CONVS = 512  # a YOLO-x has 123 convolutions
+FEATURE_CONVS = ("neck.out3.cv3.conv", "neck.out4.cv3.conv", "neck.out5.cv3.conv")  # make the P3-P5 neck outputs
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class ModelSpec:
     num_classes: int
     anchors: tuple = field(default=DEFAULT_ANCHORS)
     activation: str = DEFAULT_ACTIVATION
+    # A structurally pruned model's convolutions as (module path, out channels, in channels), every one of
+    # them; empty: the size's own widths. `build_model` shrinks the size's model to these, never grows it.
+    channels: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -48,21 +53,41 @@ class ModelSpec:
                              f"same 1-{MAX_ANCHORS_PER_LEVEL} anchors each, got {len(self.anchors)} level(s)")
         if not all(len(a) == 2 and all(math.isfinite(v) and 0 < v <= 1e4 for v in a) for lv in self.anchors for a in lv):
             raise ValueError("anchors must be (width, height) pairs of finite pixel sizes in (0, 10000]")
+        if len(self.channels) > MAX_PRUNED_CONVS or not all(
+                len(c) == 3 and isinstance(c[0], str) and all(type(v) is int and v >= 1 for v in c[1:])
+                for c in self.channels):
+            raise ValueError(f"channels must be at most {MAX_PRUNED_CONVS} (conv path, out, in) entries of positive "
+                             f"integers")
+
+    @property
+    def pruned(self) -> bool:
+        return bool(self.channels)
+
+    def describe(self) -> str:
+        """"YOLO-n", or "YOLO-n (pruned)" for one with its own widths."""
+        return f"YOLO-{self.size}{' (pruned)' if self.pruned else ''}"
 
     @property
     def feature_channels(self) -> tuple[int, int, int]:
         """Channels of the P3, P4, P5 neck outputs (what feature distillation aligns)."""
+        if self.pruned:
+            outs = {path: out for path, out, _ in self.channels}
+            return tuple(outs[path] for path in FEATURE_CONVS)
         width = SIZES[self.size][1]
         return _ch(256, width), _ch(512, width), _ch(1024, width)
 
     def same_weights(self, other: "ModelSpec") -> bool:
         """Whether `other`'s weights load into this model: the activation has none, so a SiLU
         checkpoint can start a ReLU student."""
-        return (self.size, self.num_classes, self.anchors) == (other.size, other.num_classes, other.anchors)
+        return ((self.size, self.num_classes, self.anchors, self.channels)
+                == (other.size, other.num_classes, other.anchors, other.channels))
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "num_classes": self.num_classes,
-                "anchors": [[list(a) for a in level] for level in self.anchors], "activation": self.activation}
+        d = {"size": self.size, "num_classes": self.num_classes,
+             "anchors": [[list(a) for a in level] for level in self.anchors], "activation": self.activation}
+        if self.pruned:  # absent otherwise: an unpruned spec's dict (and any key hashed from it) stays as it was
+            d["channels"] = [list(c) for c in self.channels]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
@@ -71,8 +96,12 @@ class ModelSpec:
             raise ValueError(f"anchors: more than {len(STRIDES)} levels of {MAX_ANCHORS_PER_LEVEL} anchors")
         anchors = tuple(tuple(tuple(int(v) if float(v).is_integer() else float(v) for v in a) for a in level)
                         for level in d["anchors"])
+        channels = d.get("channels", [])
+        if len(channels) > MAX_PRUNED_CONVS:
+            raise ValueError(f"channels: more than {MAX_PRUNED_CONVS} convolutions")
         return cls(size=d["size"], num_classes=int(d["num_classes"]), anchors=anchors,
-                   activation=d.get("activation", DEFAULT_ACTIVATION))  # checkpoints before the knob: SiLU
+                   activation=d.get("activation", DEFAULT_ACTIVATION),  # checkpoints before the knob: SiLU
+                   channels=tuple(tuple(c) for c in channels))
 
 
 def _ch(c: int, width: float) -> int:
@@ -187,7 +216,35 @@ def build_model(spec: ModelSpec, *, img_size: int = 640) -> YOLO:
         for module in model.modules():
             if isinstance(module, Conv):
                 module.act = ACTIVATION_MODULES[spec.activation]()
+    if spec.pruned:
+        _shrink(model, spec.channels)
     return model
+
+
+def _shrink(model: YOLO, channels: tuple[tuple[str, int, int], ...]) -> None:
+    """Give every convolution (and the BatchNorm after it) the pruned widths in `channels`, fresh weights
+    that a checkpoint's replace. Each width is checked against the size's own first, so a checkpoint
+    can never make the model larger than its size."""
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    if {path for path, _, _ in channels} != set(convs):
+        raise ValueError(f"channels must name every convolution of a YOLO-{model.spec.size}, each once")
+    for path, out, c_in in channels:
+        old = convs[path]
+        if out > old.out_channels or c_in > old.in_channels:
+            raise ValueError(f"channels: {path} is {out}x{c_in}, wider than a YOLO-{model.spec.size}'s "
+                             f"{old.out_channels}x{old.in_channels}")
+        parent_path, _, leaf = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        setattr(parent, leaf, nn.Conv2d(c_in, out, old.kernel_size, old.stride, old.padding,
+                                        bias=old.bias is not None))
+        if isinstance(parent, Conv):
+            parent.bn = nn.BatchNorm2d(out, eps=parent.bn.eps, momentum=parent.bn.momentum)
+
+
+def conv_widths(model: nn.Module) -> tuple[tuple[str, int, int], ...]:
+    """Every convolution of `model` as (path, out channels, in channels): a pruned model's `ModelSpec.channels`."""
+    return tuple((name, m.out_channels, m.in_channels) for name, m in model.named_modules()
+                 if isinstance(m, nn.Conv2d))
 
 
 def count_parameters(model: nn.Module) -> int:
