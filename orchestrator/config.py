@@ -591,6 +591,9 @@ def _check_untrained(space: SearchSpace) -> None:
     if set(space.possible_values("activation")) != {DEFAULT_ACTIVATION}:
         raise ConfigError(f"activation: fixed.epochs: 0 exports the checkpoint as it is, with its own activation; "
                           f"leave activation out (the space has {', '.join(map(str, space.possible_values('activation')))})")
+    if max(space.possible_values("prune_ratio")) > 0:
+        raise ConfigError("prune_ratio: fixed.epochs: 0 exports the checkpoint as it is, unpruned; leave prune_ratio out, "
+                          "or prune a checkpoint once with `export --prune-structured R`")
 
 
 def _check_user_onnx(space: SearchSpace) -> None:

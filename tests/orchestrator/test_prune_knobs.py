@@ -50,3 +50,10 @@ def test_pruning_knobs_decide_the_cached_student():
     assert deciding_knobs(TrainKnobs(prune_ratio=0.3)) != deciding_knobs(TrainKnobs())
     assert deciding_knobs(TrainKnobs(prune_ratio=0.3, prune_method="bn-scale")) \
         != deciding_knobs(TrainKnobs(prune_ratio=0.3))
+
+
+def test_pruning_a_sweep_that_trains_nothing_is_a_config_error(tmp_path):
+    init = tmp_path / "student.pt"
+    init.write_bytes(b"")
+    message = error_of(sweep(fixed={"epochs": 0, "prune_ratio": 0.3}, student={"init": str(init)}))
+    assert "prune_ratio: fixed.epochs: 0 exports the checkpoint as it is" in message
