@@ -2,7 +2,6 @@
 parameters), so a sweep of 100 trials trains each teacher once and the next sweep reuses it."""
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from common import atomic
 from common.hashing import file_sha256
+from common.locking import lock_exclusive
 from detection.coco import CocoDataset
 from trainables.checkpoint import load_checkpoint
 from trainables.models.family import SIZES
@@ -57,7 +57,7 @@ def ensure_teacher(size: str, train_data: CocoDataset, val_data: CocoDataset | N
     entry = atomic.private_dir(Path(cache_dir) / "teachers") / f"yolo{size}-{cfg.img_size}px-e{cfg.epochs}-s{cfg.seed}-{teacher_key(size, train_data, cfg)}"
     entry.mkdir(parents=True, exist_ok=True)
     with open(entry / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock_exclusive(lock.fileno(), entry / ".lock")  # a file system without locks is refused, named
         if not _finished(entry):
             log.info("training teacher YOLO-%s (%d epochs at %d px) into %s", size, cfg.epochs, cfg.img_size, entry)
             result: TrainResult = fit(ModelSpec(size, train_data.num_classes), train_data, val_data, cfg, entry,
