@@ -37,6 +37,7 @@ SCALARS = st.one_of(
     st.integers(), st.integers(min_value=-10**400, max_value=10**400),  # JSON has no integer limit
     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0, -1, 0.5, 1e308, -0.0]),
     st.text(max_size=20), st.sampled_from(["", "a.png", "../x.png", "/etc/passwd", "a\x00b", "1", "nan", "ü.png"]))
+JSON_DEEP, YAML_DEEP = 1000, 600  # nesting that exceeds Python's recursion limit in json.load and yaml.safe_load
 JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                             st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                            max_leaves=12)
@@ -47,8 +48,9 @@ def json_text(value: object) -> str:
 
 
 @st.composite
-def text_damage(draw, text: str) -> str:
-    """`text` as it is, cut short, with a line dropped or repeated, or nested deeply."""
+def text_damage(draw, text: str, deep: int) -> str:
+    """`text` as it is, cut short, with a line dropped or repeated, or nested `deep` levels (past what the
+    parser's recursion allows)."""
     kind = draw(st.sampled_from(["whole", "cut", "drop_line", "repeat_line", "nest", "junk"]))
     lines = text.splitlines(keepends=True)
     if kind == "cut":
@@ -57,7 +59,7 @@ def text_damage(draw, text: str) -> str:
         i = draw(st.integers(0, len(lines) - 1))
         return "".join(lines[:i] + (lines[i:i + 1] * 2 if kind == "repeat_line" else []) + lines[i + 1:])
     if kind == "nest":
-        depth = draw(st.sampled_from([10, 1000]))  # 1000: past Python's recursion limit for json and yaml
+        depth = draw(st.sampled_from([10, deep]))
         return "[" * depth + "]" * depth
     if kind == "junk":
         return text + draw(st.text(max_size=30))
@@ -104,7 +106,7 @@ def mutated_tree(draw, tree: object, max_edits: int = 3) -> object:
 
 @st.composite
 def coco_files(draw) -> str:
-    return draw(text_damage(json_text(draw(mutated_tree(VALID_COCO)))))
+    return draw(text_damage(json_text(draw(mutated_tree(VALID_COCO))), deep=JSON_DEEP))
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +164,7 @@ VALID_DATA_YAML = {"path": ".", "train": "images/train", "val": "images/train", 
 @st.composite
 def data_yaml_files(draw) -> str:
     tree = draw(mutated_tree(VALID_DATA_YAML, max_edits=2)) if draw(st.booleans()) else VALID_DATA_YAML
-    return draw(text_damage(yaml.safe_dump(tree, allow_unicode=True)))
+    return draw(text_damage(yaml.safe_dump(tree, allow_unicode=True), deep=YAML_DEEP))
 
 
 def check_yolo(workdir: Path, labels: list[bytes], data_yaml: str, bad_images: str) -> None:
@@ -209,7 +211,7 @@ VALID_SWEEP = {
 
 @st.composite
 def sweep_files(draw) -> str:
-    return draw(text_damage(yaml.safe_dump(draw(mutated_tree(VALID_SWEEP)), allow_unicode=True)))
+    return draw(text_damage(yaml.safe_dump(draw(mutated_tree(VALID_SWEEP)), allow_unicode=True), deep=YAML_DEEP))
 
 
 def check_sweep_file(workdir: Path, text: str) -> None:
