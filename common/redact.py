@@ -8,6 +8,7 @@ command line, or in the variable MLflow and EdgeSweep read it from (`MLFLOW_TRAC
 """
 from __future__ import annotations
 
+import logging
 import re
 
 HIDDEN = "***"
@@ -42,3 +43,14 @@ def redact_tree(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [redact_tree(v) for v in value]
     return value
+
+
+class RedactingFilter(logging.Filter):
+    """A log handler's filter that hides passwords in URIs in every message it passes, whichever library
+    logged it (MLflow, SQLAlchemy and requests name the URL they failed on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if has_secret(message):
+            record.msg, record.args = redact(message), ()
+        return True

@@ -11,6 +11,7 @@ import sys
 
 from orchestrator.commands import COMMANDS
 from common.errors import UserError
+from common.redact import RedactingFilter, redact
 from orchestrator.interrupts import INTERRUPTED
 
 
@@ -28,10 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # no password of a URI reaches the terminal or a log file
     try:
         return int(args.run(args) or 0)
     except (UserError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

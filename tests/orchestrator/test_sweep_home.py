@@ -168,3 +168,14 @@ def test_a_start_that_stopped_before_tunes_first_save_cannot_resume_and_is_clear
     (cfg.sweep_dir / "trials.jsonl").unlink()
     clear_unsaved_start(cfg.sweep_dir, [cfg.sweep_dir / "tune", cfg.sweep_dir / "optuna.db"])
     assert not (cfg.sweep_dir / "tune").exists()
+
+
+def test_the_cli_log_handlers_hide_a_password_whichever_library_logs_it(tmp_path, capsys):
+    import logging
+
+    assert main(["report", str(tmp_path / "no-sweep")]) == 2  # main installs its handlers' filter
+    for handler in logging.getLogger().handlers:
+        record = logging.LogRecord("sqlalchemy.pool", logging.WARNING, __file__, 1, "cannot connect to %s",
+                                   (SECRET_URI,), None)
+        assert handler.filter(record)
+        assert "s3cret-pw" not in handler.format(record) and "alice:***@db.example" in handler.format(record)
