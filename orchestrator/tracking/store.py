@@ -130,8 +130,9 @@ class SweepTracking:
         if resume:
             found = self._run_in_experiment(run_id) if run_id else None
             if found is None:
-                runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_dir}'",
-                                               order_by=["attributes.start_time DESC"], max_results=1)
+                runs = tag_matches(self.client.search_runs([self.experiment_id], tag_filter(SWEEP_TAG, str(sweep_dir)),
+                                                           order_by=["attributes.start_time DESC"], max_results=100),
+                                   SWEEP_TAG, str(sweep_dir))  # a path may hold quotes
                 found = runs[0].info.run_id if runs else None
             if found is not None:
                 self.client.update_run(found, status="RUNNING")
