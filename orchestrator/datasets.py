@@ -127,7 +127,7 @@ def embedded_default(data: EmbeddedDefault = EmbeddedDefault()) -> Path:
         if not done.exists():
             log.info("generating the embedded default data set in %s", root)
             generate(root, train=data.train, val=data.val, seed=data.seed, config=SynthConfig(size=data.size))
-            done.write_text("ok\n")
+            atomic.write_text(done, "ok\n")  # last, and whole: its presence says the set is complete
     return root
 
 
