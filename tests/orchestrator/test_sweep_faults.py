@@ -27,6 +27,7 @@ from orchestrator.config import parse_config
 from orchestrator.results import load_records
 from orchestrator.searcher import MAX_ASKS, repeated_proposals, study_url
 from orchestrator.sweep import run_sweep
+from orchestrator.sweep_state import read_state
 from orchestrator.tracking.store import SweepTracking
 from orchestrator.stand_in_stages import StandInStages
 
@@ -236,7 +237,7 @@ def test_driver_killed_mid_sweep_resumes_without_redoing_finished_trials(tmp_pat
     states = [t.state.name for t in study.trials if "edgesweep_repeats" not in t.user_attrs]  # not repeats
     # the interrupted trial may appear twice: its first ask, failed as an orphan, and its completion
     assert states.count("COMPLETE") == 6 and set(states) <= {"COMPLETE", "FAIL"} and states.count("FAIL") <= 1
-    state = json.loads((sweep_dir / "sweep.json").read_text())
+    state = read_state(sweep_dir)  # paths inside the sweep are stored relative to it
     client = MlflowClient(tracking_uri=state["tracking_uri"])
     children = client.search_runs([state["experiment_id"]],
                                   f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{state['parent_run_id']}'")
