@@ -51,6 +51,8 @@ MAX_ASKS = 32  # proposals per trial that repeat finished configurations before 
 REPEATS_ATTR = "edgesweep_repeats"  # on a proposal closed as a repeat: the Tune trial that has its configuration
 EXHAUSTED_ATTR = "edgesweep_exhausted"
 VARIANT_ATTR = "edgesweep_variant_of"  # on a queued export variant: the trial that trained its student  # on the study: the number of trials when no new configuration came
+TUNE_TRIAL_ATTR = "edgesweep_trial"  # on every study trial a Tune trial ran: that trial's id
+RETRY_ATTR = "edgesweep_retry_of"  # on a retried trial's COMPLETE study trial: the number of its FAIL one
 
 
 def config_key(config: dict) -> str:
@@ -152,6 +154,9 @@ class ParetoOptunaSearch(OptunaSearch):
 
     def _accept(self, trial_id: str, ask_id: str, key: str, config: dict) -> dict:
         self._running[key], self._key_of[trial_id] = trial_id, key
+        trial = live_optuna_trial(self, ask_id)
+        if trial is not None:  # which study trial a Tune trial is, once it is told (`tell_retried_trials`)
+            trial.set_user_attr(TUNE_TRIAL_ATTR, trial_id)
         self._config_of[trial_id] = config
         if ask_id != trial_id:
             self._ask_id[trial_id] = ask_id
@@ -358,6 +363,38 @@ def fail_orphaned_trials(cfg: SweepConfig, sweep_dir: Path) -> int:
     if orphans:
         log.info("marked %d interrupted Optuna trial(s) as FAIL", len(orphans))
     return len(orphans)
+
+
+def tell_retried_trials(cfg: SweepConfig, sweep_dir: Path) -> int:
+    """Tell the study what `sweep --resume --retry-failed` made of its failed trials. Optuna never
+    reopens a finished trial, and Tune's searcher no longer hears of a trial it was told had failed,
+    so the FAIL study trial stays as it is (the history of that attempt) and a retry that completed
+    is added beside it: a COMPLETE trial with the same params, the retry's objective values and
+    constraints, and `edgesweep_retry_of` naming the FAIL one. The sampler then weighs the result and
+    the no-repeat rule sees the configuration as trained. Run at each sweep's end; adds each retry
+    once. Returns how many it added."""
+    study = load_study(cfg, sweep_dir)
+    if study is None:
+        return 0
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    told = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
+    complete = {r.trial_id: r for r in load_records(sweep_dir) if r.complete}
+    added = 0
+    for t in trials:
+        record = complete.get(t.user_attrs.get(TUNE_TRIAL_ATTR))
+        if t.state != optuna.trial.TrialState.FAIL or record is None or t.number in told:
+            continue
+        study.add_trial(optuna.trial.create_trial(
+            params=t.params, distributions=t.distributions,
+            values=[float(record.metrics[o.metric]) for o in cfg.objectives],
+            constraints=violations(cfg.constraints, record.metrics) or None,
+            user_attrs={TUNE_TRIAL_ATTR: record.trial_id, RETRY_ATTR: t.number}))
+        added += 1
+    if added:
+        log.info("told the searcher's study %d retried trial(s) that completed", added)
+    return added
 
 
 def repeated_proposals(cfg: SweepConfig, sweep_dir: Path) -> tuple[int, int | None]:

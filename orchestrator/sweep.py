@@ -6,8 +6,9 @@ journal -> MLflow -> Pareto report. The sweep directory holds everything a sweep
 to resume: Tune's experiment state, the Optuna study (SQLite), the journal of trials, the config as
 run and, by default, the MLflow store with its artifacts. One driver holds it at a time.
 
-Ctrl-C or SIGTERM stops launching trials, lets Tune save, marks the running trials interrupted
-(not failed) in the journal, Optuna and MLflow, and `sweep --resume` finishes them.
+Ctrl-C, SIGTERM or SIGHUP stops launching trials, lets Tune save, marks the running trials
+interrupted (not failed) in the journal, Optuna and MLflow, and `sweep --resume` finishes them;
+`sweep --resume --retry-failed` runs the failed trials again too.
 """
 from __future__ import annotations
 
@@ -22,28 +23,29 @@ import ray
 from mlflow.entities import RunTag
 from ray import tune
 
-from device_actors.npu import load_profile
 from common.redact import redact
+from device_actors.npu import load_profile
 from device_actors.runtimes import RUNTIMES
 from orchestrator import pareto
 from orchestrator._ray_internals import reload_auth_config, tune_state_saved, tuner_callbacks, tuner_searcher
 from orchestrator.config import SweepConfig
 from orchestrator.datasets import cache_dir, data_splits
 from orchestrator.errors import ConfigError
-from orchestrator.interrupts import StopSignals
+from orchestrator.interrupts import StopSignals, keep_handlers
 from orchestrator.live import LiveProgress
 from orchestrator.plots import write_plots
 from orchestrator.preflight import check_inputs
 from orchestrator.results import ResultsLog, TrialRecord, load_records
 from orchestrator.retime import retime_front
-from orchestrator.searcher import (check_study, delete_study, fail_orphaned_trials, make_searcher, mark_interrupted_trials,
-                                   repeated_proposals)
+from orchestrator.searcher import (check_study, delete_study, fail_orphaned_trials, make_searcher,
+                                   mark_interrupted_trials, repeated_proposals, tell_retried_trials)
 from orchestrator.stages import RealStages, TrainedModel, TrainSpec, train_teacher
 from orchestrator.sweep_state import (STATE, SweepLock, check_resumable, clear_unsaved_start, flat_keys, project_commit,
                                       read_state, resume_config, resume_tracking_uri, write_state)
 from orchestrator.students import STUDENTS, start_students, students_trained
 from orchestrator.thesis_tables import write_sessions
 from orchestrator.tracking.callback import MlflowTrialCallback
+from orchestrator.tracking.deadline import END_BUDGET_S, KILLED_BUDGET_S, MlflowDeadline
 from orchestrator.tracking.store import SweepTracking
 from orchestrator.trainers import TrainSlots, start_train_slots
 from orchestrator.trial import TrialContext, run_trial
@@ -111,11 +113,12 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
     if ray.is_initialized():
         return
     kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, **kwargs)
-    else:  # "local": a new private cluster, never one that `ray start` left running on this machine
-        _token_auth()
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    with keep_handlers():  # ray.init's own SIGTERM handler would exit 15 and skip the sweep's end
+        if address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=address, **kwargs)
+        else:  # "local": a new private cluster, never one that `ray start` left running on this machine
+            _token_auth()
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
 
 
 def _train_spec(cfg: SweepConfig, data_digest: str) -> TrainSpec:
@@ -225,8 +228,11 @@ class Sweep:
     board), `prepare_teachers` (start them), `run` (the Tune trials and the report)."""
 
     def __init__(self, cfg: SweepConfig, *, resume: bool = False, tracking_uri: str | None = None,
-                 address: str | None = None, stages=None):
-        self.resume, self.stages = resume, stages
+                 address: str | None = None, stages=None, retry_failed: bool = False, stop: StopSignals | None = None):
+        if retry_failed and not resume:
+            raise ConfigError("--retry-failed runs the failed trials of a sweep again: give it with --resume")
+        self.resume, self.stages, self.retry_failed = resume, stages, retry_failed
+        self.stop = stop or StopSignals()  # the CLI's, installed for the whole command; else installed by `run`
         self.sweep_dir = cfg.sweep_dir
         self.tune_dir = self.sweep_dir / TUNE_DIR
         self.restarted = False  # a start over one whose driver stopped before Tune saved anything
@@ -246,7 +252,9 @@ class Sweep:
                 clear_unsaved_start(self.sweep_dir, [self.tune_dir])
                 delete_study(cfg, self.sweep_dir)
             self._open(cfg, tracking_uri, address)
-        except BaseException:
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                self.abort()
             self.lock.release()
             raise
 
@@ -336,8 +344,10 @@ class Sweep:
                            npu_profile=load_profile(cfg.board.npu_profile) if cfg.board.npu_profile else None)
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_RESOURCES)
         if self.resume:  # callbacks, searcher and run config come back from the sweep's saved state
-            tuner = tune.Tuner.restore(str(self.tune_dir), trainable, resume_unfinished=True, resume_errored=False,
-                                       restart_errored=False)
+            # --retry-failed: failed trials go back to PENDING and restart from their last checkpoint
+            # (a trained student goes straight to export), once each (their failures count stays)
+            tuner = tune.Tuner.restore(str(self.tune_dir), trainable, resume_unfinished=True,
+                                       resume_errored=self.retry_failed, restart_errored=False)
             for callback in tuner_callbacks(tuner):  # saved where the sweep was, with the store it logged to then
                 if isinstance(callback, (ResultsLog, LiveProgress)):
                     callback.sweep_dir = self.sweep_dir
@@ -369,49 +379,95 @@ class Sweep:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
     def run(self, *, show_progress: bool = True) -> SweepResult:
-        """Run the trials; whatever happens, finished results are written out and logged."""
-        status, stop = "FAILED", StopSignals()
-        try:
-            with stop:
-                tuner = self._tuner(show_progress)
-                with stop.during_tune():
-                    tuner.fit()
-            ended = sum(r.ended for r in load_records(self.sweep_dir))
-            _, exhausted_after = repeated_proposals(self.cfg, self.sweep_dir)
-            if stop.received or (ended < self.cfg.searcher.trials and exhausted_after is None):
-                stop.received = stop.received or "an interrupt"
-                mark_interrupted_trials(self.cfg, self.sweep_dir)  # Optuna keeps them RUNNING, to be told on resume
-                status = "KILLED"
-            else:
-                fail_orphaned_trials(self.cfg, self.sweep_dir)
-                status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            if self.mlflow_callback is not None:  # its queued MLflow writes, before MLflow is read back
-                self.mlflow_callback.close()
-            if status == "FINISHED":
-                self._retime_front()
-            records = load_records(self.sweep_dir)
-            runs = self._trial_runs()
-            on_front, files = write_report(self.cfg, records, runs)
-            self._log_end(files, records, on_front, status, runs)
-            self.lock.release()
+        """Run the trials; whatever happens, finished results are written out and logged. A stop
+        signal in any step (`orchestrator.interrupts`) ends the sweep KILLED, `interrupted` saying which."""
+        status, stop = "FAILED", self.stop
+        with stop:
+            try:
+                try:
+                    tuner = self._tuner(show_progress)
+                    with stop.during_tune():
+                        tuner.fit()
+                    status = self._after_tune()
+                except KeyboardInterrupt:  # a signal outside Tune's graceful stop: the end waits for nothing
+                    status, stop.hurry = "KILLED", True
+                finally:
+                    status, records, on_front, files = self._end(status)
+            finally:
+                self.lock.release()
         return SweepResult(sweep_dir=self.sweep_dir, records=records, front=on_front,
                            tracking_uri=self.tracking_uri, experiment_id=self.tracking.experiment_id,
                            parent_run_id=self.parent, report_files=files, interrupted=stop.received)
 
-    def _retime_front(self) -> None:
+    def _after_tune(self) -> str:
+        """FINISHED when the sweep ran its trials (or its space ran out), else KILLED; the study told so."""
+        ended = sum(r.ended for r in load_records(self.sweep_dir))
+        _, exhausted_after = repeated_proposals(self.cfg, self.sweep_dir)
+        tell_retried_trials(self.cfg, self.sweep_dir)
+        if self.stop.received or (ended < self.cfg.searcher.trials and exhausted_after is None):
+            self.stop.received = self.stop.received or "an interrupt"
+            mark_interrupted_trials(self.cfg, self.sweep_dir)  # Optuna keeps them RUNNING, to be told on resume
+            return "KILLED"
+        fail_orphaned_trials(self.cfg, self.sweep_dir)
+        return "FINISHED"
+
+    def _end(self, status: str) -> tuple[str, list[TrialRecord], list[TrialRecord], list[Path]]:
+        """After Tune: MLflow's queued trial writes, the front re-timed (a finished sweep), the report
+        files, the parent run's end. MLflow gets END_BUDGET_S for all of it (`tracking.deadline`: a
+        hung server cannot hold the driver). A stop signal here, or a second one during Tune, cuts
+        every wait short: the report files are still written, and MLflow gets only the parent's KILLED."""
+        mlflow, runs = MlflowDeadline(END_BUDGET_S), {}
+        hurry = self.stop.hurry
+        try:
+            if not hurry:
+                if self.mlflow_callback is not None:  # its queued MLflow writes, before MLflow is read back
+                    mlflow.call(self.mlflow_callback.close, "writing the trials' runs", None)
+                if status == "FINISHED":
+                    self._retime_front(mlflow)
+                runs = self._trial_runs(mlflow)
+        except KeyboardInterrupt:
+            status, hurry = "KILLED", True
+        with self.stop.deferred():  # local files, written in a second: a signal meanwhile waits for them
+            records = load_records(self.sweep_dir)
+            on_front, files = write_report(self.cfg, records, runs)
+        if not hurry:
+            try:
+                mlflow.call(lambda: self._log_end(files, records, on_front, status, runs), "ending the sweep's run",
+                            None)
+            except KeyboardInterrupt:
+                status, hurry = "KILLED", True
+        if hurry:
+            self.stop.received = self.stop.received or "SIGINT"
+            self.abort()
+        return status, records, on_front, files
+
+    def abort(self) -> None:
+        """After a stop signal: the parent run and the trial runs still open end KILLED, within
+        KILLED_BUDGET_S; a further signal ends the wait (`report` closes them later)."""
+        if not hasattr(self, "parent"):
+            return
+
+        def end() -> None:
+            self.tracking.finish(self.parent, "KILLED")
+            self.tracking.close_orphans(self.parent, "interrupted: it runs again on --resume")
+
+        try:
+            MlflowDeadline(KILLED_BUDGET_S).call(end, "ending the sweep's run KILLED", None)
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - MLflow is a mirror; `report` closes the run
+            log.warning("MLflow: the sweep's run %s is not marked KILLED (%s); `python -m orchestrator report %s` "
+                        "closes it", self.parent, e or type(e).__name__, self.sweep_dir)
+
+    def _retime_front(self, mlflow: MlflowDeadline) -> None:
         """The front's noisy latencies timed again now that nothing else runs (`orchestrator.retime`);
         a board that fails here leaves the figures as they were (the report marks them noisy)."""
         runs: dict[str, str] = {}
 
         def mirror(record: TrialRecord) -> None:
             try:
-                runs.update(runs or self._trial_runs())
+                runs.update(runs or self._trial_runs(mlflow))
                 if record.trial_id in runs:
-                    self.tracking.log_retimed(runs[record.trial_id], record)
+                    mlflow.call(lambda: self.tracking.log_retimed(runs[record.trial_id], record),
+                                "logging a re-timed latency", None)
             except Exception as e:  # noqa: BLE001 - MLflow is a mirror; `report` shows the journal's figures
                 log.warning("MLflow: the re-timed latency of trial %s is not logged (%s)", record.trial_id, e)
 
@@ -421,10 +477,10 @@ class Sweep:
             log.warning("could not time the front again at the end (%s): its latencies stay as measured during "
                         "the sweep", e)
 
-    def _trial_runs(self) -> dict[str, str]:
+    def _trial_runs(self, mlflow: MlflowDeadline) -> dict[str, str]:
         """Trial id -> MLflow run id for the report; empty while MLflow is unreachable."""
         try:
-            return self.tracking.trial_runs(self.parent)
+            return mlflow.call(lambda: self.tracking.trial_runs(self.parent), "reading the trial runs", {})
         except Exception as e:  # noqa: BLE001 - MLflow is a mirror
             log.warning("MLflow unreachable (%s): the report names no run ids; `report` adds them later", e)
             return {}
@@ -462,8 +518,10 @@ class Sweep:
 
 
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, tracking_uri: str | None = None,
-              address: str | None = None, stages=None, show_progress: bool = True) -> SweepResult:
+              address: str | None = None, stages=None, show_progress: bool = True,
+              retry_failed: bool = False) -> SweepResult:
     """Run (or with `resume`, finish) the sweep described by `cfg`; returns its records and front."""
-    sweep = Sweep(cfg, resume=resume, tracking_uri=tracking_uri, address=address, stages=stages)
+    sweep = Sweep(cfg, resume=resume, tracking_uri=tracking_uri, address=address, stages=stages,
+                  retry_failed=retry_failed)
     sweep.prepare_teachers()
     return sweep.run(show_progress=show_progress)

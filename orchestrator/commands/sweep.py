@@ -1,4 +1,9 @@
-"""`sweep kd.yaml [--resume]`: run a sweep; `report SWEEP`: show a sweep's Pareto front again."""
+"""`sweep kd.yaml [--resume [--retry-failed]]`: run a sweep; `report SWEEP`: show a sweep's Pareto front again.
+
+Exit status of `sweep`: 0 every trial ended complete, 1 some trial failed (`report` lists them with
+the retry command), 2 an error to fix (config, data, a locked sweep), 130 stopped by SIGINT,
+SIGTERM or SIGHUP in any phase (docs/robustness.md#signals-and-exit-codes).
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +11,9 @@ import logging
 import shlex
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from orchestrator.interrupts import INTERRUPTED  # signals only: light to import
 
-INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
@@ -19,6 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: mlflow.tracking_uri, "
                                                         "else $MLFLOW_TRACKING_URI, else sqlite in the sweep directory)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: run the failed trials again, from their last checkpoint (a trained student "
+                        "is not trained again)")
     p.set_defaults(run=run)
     r = sub.add_parser("report", help="print a sweep's Pareto front and where to look at it")
     r.add_argument("sweep", type=Path, help="the sweep directory (runs/sweeps/NAME) or its YAML file")
@@ -26,30 +34,73 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.interrupts import StopSignals
+
+    stop = StopSignals()
+    with stop:  # from the config check to the report: SIGINT, SIGTERM and SIGHUP end the sweep with 130
+        return _run(args, stop)
+
+
+def _run(args: argparse.Namespace, stop) -> int:
     from orchestrator.console import console
     from orchestrator.sweep import Sweep
 
-    cfg = sweep_config_of(args.config, resume=args.resume)
-    console.print(f"sweep [bold]{cfg.name}[/]: {cfg.searcher.trials} trials, {cfg.searcher.algorithm} searcher, "
-                  f"state in {cfg.sweep_dir}")
-    sweep = Sweep(cfg, resume=args.resume, tracking_uri=args.tracking_uri, address=args.address)
-    teachers = sweep.prepare_teachers()
-    if teachers:
-        console.print(f"teachers {', '.join(teachers)}: training (or loading from the cache) alongside the first "
-                      f"trials; the trials that distil from them wait for them")
-    result = sweep.run(show_progress=True)
+    cfg = None
+    try:
+        cfg = sweep_config_of(args.config, resume=args.resume)
+        console.print(f"sweep [bold]{cfg.name}[/]: {cfg.searcher.trials} trials, {cfg.searcher.algorithm} searcher, "
+                      f"state in {cfg.sweep_dir}")
+        sweep = Sweep(cfg, resume=args.resume, tracking_uri=args.tracking_uri, address=args.address,
+                      retry_failed=args.retry_failed, stop=stop)
+        try:
+            teachers = sweep.prepare_teachers()
+        except KeyboardInterrupt:
+            sweep.abort()
+            sweep.lock.release()
+            raise
+        if teachers:
+            console.print(f"teachers {', '.join(teachers)}: training (or loading from the cache) alongside the first "
+                          f"trials; the trials that distil from them wait for them")
+        result = sweep.run(show_progress=True)
+    except KeyboardInterrupt:
+        return _stopped(args, cfg, stop.received or "SIGINT")
     if result.interrupted:
-        done = sum(r.ended for r in result.records)
-        resume = f"python -m orchestrator sweep {shlex.quote(str(args.config))} --resume"
-        console.print(f"[yellow]interrupted ({result.interrupted})[/]: {done} of {cfg.searcher.trials} trials "
-                      f"ended; the sweep's state is saved in {result.sweep_dir}. Resume with:\n  {resume}")
-        return INTERRUPTED
+        return _stopped(args, cfg, result.interrupted)
     print_report(result.sweep_dir, backfill=False)
     if result.failed:
         console.print(f"[red]{len(result.failed)} trial(s) failed[/]; their errors are in MLflow and in "
-                      f"{result.sweep_dir / 'trials.jsonl'}")
+                      f"{result.sweep_dir / 'trials.jsonl'}. Run them again with:\n  "
+                      f"{carry_on_command(args, resume=True, retry_failed=True)}", soft_wrap=True)
         return 1
     return 0
+
+
+def carry_on_command(args: argparse.Namespace, *, resume: bool, retry_failed: bool = False) -> str:
+    """The `sweep` command that carries on from where this one stopped (same config and cluster)."""
+    words = ["python", "-m", "orchestrator", "sweep", str(args.config), *(["--resume"] if resume else []),
+             *(["--retry-failed"] if retry_failed else []), *(["--address", args.address] if args.address else [])]
+    return shlex.join(words)
+
+
+def _stopped(args: argparse.Namespace, cfg, signal_name: str) -> int:
+    """Say what a stop signal left and the command that carries on; returns the exit status."""
+    from orchestrator._ray_internals import tune_state_saved
+    from orchestrator.console import console
+    from orchestrator.results import load_records
+    from orchestrator.sweep import TUNE_DIR
+
+    if cfg is None:
+        console.print(f"[yellow]interrupted ({signal_name})[/] while reading {args.config}: nothing was started")
+        return INTERRUPTED
+    if tune_state_saved(cfg.sweep_dir / TUNE_DIR):
+        done = sum(r.ended for r in load_records(cfg.sweep_dir))
+        console.print(f"[yellow]interrupted ({signal_name})[/]: {done} of {cfg.searcher.trials} trials ended; the "
+                      f"sweep's state is saved in {cfg.sweep_dir}. Resume with:\n  "
+                      f"{carry_on_command(args, resume=True, retry_failed=args.retry_failed)}", soft_wrap=True)
+    else:
+        console.print(f"[yellow]interrupted ({signal_name})[/] before the sweep saved any trial state. Start it "
+                      f"again with:\n  {carry_on_command(args, resume=False)}", soft_wrap=True)
+    return INTERRUPTED
 
 
 def sweep_config_of(path: Path, *, resume: bool):
@@ -148,6 +199,7 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
                        f"{f' ({failed} failed)' if failed else ''}", header, body))
     if any_noisy(on_front):
         stdout.print(NOISY_LEGEND)
+    print_failed(state, records, shown)
     stdout.print(table(f"Where the front's models are (in {sweep_dir}; `best` copies one out with a model card)",
                        ["trial", "artifact", "sha256", "MLflow run"],
                        [[r.trial_id, r.artifact or "-", (r.metrics.get("artifact_sha256") or "-")[:16],
@@ -185,6 +237,20 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     stdout.print(ui_hint(state["tracking_uri"], state["experiment_id"]), soft_wrap=True, markup=False)
     stdout.print(f"Optuna dashboard (the searcher's study): {dashboard_command(sweep_dir, cfg.searcher.storage)}\n  then open "
                  f"http://127.0.0.1:8080", soft_wrap=True, markup=False)
+
+
+def print_failed(state: dict, records, shown: list[str]) -> None:
+    """The failed trials, each with the stage it reached and its error, and the command that retries them."""
+    from orchestrator.console import stdout, table
+
+    failed = [r for r in records if r.status == "failed"]
+    if not failed:
+        return
+    stdout.print(table(f"Failed trials ({len(failed)})", ["trial", *shown, "stage", "error"],
+                       [[r.trial_id, *(r.knobs.get(k) for k in shown), r.metrics.get("stage") or "-", r.error or "-"]
+                        for r in failed]))
+    retry = shlex.join(["python", "-m", "orchestrator", "sweep", str(state["source"]), "--resume", "--retry-failed"])
+    stdout.print(f"run them again (a trained student is not trained again): {retry}", soft_wrap=True, markup=False)
 
 
 def run_report(args: argparse.Namespace) -> int:

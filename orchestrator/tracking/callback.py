@@ -128,7 +128,14 @@ class MlflowTrialCallback(tune.Callback):
         return self._runs[trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._later("opening a trial's run", self.run_id, trial.trial_id, dict(trial.config))
+        self._later("opening a trial's run", self._start, trial.trial_id, dict(trial.config))
+
+    def _start(self, trial_id: str, config: dict) -> None:
+        """Open the trial's run; a FAILED one is reopened: the trial failed before and runs again
+        (`sweep --resume --retry-failed`), and its run then ends as the retry does."""
+        run_id, finished = self.run_id(trial_id, config)
+        if finished and retried(lambda: self.tracking.reopen_failed(run_id), "reopening a failed run"):
+            self._runs[trial_id] = (run_id, False)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("stage") != "train":
@@ -174,17 +181,17 @@ class MlflowTrialCallback(tune.Callback):
                     text or f"the trial failed: {trial_error(trial)}")
 
     def on_experiment_end(self, trials, **info):
-        """Trials that never ended (a stopped sweep) get a run that says they were interrupted;
-        returns once every queued write is done."""
+        """Trials that never ended (a stopped sweep) get a run that says they were interrupted. Only
+        queued: Tune's stop must not wait for MLflow (a hung server); the sweep drains the queue
+        within a time budget (`close`, from `Sweep.run`)."""
         for trial in trials:
             self._later("recording an interrupted trial", self._end, trial.trial_id, dict(trial.config),
                         record_of(trial, self.complete_knobs, "interrupted"))
-        self.close()
 
     def close(self) -> None:
         """Wait for every queued write, then end the writer thread (a later write starts another).
-        Tune calls it through `on_experiment_end`, but not when a KeyboardInterrupt (a second Ctrl-C)
-        ends its loop, so the sweep calls it too on every way out, before it reads MLflow back."""
+        The sweep calls it on every way out, before it reads MLflow back, on a thread it waits for
+        at most its MLflow budget (`orchestrator.tracking.deadline`)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -34,11 +34,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from device_actors.npu.placement import TABLE_FILE as NPU_TABLE
 from common.redact import redact_tree
+from device_actors.npu.placement import TABLE_FILE as NPU_TABLE
 from orchestrator.results import TrialRecord
 from orchestrator.tracking.filters import tag_filter, tag_matches
 from orchestrator.tracking.names import (EPOCH_KEYS, ERROR_TAG, FINISHED_TAG, FORMAT_TAG, PARETO_TAG, RETIMED_TAG,
+                                         RETRIED_TAG,
                                          SHA256_TAG, STATUS_TAG, SWEEP_TAG, TEACHER_TAG, TRIAL_TAG, WINS_TAG, metric_name,
                                          result_tags, run_name)
 from trainables.export.registry import FORMATS, suffixes
@@ -266,6 +267,21 @@ class SweepTracking:
             self.client.log_artifact(run_id, str(f), artifact_path="detections" if f.suffix == ".png" else None)
         self.client.set_terminated(run_id, status="FINISHED")
         self.client.set_tag(run_id, FINISHED_TAG, "true")  # last: a run with this tag holds the trial's end
+
+    def reopen_failed(self, run_id: str) -> bool:
+        """Reopen a FAILED trial run for its retry (`sweep --resume --retry-failed`): RUNNING again,
+        its error kept as `edgesweep.retried_after`; the retry's end closes it as any trial's does.
+        One run per trial either way, so `trial_runs` and the report name one run. False when the
+        run did not fail."""
+        run = self.client.get_run(run_id)
+        if run.info.status != "FAILED":
+            return False
+        self.client.set_tag(run_id, RETRIED_TAG, run.data.tags.get(ERROR_TAG, "unknown")[:4000])
+        for tag in (FINISHED_TAG, ERROR_TAG):
+            if tag in run.data.tags:
+                self.client.delete_tag(run_id, tag)
+        self.client.update_run(run_id, status="RUNNING")
+        return True
 
     def log_model(self, run_id: str, path: Path, record: TrialRecord) -> str:
         """The trial's artifact as a LoggedModel of its run; returns the model id."""
