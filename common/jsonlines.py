@@ -10,7 +10,7 @@ def append_line(path: Path, line: str) -> None:
     """Append `line` (no newline) as one line of `path`, on disk when this returns."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as f:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as f:  # new: its owner's only
         torn = False
         if f.tell():
             with path.open("rb") as last:

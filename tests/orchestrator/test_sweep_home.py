@@ -61,6 +61,8 @@ def test_the_sweep_directory_its_lock_and_state_files_and_the_cache_are_private(
     assert mode(cfg.sweep_dir / "driver.lock") == 0o600 and mode(cfg.sweep_dir / STATE) == 0o600
     atomic.write_text(cfg.sweep_dir / "report" / "x.json", "{}")
     assert mode(cfg.sweep_dir / "report" / "x.json") == 0o600
+    append_record(cfg.sweep_dir, TrialRecord("t1", "failed", {}, {}))
+    assert mode(cfg.sweep_dir / "trials.jsonl") == 0o600
     loose = tmp_path / "loose"
     loose.mkdir(mode=0o777)
     os.chmod(loose, 0o777)
