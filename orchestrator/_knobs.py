@@ -129,6 +129,11 @@ def check_knob(name: str, value: object, path: str, ctx: KnobContext) -> object:
     return _declared(ctx.knobs[name], value, path)
 
 
+def check_flag(name: str, value: object, flag: str) -> object:
+    """A CLI flag's value for trial knob `name`, checked as the sweep file's (a ConfigError names `flag`)."""
+    return _declared(knob_table()[name], value, flag)
+
+
 def parse_kd_params(method: str, pairs: Sequence[str]) -> dict[str, object]:
     """`train --kd-param KNOB=VALUE` pairs as the method's own knob values, read as YAML values
     (`fm_nms=false`, `cwd_tau=2`) and checked like the sweep file's."""

@@ -11,7 +11,10 @@ so dense runtimes run exactly as many MACs as before; a compressed file gets sma
 """
 from __future__ import annotations
 
+import gzip
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -19,6 +22,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from trainables.checkpoint import load_model, save_checkpoint
 from trainables.hyper import MAX_PRUNE_RATIO, PRUNE_METHODS
 from trainables.models.yolo import YOLO, conv_widths
 
@@ -77,10 +81,39 @@ class ModelCost:
     parameters: int
     nonzero: int  # parameters that are not exactly zero (unstructured pruning zeroes, it does not remove)
     macs: int  # multiply-accumulates of one image (Torch-Pruning's counter)
+    weights_gzip_bytes: int  # the float32 weights gzipped: what zeroed weights save in a compressed file
 
     @classmethod
     def of(cls, model: nn.Module, img_size: int) -> "ModelCost":
         example = torch.zeros(1, 3, img_size, img_size, device=next(model.parameters()).device)
         macs, params = tp.utils.count_ops_and_params(model.eval(), example)
-        nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-        return cls(parameters=int(params), nonzero=nonzero, macs=int(macs))
+        weights = b"".join(p.detach().float().cpu().numpy().tobytes() for p in model.parameters())
+        return cls(parameters=int(params), nonzero=sum(int(torch.count_nonzero(p)) for p in model.parameters()),
+                   macs=int(macs), weights_gzip_bytes=len(gzip.compress(weights, compresslevel=6)))
+
+
+# The exporter's pruning (the reference thesis's prune-u, prune-ug, prune-s), none fine-tuned afterwards.
+EXPORT_PRUNING: dict[str, Callable[[YOLO, float, int], YOLO]] = {
+    "unstructured": lambda model, ratio, _: zero_weights(model, ratio=ratio, scope="layer"),
+    "global": lambda model, ratio, _: zero_weights(model, ratio=ratio, scope="global"),
+    "structured": lambda model, ratio, img_size: prune_channels(model, ratio=ratio, method="l1", img_size=img_size),
+}
+
+
+@dataclass(frozen=True)
+class PrunedCheckpoint:
+    path: Path
+    before: ModelCost
+    after: ModelCost
+
+
+def prune_checkpoint(checkpoint: Path, out: Path, *, kind: str, ratio: float, img_size: int) -> PrunedCheckpoint:
+    """`checkpoint`'s inference weights pruned as `kind` of `EXPORT_PRUNING` says, written to `out`,
+    with what the model cost before and after."""
+    model = load_model(checkpoint)
+    before = ModelCost.of(model, img_size)
+    model = EXPORT_PRUNING[kind](model, ratio, img_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, {"model_spec": model.spec.to_dict(), "model": model.state_dict(),
+                          "pruning": {"kind": kind, "ratio": ratio, "from": str(checkpoint)}})
+    return PrunedCheckpoint(path=out, before=before, after=ModelCost.of(model, img_size))

@@ -15,17 +15,33 @@ from typing import TYPE_CHECKING
 from device_actors.runtimes.base import RuntimeOptions
 from orchestrator.commands.train import add_data_args
 from orchestrator.datasets import DataConfig
-from trainables.hyper import TrainKnobs
+from trainables.hyper import MAX_PRUNE_RATIO, TrainKnobs
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from detection.coco import CocoDataset
     from detection.cocoeval import EvalResult
     from device_actors.runtimes import RuntimeOptions
     from device_actors.timing import LatencyStats, TimingProtocol
     from trainables.export import Artifact
+    from trainables.prune import PrunedCheckpoint
 
 TABLE_WIDTH_WHEN_PIPED = 120
 TABLE_COLUMNS = ["name", "resolution", "engine", "latency ms", "FPS", "mAP@.5:.95", "mAP@.5", "size MB"]
+# The reference thesis's exporter options (prune-u, prune-ug, prune-s): flag -> (kind, highest ratio, what it
+# changes). None fine-tunes: a sweep's prune_ratio knob prunes and then trains.
+PRUNING_FLAGS = {
+    "--prune-unstructured": ("unstructured", 1.0, "L1 unstructured, per layer: that share of every convolution's "
+                             "weights set to zero. Shapes, parameters and MACs stay, so a dense runtime (ONNX "
+                             "Runtime, LiteRT) runs no faster; only a compressed file (gzip) gets smaller."),
+    "--prune-global": ("global", 1.0, "L1 unstructured, global: the smallest weights of all convolutions together "
+                       "set to zero (layers lose different shares). As per layer: smaller when compressed, not "
+                       "faster when dense."),
+    "--prune-structured": ("structured", MAX_PRUNE_RATIO, "L1 structured, by channel (Torch-Pruning; the head's "
+                           "output convolutions keep theirs): that share of every layer's channels removed, so "
+                           "fewer parameters and MACs, and smaller, faster files."),
+}
 
 
 @dataclass(frozen=True)
@@ -84,37 +100,62 @@ def add_parser(sub) -> None:
     p.add_argument("--calib-images", type=int, default=DataConfig.calibration_images,
                    help="training images that calibrate int8 formats")
     p.add_argument("--calib-method", default="minmax", help="minmax, percentile or entropy (ONNX); TFLite: minmax")
+    add_shape_args(p)
     p.add_argument("--threads", type=int, default=RuntimeOptions.threads, help="runtime threads for timing and evaluation")
     p.add_argument("--latency-seconds", type=float, default=2.0, help="minimum timed duration per model")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/export/<run>-<size>px)")
+    pruning = p.add_mutually_exclusive_group()
+    for flag, (_, highest, effect) in PRUNING_FLAGS.items():
+        pruning.add_argument(flag, type=float, metavar="R", help=f"prune first, R in (0, {highest:g}): {effect}")
     p.set_defaults(run=run)
+
+
+def add_shape_args(p: argparse.ArgumentParser) -> None:
+    """The NPU knobs (`ExportKnobs`' int8_granularity, int8_io, decode, outputs) as flags, with their choices and defaults."""
+    from common.knobs import declared_knobs
+    from trainables.export.registry import SHAPE_KNOBS, ExportKnobs
+
+    for knob in (k for k in declared_knobs(ExportKnobs) if k.name in SHAPE_KNOBS):
+        p.add_argument(f"--{knob.name.replace('_', '-')}", default=knob.default, choices=knob.allowed_values(),
+                       help=f"{knob.doc} (default {knob.default})")
 
 
 def run(args: argparse.Namespace) -> int:
     from device_actors.runtimes import RuntimeOptions, get_runtime
     from device_actors.timing import TimingProtocol
     from orchestrator.commands.train import load_data
-    from orchestrator.console import console, progress, stdout, table
+    from orchestrator.console import console, progress, table
     from trainables.checkpoint import checkpoint_spec, load_checkpoint
     from trainables.export import ExportError, export_formats
+    from trainables.export.registry import SHAPE_KNOBS, ArtifactShape
+    from trainables.prune import prune_checkpoint
 
     formats = parse_formats(args.formats)
     if args.threads < 1:
         raise ExportError(f"--threads must be >= 1, got {args.threads}")
+    pruning = _pruning(args)  # a bad ratio fails before the data set is read
     train_data, val_data = load_data(args)
     spec = checkpoint_spec(load_checkpoint(args.checkpoint))
     if spec.num_classes != val_data.num_classes:
         raise ExportError(f"{args.checkpoint} predicts {spec.num_classes} classes; the data set "
                           f"{val_data.spec.annotations} has {val_data.num_classes}")
     out = args.out or Path("runs/export") / f"{args.checkpoint.resolve().parent.name}-{args.img_size}px"
+    checkpoint = args.checkpoint
+    if pruning is not None:
+        flag, ratio = pruning
+        pruned = prune_checkpoint(args.checkpoint, out / f"{args.checkpoint.stem}-{flag[2:]}-{ratio:g}.pt",
+                                  kind=PRUNING_FLAGS[flag][0], ratio=ratio, img_size=args.img_size)
+        _print(pruning_table(pruned, flag, ratio))
+        checkpoint, spec = pruned.path, checkpoint_spec(load_checkpoint(pruned.path))
     options = RuntimeOptions(threads=args.threads)
     protocol = TimingProtocol(min_seconds=args.latency_seconds)
     reports: list[ArtifactReport] = []
     with progress() as bar:
         exporting = bar.add_task("exporting", total=len(formats), info="")
         artifacts = export_formats(
-            args.checkpoint, formats, out, img_size=args.img_size, calibration=train_data,
+            checkpoint, formats, out, img_size=args.img_size, calibration=train_data,
             calib_images=args.calib_images, calib_method=args.calib_method,
+            shape=ArtifactShape(**{name: getattr(args, name) for name in SHAPE_KNOBS}),
             progress=lambda name, done, total: bar.update(exporting, completed=done, info=name))
         measuring = bar.add_task("timing + mAP", total=len(artifacts), info="")
         images = bar.add_task("images", total=len(val_data), info="")
@@ -125,9 +166,41 @@ def run(args: argparse.Namespace) -> int:
                 progress=lambda i, total: bar.update(images, completed=i, total=total)))
             bar.update(measuring, completed=done)
     engines = ", ".join(sorted({f"{a.runtime} {get_runtime(a.runtime).version()}" for a in artifacts}))
-    results = table(f"YOLO-{spec.size} from {args.checkpoint}: {len(val_data)} val images, "
-                    f"{args.threads} thread(s), {engines}", TABLE_COLUMNS, [r.row() for r in reports])
-    # Piped output has no terminal width; rich would assume 80 columns and cut format names short.
-    stdout.print(results, width=None if stdout.is_terminal else TABLE_WIDTH_WHEN_PIPED)
+    _print(table(f"{spec.describe()} from {checkpoint}: {len(val_data)} val images, {args.threads} thread(s), "
+                 f"{engines}", TABLE_COLUMNS, [r.row() for r in reports]))
     console.print(f"artifacts in {out}")
     return 0
+
+
+def _print(results: "Table") -> None:
+    from orchestrator.console import stdout
+
+    # Piped output has no terminal width; rich would assume 80 columns and cut format names short.
+    stdout.print(results, width=None if stdout.is_terminal else TABLE_WIDTH_WHEN_PIPED)
+
+
+def _pruning(args: argparse.Namespace) -> tuple[str, float] | None:
+    """The pruning flag given (at most one: argparse sees to it) and its ratio, checked."""
+    from trainables.export import ExportError
+
+    for flag, (_, highest, _) in PRUNING_FLAGS.items():
+        ratio = getattr(args, flag[2:].replace("-", "_"))
+        if ratio is None:
+            continue
+        if not 0 < ratio < highest:
+            raise ExportError(f"{flag}: must be a share in (0, {highest:g}), got {ratio:g}")
+        return flag, ratio
+    return None
+
+
+def pruning_table(pruned: "PrunedCheckpoint", flag: str, ratio: float) -> "Table":
+    """What the pruning changed, measured on the model: parameters, non-zero weights, MACs, gzipped weights."""
+    from orchestrator.console import table
+
+    b, a = pruned.before, pruned.after
+    rows = [[name, before, after, f"{after / before - 1:+.1%}"] for name, before, after in (
+        ("parameters", b.parameters, a.parameters), ("non-zero parameters", b.nonzero, a.nonzero),
+        ("MACs per image", b.macs, a.macs),
+        ("float32 weights, gzip MB", b.weights_gzip_bytes / 1e6, a.weights_gzip_bytes / 1e6))]
+    return table(f"{flag} {ratio:g}: {PRUNING_FLAGS[flag][2]} Not fine-tuned; wrote {pruned.path}",
+                 ["model", "before", "after", "change"], rows)

@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
                    help="switch distillation off for the last K epochs")
     p.add_argument("--kd-param", action="append", default=[], metavar="KNOB=VALUE",
                    help="a knob of the KD method itself, e.g. fm_nms=false (output), cwd_tau=2 (cwd); repeatable")
+    p.add_argument("--prune-ratio", type=float, default=TrainKnobs.prune_ratio,
+                   help="structured pruning: the share of channels removed before training (0: off)")
+    p.add_argument("--prune-method", default=TrainKnobs.prune_method, help="l1, group-norm or bn-scale")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/train/<model>-e<epochs>)")
     p.set_defaults(run=run)
 
@@ -70,7 +73,7 @@ def _teacher(name: str, epochs: int) -> TeacherSpec:
 
 def run(args: argparse.Namespace) -> int:
     from common.errors import UserError
-    from orchestrator._knobs import parse_kd_params
+    from orchestrator._knobs import check_flag, parse_kd_params
     from orchestrator.console import console, progress, stdout
     from orchestrator.datasets import cache_dir
     from orchestrator.reports import history_table
@@ -80,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     knobs = TrainKnobs(student=args.model, student_init=args.init, freeze_backbone=args.freeze_backbone,
                        activation=args.activation, epochs=args.epochs, img_size=args.img_size, seed=args.seed, kd_method=args.kd,
                        teacher=args.teacher, kd_factor=args.kd_factor, kd_off_last_epochs=args.kd_off_last,
-                       kd_params=parse_kd_params(args.kd, args.kd_param))
+                       kd_params=parse_kd_params(args.kd, args.kd_param),
+                       prune_ratio=check_flag("prune_ratio", args.prune_ratio, "--prune-ratio"),
+                       prune_method=check_flag("prune_method", args.prune_method, "--prune-method"))
     if args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs} (epochs: 0 is for sweeps that only export and "
                          f"time a checkpoint; `export --checkpoint` does that for one)")

@@ -77,3 +77,33 @@ def test_checkpoint_for_another_class_count_exits_2(student, tmp_path, capsys):
     args[args.index("--checkpoint") + 1] = str(other)
     assert main(args) == 2
     assert "predicts 3 classes" in capsys.readouterr().err
+
+
+def _pruning_rows(out: str) -> dict[str, str]:
+    """The pruning table's rows: measure -> its change column."""
+    rows = [line.split("│") for line in out.splitlines() if line.count("│") == 5]
+    return {cells[1].strip(): cells[4].strip() for cells in rows}
+
+
+def test_unstructured_pruning_zeroes_weights_but_leaves_parameters_and_macs(student, tmp_path, capsys):
+    assert main(_export(student, tmp_path, "--formats", "onnx", "--prune-unstructured", "0.5")) == 0
+    out = capsys.readouterr().out
+    changes = _pruning_rows(out)
+    assert changes["parameters"] == changes["MACs per image"] == "+0.0%"
+    assert changes["non-zero parameters"].startswith("-4")  # about half the weights: convs, not BatchNorm
+    assert float(changes["float32 weights, gzip MB"].rstrip("%")) < -10
+    assert "a dense runtime (ONNX Runtime, LiteRT) runs no faster" in " ".join(out.split())
+    assert (tmp_path / "out" / "last-prune-unstructured-0.5.pt").is_file()
+
+
+def test_structured_pruning_removes_parameters_and_macs(student, tmp_path, capsys):
+    assert main(_export(student, tmp_path, "--formats", "onnx", "--prune-structured", "0.5")) == 0
+    out = capsys.readouterr().out
+    changes = _pruning_rows(out)
+    assert changes["parameters"].startswith("-7") and changes["MACs per image"].startswith("-7")
+    assert "YOLO-n (pruned) from" in " ".join(out.split())
+
+
+def test_pruning_ratio_out_of_range_exits_2_naming_the_flag(student, tmp_path, capsys):
+    assert main(_export(student, tmp_path, "--formats", "onnx", "--prune-structured", "0.95")) == 2
+    assert "--prune-structured: must be a share in (0, 0.9), got 0.95" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from detection.coco import CocoDataset, SplitSpec
 from detection.synth import SynthConfig, generate
 from trainables.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from trainables.export import export_formats
+from trainables.kd import build_distiller
 from trainables.hyper import PRUNE_METHODS, TrainConfig, TrainKnobs
 from trainables.models.yolo import ModelSpec, build_model, count_parameters
 from trainables.prune import ModelCost, prune_channels, zero_weights
@@ -93,3 +94,17 @@ def test_unstructured_pruning_zeroes_weights_but_keeps_shapes_and_macs():
         assert (after.parameters, after.macs) == (before.parameters, before.macs)
         conv_weights = sum(m.weight.numel() for m in pruned.modules() if isinstance(m, nn.Conv2d))
         assert before.nonzero - after.nonzero == pytest.approx(conv_weights / 2, rel=0.01)
+
+
+
+@pytest.mark.parametrize("method", ["feature", "cwd"])
+def test_distillers_built_on_a_pruned_spec_align_its_features_with_the_teachers(method):
+    teacher = build_model(ModelSpec("n", 3)).eval()
+    student = prune_channels(build_model(ModelSpec("n", 3)), ratio=0.5, method="l1", img_size=64)
+    distiller = build_distiller(method, teacher, student.spec, img_size=64)
+    images = torch.rand(2, 3, 64, 64)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3], [1, 2, 0.4, 0.6, 0.2, 0.4]])
+    s_raw, s_feats = student(images)
+    t_raw, t_feats = teacher(images)
+    assert student.spec.feature_channels < teacher.spec.feature_channels
+    assert float(distiller.distill(s_raw, s_feats, t_raw, t_feats, targets).detach()) > 0
