@@ -3,8 +3,9 @@
 ai-edge-quantizer keeps a full-int8 model's outputs float (a DEQUANTIZE per output) and its input
 int8; a camera and an NPU want integers both ways, uint8 where the pixels are bytes. TensorFlow's own
 converter does the same rewrite (`inference_input_type=tf.uint8`): a QUANTIZE op turns the uint8
-tensor into the int8 one (same scale, zero point + 128), which every TFLite kernel and the VX
-delegate run. Output tensors are renamed to the roles `detection.outputs` reads them by, and that
+tensor into the int8 one, which every TFLite kernel and the VX delegate run. The uint8 input is the
+camera's bytes as they are (scale 1/255, zero point 0, rescaled to the calibrated int8 range by its
+QUANTIZE); each uint8 output is its int8 tensor with the zero point shifted by 128. Output tensors are renamed to the roles `detection.outputs` reads them by, and that
 description is stored as the metadata entry `detection.outputs.METADATA_KEY`.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from detection.outputs import METADATA_KEY, OutputLayout
 from trainables.export.artifact import ExportError
 
 UINT8_SHIFT = 128  # int8 value v is uint8 value v + 128 at the same scale
+PIXEL_SCALE = 1 / 255  # the images are pixel bytes / 255 (`detection.letterbox.to_input`)
 
 
 def _schema():
@@ -66,8 +68,9 @@ def _retarget_signatures(model, old: int, new: int) -> None:
                 entry.tensorIndex = new
 
 
-def _uint8_twin(graph, index: int) -> int:
-    """A new uint8 tensor with `index`'s shape and scale, zero point shifted by 128."""
+def _uint8_twin(graph, index: int, *, pixels: bool = False) -> int:
+    """A new uint8 tensor with `index`'s shape and scale, zero point shifted by 128; with `pixels` at
+    scale 1/255 and zero point 0 instead, so camera bytes go in as they are (QUANTIZE rescales them)."""
     import copy
 
     schema = _schema()
@@ -78,6 +81,9 @@ def _uint8_twin(graph, index: int) -> int:
     twin.type = schema.TensorType.UINT8
     twin.buffer = 0
     twin.quantization.zeroPoint = [int(z) + UINT8_SHIFT for z in source.quantization.zeroPoint]
+    if pixels:
+        twin.quantization.scale, twin.quantization.zeroPoint = [PIXEL_SCALE], [0]
+        twin.quantization.min = twin.quantization.max = None
     graph.tensors.append(twin)
     return len(graph.tensors) - 1
 
@@ -93,7 +99,7 @@ def _uint8_interface(model, graph) -> None:
         return o
 
     for slot, tensor in enumerate(list(graph.inputs)):
-        twin = _uint8_twin(graph, int(tensor))
+        twin = _uint8_twin(graph, int(tensor), pixels=True)
         graph.operators.insert(0, op(twin, int(tensor)))
         graph.inputs[slot] = twin
         _retarget_signatures(model, int(tensor), twin)
