@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "int")
 CALIBRATION_KNOBS = ("calib_method", "calib_images")  # read only by the formats that calibrate (static int8)
+QUANTIZATION_KNOBS = {"qat_epochs": "qat", "max_map_drop": "int8-mixed"}  # read by one quantization only
 FINITE = ("choice", "grid")
 STEP = Annotated[int, Field(ge=1)]  # the step of an int distribution
 _STEP = TypeAdapter(STEP)
@@ -58,6 +59,7 @@ def knob_conditions() -> dict[str, ActiveWhen]:
         readers = tuple(dict.fromkeys(f.quantization for f in FORMATS.values() if f.accepted(knob)))
         conditions[knob] = ActiveWhen("quantization", readers)
     conditions["outputs"] = ActiveWhen("decode", (ArtifactShape.decode,))  # a host decode has raw outputs
+    conditions.update({k: ActiveWhen("quantization", (q,)) for k, q in QUANTIZATION_KNOBS.items()})
     conditions.update({k: ActiveWhen("prune_ratio", (0.0,), unless=True) for k in PRUNING_KNOBS})
     for method in KD_METHODS.values():
         for knob in method.knobs:
@@ -273,12 +275,21 @@ def _check_user_model_shape(space: SearchSpace) -> None:
                               f"{space.defaults[knob]!r} (the space has {others[0]!r})")
 
 
+def _check_qat_length(space: SearchSpace) -> None:
+    """qat_epochs 0 means the trial's epochs, which a quantization-only sweep (epochs 0) does not have."""
+    if ("qat" in space.possible_values("quantization") and 0 in space.possible_values("qat_epochs")
+            and 0 in space.possible_values("epochs")):
+        raise ConfigError(f"{where(space, 'qat_epochs')}: 0 (as many as the trial's epochs) but {where(space, 'epochs')} "
+                          f"can be 0 while quantization can be 'qat'; set qat_epochs >= 1")
+
+
 def _check_consistency(space: SearchSpace, ctx: KnobContext) -> None:
     """Checks across knobs: conditional knobs can be active, KD has a teacher, KD stays on a while,
     every runtime the space can pick has a format for every quantization it can pick."""
     methods = space.possible_values("kd_method")
     # an NPU knob fixed to other than its default where it is never read: per-tensor with fp32 only
     npu_fixed = [k for k in space.fixed if k in SHAPE_KNOBS and space.fixed[k] != space.defaults[k]]
+    npu_fixed += [k for k in space.fixed if k in QUANTIZATION_KNOBS]  # fixed at all: only valid with their quantization
     pruning_fixed = [k for k in space.fixed if k in PRUNING_KNOBS]  # a pruning method without pruning
     for knob in (*space.params, *npu_fixed, *pruning_fixed):
         cond = space.conditions.get(knob)
@@ -302,6 +313,7 @@ def _check_consistency(space: SearchSpace, ctx: KnobContext) -> None:
                                       f"{knob} can be {refused[0]!r} while runtime can be {runtime}; search {knob} "
                                       f"with a runtime whose {quantization} format takes it")
     _check_user_model_shape(space)
+    _check_qat_length(space)
     distills = [m for m in methods if m in distilling_methods()]
     if not distills:
         return

@@ -20,8 +20,13 @@ class TestRegisteredKDMethods(KDMethodConformance):
         return request.param
 
 
+def _format_params() -> list:
+    """Every format; one whose build takes minutes (`ArtifactFormat.slow_build`) runs with the slow tests."""
+    return [pytest.param(f.name, marks=pytest.mark.slow) if f.slow_build else f.name for f in FORMATS.values()]
+
+
 class TestRegisteredFormats(FormatConformance):
-    @pytest.fixture(params=FORMATS.names())
+    @pytest.fixture(params=_format_params())
     def format_name(self, request) -> str:
         return request.param
 

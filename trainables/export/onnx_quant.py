@@ -126,8 +126,10 @@ def _entropy_ranges(prepared: Path, calibration: Sequence[np.ndarray], input_nam
 def quantize_onnx_static(fp32_model: Path, path: Path, calibration: Sequence[np.ndarray], *,
                          calib_method: str = "minmax", activation_type: str = "uint8",
                          per_channel: bool = True, float_tail: bool = False, quant_format: str = "QDQ",
-                         reduce_range: bool = False, float_stem: bool = True, decode_in_graph: bool = True) -> dict:
-    """Static quantization calibrated on `calibration` images; stem and decode stay float.
+                         reduce_range: bool = False, float_stem: bool = True, decode_in_graph: bool = True,
+                         keep_float: Sequence[str] = ()) -> dict:
+    """Static quantization calibrated on `calibration` images; stem and decode stay float, and the
+    nodes named in `keep_float` (int8-mixed's choice, `trainables.export.mixed`).
 
     The defaults are what the sweep exports; the others are the variants `bench/int8_variants.py`
     measures: `quant_format` QOperator (QLinearConv written out instead of QDQ pairs), per-tensor
@@ -147,7 +149,8 @@ def quantize_onnx_static(fp32_model: Path, path: Path, calibration: Sequence[np.
     with tempfile.TemporaryDirectory(prefix="edgesweep-quant-") as tmp:
         prepared = _preprocessed(Path(fp32_model), Path(tmp))
         model = onnx.load(str(prepared))
-        excluded = _float_nodes(model, float_tail, decode_in_graph) + (_stem_nodes(model) if float_stem else [])
+        excluded = (_float_nodes(model, float_tail, decode_in_graph) + (_stem_nodes(model) if float_stem else [])
+                    + list(keep_float))
         input_name = model.graph.input[0].name
         if method == CalibrationMethod.Entropy:
             reader, cache = None, _entropy_ranges(prepared, calibration, input_name, Path(tmp))

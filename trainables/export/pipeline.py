@@ -13,10 +13,10 @@ from detection.anchors import img_size_problem
 from trainables.checkpoint import load_model
 from trainables.export.artifact import Artifact, ExportError, describe
 from trainables.export.calibration import check_count
-from trainables.export.formats import Intermediates
+from trainables.export.formats import Accuracy, Intermediates
 from trainables.export.graph import ExportGraph
 from trainables.export.onnx_export import describe_onnx
-from trainables.export.registry import FORMATS, ArtifactFormat, ArtifactShape, get_format
+from trainables.export.registry import FORMATS, ArtifactFormat, ArtifactShape, ExportKnobs, get_format
 from trainables.export.tflite_io import finish_tflite
 from trainables.models.yolo import ModelSpec
 
@@ -57,12 +57,15 @@ def _resolve(formats: Sequence[str], calibration: "CocoDataset | None", calib_im
 def export_formats(checkpoint: Path, formats: Sequence[str], out_dir: Path, *, img_size: int,
                    calibration: "CocoDataset | None" = None, calib_images: int = 64, calib_method: str = "minmax",
                    calib_seed: int = 0, expect: ModelSpec | None = None, shape: ArtifactShape = ArtifactShape(),
+                   qat_epochs: int = 1, max_map_drop: float = ExportKnobs.max_map_drop, accuracy: "Accuracy | None" = None,
                    progress: ExportProgress | None = None) -> list[Artifact]:
     """Export the checkpoint's inference weights to each format in `formats`, in that order.
 
     `calibration` is the training split; `calib_images` of its images (seeded by `calib_seed`)
     calibrate the static int8 formats. With `expect`, a checkpoint of another architecture is
-    refused. `shape` holds the NPU knobs, each read by the formats that take it. Files land in
+    refused. `shape` holds the NPU knobs, each read by the formats that take it. `qat_epochs` is the
+    QAT formats' fine-tuning (on `calibration`); `max_map_drop` int8-mixed's bound, which `accuracy`
+    (an ONNX file's mAP on training images) measures. Files land in
     `out_dir` as `<format>-<img_size>px.<suffix>`.
     """
     resolved = _resolve(formats, calibration, calib_images, calib_method)
@@ -74,7 +77,8 @@ def export_formats(checkpoint: Path, formats: Sequence[str], out_dir: Path, *, i
     graph = ExportGraph(load_model(Path(checkpoint), expect=expect), img_size)
     with tempfile.TemporaryDirectory(prefix="edgesweep-export-") as tmp:
         ctx = Intermediates(graph, Path(tmp), calibration=calibration, calib_images=calib_images,
-                            calib_method=calib_method, calib_seed=calib_seed, shape=shape)
+                            calib_method=calib_method, calib_seed=calib_seed, shape=shape, qat_epochs=qat_epochs,
+                            max_map_drop=max_map_drop, accuracy=accuracy)
         return _build(ctx, resolved, Path(out_dir), str(checkpoint), progress)
 
 

@@ -47,6 +47,8 @@ class ArtifactFormat:
     from_float_onnx: bool = False  # built from the float ONNX alone, so a user's ONNX detector can become it
     mlflow_flavor: str | None = None  # the `mlflow.<flavor>` module that logs it; None: the file as a plain LoggedModel
     max_map_drop: float = MAP_EQUAL  # mAP@.5:.95 its tests let it lose against the float32 ONNX (0.01 = 1 point)
+    # Why building it takes minutes, not seconds ("fine-tunes the student"); empty: a conversion. Its tests are slow ones.
+    slow_build: str = ""
 
     @property
     def needs_calibration(self) -> bool:
@@ -132,6 +134,12 @@ class ExportKnobs:
                        noun="a decode placement", choices=DECODE_PLACEMENTS)
     outputs: str = knob(OUTPUT_LAYOUTS[0], "a graph-decoded artifact's outputs: joined (1, N, 5+C), or split into "
                         "boxes (1, N, 4) and scores (1, N, 1+C)", noun="an output layout", choices=OUTPUT_LAYOUTS)
+    qat_epochs: int = knob(0, "quantization: qat: epochs of fake-quantized fine-tuning after training; 0: as many "
+                           "as the trial's epochs", minimum=0)
+    max_map_drop: float = knob(0.01, "quantization: int8-mixed: the mAP@.5:.95 the artifact may lose against the float "
+                               "model on training images (never the val split); its most sensitive convolutions stay float until "
+                               "it does", minimum=0, maximum=1)
+    epochs: int = 0  # the train stage's knob (trainables.hyper.TrainKnobs.epochs): QAT's length when qat_epochs is 0
     onnx_layout: str = knob("yolov5", "output layout of a student_init that is a user's .onnx file: yolov5 "
                             "(1, N, 5+C) with objectness, or yolov8 (1, 4+C, N) without", noun="an ONNX layout",
                             choices=("yolov5", "yolov8"))
@@ -139,6 +147,11 @@ class ExportKnobs:
     @property
     def format(self) -> ArtifactFormat:
         return format_for(self.runtime, self.quantization)
+
+    @property
+    def qat_length(self) -> int:
+        """Epochs of QAT fine-tuning: `qat_epochs`, or the trial's epochs where it is 0."""
+        return self.qat_epochs or self.epochs
 
     @property
     def shape(self) -> "ArtifactShape":
@@ -215,12 +228,25 @@ for _fmt in (
     _onnx("onnx-int8", "int8", "static QDQ, int8 per-channel weights, calibrated", "onnx_int8",
           calib_methods=ONNX_CALIB_METHODS, int8_granularities=INT8_GRANULARITIES, int8_io=INT8_IO[:1],
           max_map_drop=0.02),
+    ArtifactFormat("onnx-int8-mixed", "onnxruntime", "int8-mixed", ".onnx", "static QDQ int8 with the most "
+                   "sensitive convolutions kept float until the mAP drop is within max_map_drop",
+                   f"{_BUILD}:onnx_int8_mixed", calib_methods=ONNX_CALIB_METHODS, int8_granularities=INT8_GRANULARITIES,
+                   int8_io=INT8_IO[:1], mlflow_flavor="onnx", max_map_drop=0.02,
+                   slow_build="scores several candidate files on training images"),
+    ArtifactFormat("onnx-qat", "onnxruntime", "qat", ".onnx", "quantization-aware trained (PT2E), QDQ with the "
+                   "learned scales", f"{_BUILD}:onnx_qat", requires="trainables.export.qat:require_qat_tools",
+                   int8_granularities=INT8_GRANULARITIES, int8_io=INT8_IO[:1], mlflow_flavor="onnx",
+                   max_map_drop=0.02, slow_build="fine-tunes the student with fake quantization"),
     _tflite("tflite", "fp32", "float32 via litert-torch", "tflite_fp32"),
     _tflite("tflite-fp16", "fp16", "float16 weights", "tflite_fp16"),
     _tflite("tflite-dynamic", "dynamic", "dynamic-range int8 weights", "tflite_dynamic", max_map_drop=0.015),
     _tflite("tflite-int8", "int8", "full int8, calibrated, float decode tail", "tflite_int8",
             calib_methods=TFLITE_CALIB_METHODS, int8_granularities=INT8_GRANULARITIES, int8_io=INT8_IO,
             max_map_drop=0.02),
+    ArtifactFormat("tflite-qat", "tflite", "qat", ".tflite", "quantization-aware trained (PT2E), int8 via "
+                   "litert-torch with the learned scales", f"{_BUILD}:tflite_qat",
+                   requires="trainables.export.qat:require_qat_tools", int8_granularities=INT8_GRANULARITIES,
+                   int8_io=INT8_IO[:1], max_map_drop=0.02, slow_build="fine-tunes the student with fake quantization"),
 ):
     register_format(_fmt)
 

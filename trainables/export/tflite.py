@@ -90,18 +90,19 @@ def _quiet_quantizer() -> Iterator[None]:
         root.removeFilter(chatter)
 
 
-def convert_tflite(graph: ExportGraph, path: Path) -> dict:
-    """Float32 .tflite of `graph` with the NCHW input kept; returns the settings to record."""
+def convert_tflite(graph: ExportGraph, path: Path, *, quant_config=None) -> dict:
+    """Float32 .tflite of `graph` with the NCHW input kept; returns the settings to record. With a
+    litert-torch `quant_config`, `graph` is a PT2E-converted model and the file is int8 (`trainables.export.qat`)."""
     litert_torch = _require("litert_torch")
     _require("ai_edge_quantizer")  # fail before a slow conversion if quantizing will be impossible
     path = Path(path)
     with _quiet_litert_torch():
         try:
-            converted = litert_torch.convert(graph.eval(), (graph.example_input(),))
+            converted = litert_torch.convert(graph.eval(), (graph.example_input(),), quant_config=quant_config)
         except Exception as e:  # noqa: BLE001 - the converter raises many unrelated types
             raise ExportError(f"litert-torch could not convert the model to TFLite: {e}") from e
         converted.export(str(path))
-    return {"converter": "litert-torch", "precision": "float32"}
+    return {"converter": "litert-torch", "precision": "float32" if quant_config is None else "int8"}
 
 
 def _float_tail_regex(float_model: Path) -> str:
