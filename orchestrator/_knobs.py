@@ -279,8 +279,8 @@ def _check_qat_length(space: SearchSpace) -> None:
     """qat_epochs 0 means the trial's epochs, which a quantization-only sweep (epochs 0) does not have."""
     if ("qat" in space.possible_values("quantization") and 0 in space.possible_values("qat_epochs")
             and 0 in space.possible_values("epochs")):
-        raise ConfigError(f"{where(space, 'qat_epochs')}: 0 (as many as the trial's epochs) but {where(space, 'epochs')} "
-                          f"can be 0 while quantization can be 'qat'; set qat_epochs >= 1")
+        raise ConfigError(f"{where(space, 'qat_epochs')}: 0 (as many as the trial's epochs) but "
+                          f"{where(space, 'epochs')} can be 0 while quantization can be 'qat'; set qat_epochs >= 1")
 
 
 def _check_consistency(space: SearchSpace, ctx: KnobContext) -> None:

@@ -210,6 +210,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         "train_s": provenance.get("train_s", math.nan),
         **{f"float_{k}": v for k, v in float_metrics.items()},
         **(placement.metrics() if placement is not None else {}),
+        # int8-mixed: how many convolutions it kept float (their names: export.json's settings, the file's metadata)
+        **({"float_layers": len(exported.settings["float_layers"])} if "float_layers" in exported.settings else {}),
     }
     # latency_ms is the first board's; with several boards each one's own is latency_ms@NAME
     final.update(zip(latency_keys(reports), (r["median_ms"] for r in reports.values())))

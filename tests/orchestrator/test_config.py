@@ -170,7 +170,7 @@ def test_thesis_grid_runs_each_distinct_combination_once(tmp_path):
                              with_change("fixed.quantization", "int8"))),
      ["search.calib_method: tflite-int8 takes calib_method minmax only, but calib_method can be 'entropy'"]),
     (with_change("search.calib_images", {"choice": [16, 64]}, with_change("search.quantization", ...)),
-     ["search.calib_images: only used when quantization is one of int8, but quantization is always 'fp32'"]),
+     ["search.calib_images: only used when quantization is one of int8, int8-mixed, but quantization is always 'fp32'"]),
     (with_change("teachers.m", {"model": "m"}), ["fixed.teacher: required when several teachers are defined (s, m)"]),
     (with_change("teachers.s", {"model": "xxl"}),
      ["teachers.s.model: 'xxl' is not a model size; allowed: n, s, m, l, x"]),

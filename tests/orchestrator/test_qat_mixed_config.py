@@ -46,8 +46,9 @@ def test_qat_in_a_quantization_only_sweep_needs_its_own_epochs():
     assert "qat_epochs" in message
 
 
-@pytest.mark.parametrize("fixed", [{"quantization": "qat", "qat_epochs": 2},
-                                   {"quantization": "int8-mixed", "max_map_drop": 0.02, "int8_granularity": "per-tensor"}])
+@pytest.mark.parametrize("fixed", [
+    {"quantization": "qat", "qat_epochs": 2},
+    {"quantization": "int8-mixed", "max_map_drop": 0.02, "int8_granularity": "per-tensor"}])
 def test_qat_and_int8_mixed_parse_with_their_knobs(fixed):
     cfg = parse_config(_with(fixed=fixed))
     assert all(cfg.search.fixed[k] == v for k, v in fixed.items())

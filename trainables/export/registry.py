@@ -47,7 +47,7 @@ class ArtifactFormat:
     from_float_onnx: bool = False  # built from the float ONNX alone, so a user's ONNX detector can become it
     mlflow_flavor: str | None = None  # the `mlflow.<flavor>` module that logs it; None: the file as a plain LoggedModel
     max_map_drop: float = MAP_EQUAL  # mAP@.5:.95 its tests let it lose against the float32 ONNX (0.01 = 1 point)
-    # Why building it takes minutes, not seconds ("fine-tunes the student"); empty: a conversion. Its tests are slow ones.
+    # Why building it takes minutes, not seconds ("fine-tunes the student"); empty: a conversion. Tests: slow ones.
     slow_build: str = ""
 
     @property
@@ -137,8 +137,8 @@ class ExportKnobs:
     qat_epochs: int = knob(0, "quantization: qat: epochs of fake-quantized fine-tuning after training; 0: as many "
                            "as the trial's epochs", minimum=0)
     max_map_drop: float = knob(0.01, "quantization: int8-mixed: the mAP@.5:.95 the artifact may lose against the float "
-                               "model on training images (never the val split); its most sensitive convolutions stay float until "
-                               "it does", minimum=0, maximum=1)
+                               "model on training images (never the val split); its most sensitive convolutions "
+                               "stay float until it does", minimum=0, maximum=1)
     epochs: int = 0  # the train stage's knob (trainables.hyper.TrainKnobs.epochs): QAT's length when qat_epochs is 0
     onnx_layout: str = knob("yolov5", "output layout of a student_init that is a user's .onnx file: yolov5 "
                             "(1, N, 5+C) with objectness, or yolov8 (1, 4+C, N) without", noun="an ONNX layout",
