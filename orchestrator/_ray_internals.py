@@ -5,6 +5,8 @@ tests/orchestrator/test_tracking_callback.py and tests/test_security.py fail whe
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,3 +66,19 @@ def tune_state_saved(tune_dir: "str | Path") -> bool:
 
     pattern = TuneController.CKPT_FILE_TMPL.format("*")
     return tune.Tuner.can_restore(str(tune_dir)) and any(Path(tune_dir).glob(pattern))
+
+
+@contextlib.contextmanager
+def ray_sigterm_handlers_off() -> Iterator[None]:
+    """`ray.init` in a driver installs SIGTERM handlers of its own (the driver's `sys.exit(15)`; a local
+    head node's, which kills Ray's processes and exits 1) through `ray._private.utils.
+    set_sigterm_handler` (private in Ray 2.60). Inside this block that call does nothing, so the
+    caller's handler stays; Ray's processes are still stopped by its atexit hook."""
+    import ray._private.utils as ray_utils  # noqa: SLF001 - see the module docstring
+
+    original = ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = original

@@ -11,8 +11,8 @@ its final save (a few seconds): it is recorded as `hurry`, and the sweep's end t
 nothing more (no MLflow drain, no re-timing). A SIGUSR1 that comes before Tune has installed its
 handler raises KeyboardInterrupt too (its default would kill the driver without saving anything).
 
-`ray.init` installs a SIGTERM handler of its own (`sys.exit(15)`, which skips the report);
-`keep_handlers` puts ours back around it.
+`ray.init` would install a SIGTERM handler of its own (`sys.exit(15)`, which skips the report);
+`around_ray_init` keeps ours and holds a signal until `ray.init` returns.
 """
 from __future__ import annotations
 
@@ -89,13 +89,22 @@ class StopSignals:
 
 
 @contextlib.contextmanager
-def keep_handlers() -> Iterator[None]:
-    """Keep this process's Python handlers of the stop signals across a call that replaces them
-    (`ray.init` sets SIGTERM to `sys.exit(15)`); default handlers are left to the call."""
-    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if _main_thread() else {}
-    try:
+def around_ray_init() -> Iterator[None]:
+    """Wraps `ray.init` while a `StopSignals` handles the stop signals. Ray would install SIGTERM
+    handlers of its own as it starts (`sys.exit(15)`, which skips the sweep's end); here it installs
+    none (`_ray_internals.ray_sigterm_handlers_off`). And a signal during the seconds `ray.init`
+    takes is recorded, then raised once it returns: raised inside it, it can land in a fork hook,
+    where Python swallows it with logging's lock still held (seen: the signal lost, and every thread
+    that logs blocked for good). Without a StopSignals, Ray's own handling is left as it is."""
+    from orchestrator._ray_internals import ray_sigterm_handlers_off
+
+    handler = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+    stop = getattr(handler, "__self__", None)
+    if not isinstance(stop, StopSignals):
         yield
-    finally:
-        for sig, handler in saved.items():
-            if callable(handler) and signal.getsignal(sig) is not handler:
-                signal.signal(sig, handler)
+        return
+    before = stop.received
+    with ray_sigterm_handlers_off(), stop.deferred():
+        yield
+    if stop.received is not None and before is None:
+        raise KeyboardInterrupt(stop.received)

@@ -31,7 +31,7 @@ from orchestrator._ray_internals import reload_auth_config, tune_state_saved, tu
 from orchestrator.config import SweepConfig
 from orchestrator.datasets import cache_dir, data_splits
 from orchestrator.errors import ConfigError
-from orchestrator.interrupts import StopSignals, keep_handlers
+from orchestrator.interrupts import StopSignals, around_ray_init
 from orchestrator.live import LiveProgress
 from orchestrator.plots import write_plots
 from orchestrator.preflight import check_inputs
@@ -113,7 +113,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
     if ray.is_initialized():
         return
     kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    with keep_handlers():  # ray.init's own SIGTERM handler would exit 15 and skip the sweep's end
+    with around_ray_init():  # no SIGTERM handler of Ray's (it exits 15); a stop signal waits for ray.init
         if address or os.environ.get("RAY_ADDRESS"):
             ray.init(address=address, **kwargs)
         else:  # "local": a new private cluster, never one that `ray start` left running on this machine
