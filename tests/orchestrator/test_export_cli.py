@@ -85,8 +85,20 @@ def _pruning_rows(out: str) -> dict[str, str]:
     return {cells[1].strip(): cells[4].strip() for cells in rows}
 
 
-def test_unstructured_pruning_zeroes_weights_but_leaves_parameters_and_macs(student, tmp_path, capsys):
-    assert main(_export(student, tmp_path, "--formats", "onnx", "--prune-unstructured", "0.5")) == 0
+@pytest.fixture(scope="module")
+def untrained_student(tmp_path_factory) -> SimpleNamespace:
+    """A freshly initialised YOLO-n and a tiny data set: pruning's table needs no accuracy."""
+    from detection.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("untrained-student")
+    generate(root / "data", train=8, val=4, seed=1, config=SynthConfig(size=IMG_SIZE))
+    spec = ModelSpec("n", 10)
+    save_checkpoint(root / "last.pt", {"model_spec": spec.to_dict(), "model": build_model(spec).state_dict()})
+    return SimpleNamespace(checkpoint=root / "last.pt", data_dir=root / "data")
+
+
+def test_unstructured_pruning_zeroes_weights_but_leaves_parameters_and_macs(untrained_student, tmp_path, capsys):
+    assert main(_export(untrained_student, tmp_path, "--formats", "onnx", "--prune-unstructured", "0.5")) == 0
     out = capsys.readouterr().out
     changes = _pruning_rows(out)
     assert changes["parameters"] == changes["MACs per image"] == "+0.0%"
@@ -96,14 +108,14 @@ def test_unstructured_pruning_zeroes_weights_but_leaves_parameters_and_macs(stud
     assert (tmp_path / "out" / "last-prune-unstructured-0.5.pt").is_file()
 
 
-def test_structured_pruning_removes_parameters_and_macs(student, tmp_path, capsys):
-    assert main(_export(student, tmp_path, "--formats", "onnx", "--prune-structured", "0.5")) == 0
+def test_structured_pruning_removes_parameters_and_macs(untrained_student, tmp_path, capsys):
+    assert main(_export(untrained_student, tmp_path, "--formats", "onnx", "--prune-structured", "0.5")) == 0
     out = capsys.readouterr().out
     changes = _pruning_rows(out)
     assert changes["parameters"].startswith("-7") and changes["MACs per image"].startswith("-7")
     assert "YOLO-n (pruned) from" in " ".join(out.split())
 
 
-def test_pruning_ratio_out_of_range_exits_2_naming_the_flag(student, tmp_path, capsys):
-    assert main(_export(student, tmp_path, "--formats", "onnx", "--prune-structured", "0.95")) == 2
+def test_pruning_ratio_out_of_range_exits_2_naming_the_flag(untrained_student, tmp_path, capsys):
+    assert main(_export(untrained_student, tmp_path, "--formats", "onnx", "--prune-structured", "0.95")) == 2
     assert "--prune-structured: must be a share in (0, 0.9), got 0.95" in capsys.readouterr().err
