@@ -57,3 +57,10 @@ def test_pruning_a_sweep_that_trains_nothing_is_a_config_error(tmp_path):
     init.write_bytes(b"")
     message = error_of(sweep(fixed={"epochs": 0, "prune_ratio": 0.3}, student={"init": str(init)}))
     assert "prune_ratio: fixed.epochs: 0 exports the checkpoint as it is" in message
+
+
+def test_a_grid_tries_pruning_methods_only_where_it_prunes():
+    cfg = parse_config({**sweep(search={"prune_ratio": {"grid": [0, 0.3]}, "prune_method": {"grid": ["l1", "bn-scale"]}}),
+                        "searcher": {"algorithm": "grid"}})
+    points = [(p["prune_ratio"], p["prune_method"]) for p in cfg.search.grid_points()]
+    assert points == [(0.0, "l1"), (0.3, "l1"), (0.3, "bn-scale")]
