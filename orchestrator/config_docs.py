@@ -194,12 +194,12 @@ searcher and sampled like `choice` by the others; `{{uniform: [low, high]}}` and
 `{{loguniform: [low, high]}}` (low > 0) draw floats; `{{int: [low, high], step: N}}` draws integers
 low, low + N, ..., high.
 
-A conditional knob matters only when its parent takes one of the listed values: Optuna samplers do
-not sample it otherwise, grids do not multiply by it, and inactive trials report its default.
+A conditional knob matters only when its parent takes one of the listed values (`prune_method`: any
+value but the listed one, as pruning is off at ratio 0): Optuna samplers do not sample it otherwise, grids do not multiply by it, and inactive trials report its default.
 Across knobs: the largest `kd_off_last_epochs` must be below the smallest `epochs`; every
 `runtime` the space can pick needs a format for every `quantization` it can pick (the format is
 `runtime` + `quantization`, e.g. `onnx-int8`); `epochs: 0` (fixed only) exports the `student_init`
-checkpoint untrained.
+checkpoint untrained (and unpruned: `prune_ratio` must stay 0).
 """
 
 
