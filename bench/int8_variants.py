@@ -68,6 +68,15 @@ class Variant:
     baseline: str  # the name of the fp32 variant it is compared against
 
 
+def student_activations(p: argparse.ArgumentParser, text: str) -> list[str]:
+    """--activations 'silu,relu6' as a list; an unknown name is a usage error listing the known ones."""
+    activations = [a.strip() for a in text.split(",")]
+    unknown = [a for a in activations if a not in ACTIVATIONS]
+    if unknown:
+        p.error(f"--activations: unknown {', '.join(unknown)}; known: {', '.join(ACTIVATIONS)}")
+    return activations
+
+
 def train_students(activations: list[str], train: CocoDataset, val: CocoDataset, epochs: int, out: Path,
                    threads: int) -> dict[str, Path]:
     """One YOLO-n per activation, same seed and schedule; a finished one is reused from `out`."""
@@ -130,10 +139,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("runs/bench/int8_variants"))
     args = p.parse_args()
 
-    activations = [a.strip() for a in args.activations.split(",")]
-    unknown = [a for a in activations if a not in ACTIVATIONS]
-    if unknown:
-        p.error(f"unknown activation(s) {', '.join(unknown)}; known: {', '.join(ACTIVATIONS)}")
+    activations = student_activations(p, args.activations)
     splits = splits_in(embedded_default(), val_subset=args.val_subset)
     train, val = CocoDataset(splits.train), CocoDataset(splits.val)
     checkpoints = train_students(activations, train, CocoDataset(splits.val), args.epochs, args.out, args.train_threads)

@@ -16,6 +16,10 @@ does), and counts each TFLite file's operators that fall back to the CPU under t
 profile (`device_actors.npu`, profile `vx`: what `python -m orchestrator inspect --npu vx` prints).
 
     .venv/bin/python bench/npu_int8.py --activations silu,relu6 --epochs 10
+    .venv/bin/python bench/npu_int8.py --board-only --address 127.0.0.1:6391   # the same files, on the board
+
+--board-only scores the files of the last run (its npu_int8.jsonl in --out) on the board without
+exporting again, so the board's half can run when the board is up.
 """
 from __future__ import annotations
 
@@ -29,15 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from int8_variants import HAS_TFLITE_TOOLS, train_students  # noqa: E402
+from int8_variants import HAS_TFLITE_TOOLS, student_activations, train_students  # noqa: E402
 
 from detection.coco import CocoDataset  # noqa: E402
 from device_actors.accuracy import evaluate_artifact  # noqa: E402
 from orchestrator.console import console, stdout, table  # noqa: E402
 from orchestrator.datasets import embedded_default, splits_in  # noqa: E402
-from trainables.export import Artifact, export_formats  # noqa: E402
+from trainables.export import Artifact, artifact_filename, export_formats, get_format  # noqa: E402
+from trainables.export.artifact import describe  # noqa: E402
 from trainables.export.registry import ArtifactShape  # noqa: E402
-from trainables.models.family import ACTIVATIONS  # noqa: E402
 
 CPU_SHAPE = {}  # today's artifact
 NPU_SHAPE = {"int8_io": "nhwc-uint8", "decode": "host"}  # the camera's bytes in, the head convs out
@@ -58,15 +62,34 @@ class Row:
     artifact: Artifact
 
 
+def variant_dir(out: Path, activation: str, variant: str) -> Path:
+    return out / activation / "npu" / f"variant{list(VARIANTS).index(variant)}"
+
+
 def exports_of(activation: str, checkpoint: Path, train: CocoDataset, out: Path, calib_images: int) -> list[Row]:
     rows = []
-    for i, (variant, (formats, knobs)) in enumerate(VARIANTS.items()):
+    for variant, (formats, knobs) in VARIANTS.items():
         if not HAS_TFLITE_TOOLS:
             formats = [f for f in formats if not f.startswith("tflite")]
-        made = export_formats(checkpoint, formats, out / activation / "npu" / f"variant{i}", img_size=128,
+        made = export_formats(checkpoint, formats, variant_dir(out, activation, variant), img_size=128,
                               calibration=train, calib_images=calib_images, shape=ArtifactShape(**knobs))
         rows += [Row(activation, "float" if a.format == "onnx" else variant, a) for a in made]
     return rows
+
+
+def rows_of_last_run(out: Path) -> tuple[list[Row], list[float], list[dict]]:
+    """The rows, x86 mAPs and records of the run whose npu_int8.jsonl is in `out` (its files stay in `out`)."""
+    rows, maps, records = [], [], []
+    for line in (out / "npu_int8.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        fmt = get_format(record["format"])
+        variant = "per-channel" if record["variant"] == "float" else record["variant"]
+        path = variant_dir(out, record["activation"], variant) / artifact_filename(fmt, 128)
+        rows.append(Row(record["activation"], record["variant"],
+                        describe(path, format=fmt.name, runtime=fmt.runtime, img_size=128, settings=record["settings"])))
+        maps.append(float(record["mAP@.5:.95 x86"]))
+        records.append(record)
+    return rows, maps, records
 
 
 def fallbacks(artifact: Artifact) -> str:
@@ -131,20 +154,23 @@ def main() -> int:
                         "200 images takes minutes; the NPU runs TFLite)")
     p.add_argument("--out", type=Path, default=Path("runs/bench/int8_variants"),
                    help="students (shared with bench/int8_variants.py) and artifacts")
+    p.add_argument("--board-only", action="store_true", help="score the last run's files on the board (--address)")
     args = p.parse_args()
+    if args.board_only and not args.address:
+        p.error("--board-only needs --address")
 
-    activations = [a.strip() for a in args.activations.split(",")]
-    unknown = [a for a in activations if a not in ACTIVATIONS]
-    if unknown:
-        p.error(f"--activations: unknown {', '.join(unknown)}; known: {', '.join(ACTIVATIONS)}")
+    activations = student_activations(p, args.activations)
     splits = splits_in(embedded_default(), val_subset=args.val_subset)
     train, val = CocoDataset(splits.train), CocoDataset(splits.val)
-    checkpoints = train_students(activations, train, val, args.epochs, args.out, args.train_threads)
-    rows = [r for a in activations for r in exports_of(a, checkpoints[a], train, args.out, args.calib_images)]
-    here = []
-    for r in rows:
-        here.append(evaluate_artifact(r.artifact.read_bytes(), r.artifact.runtime, val).metrics.map50_95)
-        console.print(f"{r.activation} {r.variant} {r.artifact.format}: mAP {here[-1]:.4f} (x86)")
+    if args.board_only:
+        rows, here, _ = rows_of_last_run(args.out)
+    else:
+        checkpoints = train_students(activations, train, val, args.epochs, args.out, args.train_threads)
+        rows = [r for a in activations for r in exports_of(a, checkpoints[a], train, args.out, args.calib_images)]
+        here = []
+        for r in rows:
+            here.append(evaluate_artifact(r.artifact.read_bytes(), r.artifact.runtime, val).metrics.map50_95)
+            console.print(f"{r.activation} {r.variant} {r.artifact.format}: mAP {here[-1]:.4f} (x86)")
     there, where = (board_maps(rows, val, args.address, args.board, tuple(args.board_runtimes.split(",")))
                     if args.address else ([None] * len(rows), ""))
     floats = {r.activation: m for r, m in zip(rows, here) if r.variant == "float"}
@@ -158,7 +184,7 @@ def main() -> int:
     title = (f"YOLO-n per activation, {args.epochs} epochs, 128 px, {len(val)} val images, {args.calib_images} "
              f"calibration images" + (f"; board {args.board}: {where}" if args.address else ""))
     stdout.print(table(title, columns, table_rows), width=None if stdout.is_terminal else 160)
-    results = args.out / "npu_int8.jsonl"
+    results = args.out / ("npu_int8-board.jsonl" if args.board_only else "npu_int8.jsonl")
     with results.open("w") as f:
         for row, table_row in zip(rows, table_rows):
             f.write(json.dumps({**dict(zip(columns, table_row)), "settings": row.artifact.settings}, default=str) + "\n")
