@@ -68,6 +68,7 @@ class SweepResult:
     parent_run_id: str
     report_files: list[Path] = field(default_factory=list)
     interrupted: str | None = None  # the signal that stopped the sweep before its last trial, if any
+    runs: dict[str, str] = field(default_factory=dict)  # trial id -> MLflow run id, as read at the end (or none)
 
     @property
     def failed(self) -> list[TrialRecord]:
@@ -392,12 +393,13 @@ class Sweep:
                 except KeyboardInterrupt:  # a signal outside Tune's graceful stop: the end waits for nothing
                     status, stop.hurry = "KILLED", True
                 finally:
-                    status, records, on_front, files = self._end(status)
+                    status, records, on_front, files, runs = self._end(status)
             finally:
                 self.lock.release()
         return SweepResult(sweep_dir=self.sweep_dir, records=records, front=on_front,
                            tracking_uri=self.tracking_uri, experiment_id=self.tracking.experiment_id,
-                           parent_run_id=self.parent, report_files=files, interrupted=stop.received)
+                           parent_run_id=self.parent, report_files=files, interrupted=stop.received,
+                           runs=runs)
 
     def _after_tune(self) -> str:
         """FINISHED when the sweep ran its trials (or its space ran out), else KILLED; the study told so."""
@@ -411,7 +413,7 @@ class Sweep:
         fail_orphaned_trials(self.cfg, self.sweep_dir)
         return "FINISHED"
 
-    def _end(self, status: str) -> tuple[str, list[TrialRecord], list[TrialRecord], list[Path]]:
+    def _end(self, status: str) -> tuple[str, list[TrialRecord], list[TrialRecord], list[Path], dict[str, str]]:
         """After Tune: MLflow's queued trial writes, the front re-timed (a finished sweep), the report
         files, the parent run's end. MLflow gets END_BUDGET_S for all of it (`tracking.deadline`: a
         hung server cannot hold the driver). A stop signal here, or a second one during Tune, cuts
@@ -439,7 +441,7 @@ class Sweep:
         if hurry:
             self.stop.received = self.stop.received or "SIGINT"
             self.abort()
-        return status, records, on_front, files
+        return status, records, on_front, files, runs
 
     def abort(self) -> None:
         """After a stop signal: the parent run and the trial runs still open end KILLED, within

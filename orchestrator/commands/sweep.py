@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace, stop) -> int:
         return _stopped(args, cfg, stop.received or "SIGINT")
     if result.interrupted:
         return _stopped(args, cfg, result.interrupted)
-    print_report(result.sweep_dir, backfill=False)
+    print_report(result.sweep_dir, runs=result.runs)  # MLflow as the sweep's end read it: no second wait
     if result.failed:
         console.print(f"[red]{len(result.failed)} trial(s) failed[/]; their errors are in MLflow and in "
                       f"{result.sweep_dir / 'trials.jsonl'}. Run them again with:\n  "
@@ -161,7 +161,7 @@ def sync_mlflow(sweep_dir: Path, state: dict, cfg, records, *, backfill: bool) -
             lock.release()
 
 
-def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
+def print_report(sweep_dir: Path, *, backfill: bool = True, runs: dict[str, str] | None = None) -> None:
     """The Pareto table (knobs that vary, mAP, latency, size), the report files and the MLflow UI command."""
     from orchestrator.console import stdout, table
     from orchestrator.pareto import kd_against_baseline, kd_label, knob_columns
@@ -172,12 +172,15 @@ def print_report(sweep_dir: Path, *, backfill: bool = True) -> None:
     from orchestrator.sweep import write_report
     from orchestrator.sweep_state import read_state, stored_config
     from orchestrator.thesis_tables import quantization_table
+    from orchestrator.tracking.deadline import END_BUDGET_S, MlflowDeadline
     from orchestrator.tracking.ui import ui_hint
 
     state = read_state(sweep_dir)
     cfg = stored_config(sweep_dir)
     records = load_records(sweep_dir)
-    runs = sync_mlflow(sweep_dir, state, cfg, records, backfill=backfill)
+    if runs is None:  # at most END_BUDGET_S for MLflow: a hung tracking server cannot hold `report` either
+        runs = MlflowDeadline(END_BUDGET_S).call(
+            lambda: sync_mlflow(sweep_dir, state, cfg, records, backfill=backfill), "syncing the sweep's runs", {})
     on_front, files = write_report(cfg, records, runs)
     shown = [k for k in knob_columns() if len({str(r.knobs.get(k)) for r in records}) > 1] or ["kd_method"]
     on_board = any(r.metrics.get("board_map50_95") is not None for r in records)
