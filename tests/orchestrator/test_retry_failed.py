@@ -34,7 +34,7 @@ def _child_runs(result) -> list:
     return client.search_runs([result.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.parent_run_id}'")
 
 
-@pytest.mark.slow  # two real sweeps, the second resumed: about 100 s on a loaded 2-core machine
+@pytest.mark.slow  # two real sweeps, the second resumed: 100-155 s on a loaded 2-core machine
 def test_retry_failed_runs_a_failed_trial_again_without_training_its_student_and_every_store_agrees(
         tmp_path, capsys):
     raw = stand_in_config(tmp_path, "retry", search={"kd_method": {"choice": ["none", "output"]},

@@ -78,7 +78,7 @@ def test_sigterm_during_the_config_check_exits_130_and_says_how_to_start_again(t
         assert _parent_status(sweep_dir) == "KILLED"
 
 
-@pytest.mark.slow  # a driver stopped while Ray starts: about 20 s
+@pytest.mark.slow  # a driver stopped while Ray starts: about 30 s
 def test_sigterm_while_ray_starts_exits_130_not_ray_s_15_and_ends_the_parent_run_killed(tmp_path):
     config = _sweep_file(tmp_path, "ray-start")
     sweep_dir = tmp_path / "runs" / "ray-start"
@@ -92,7 +92,7 @@ def test_sigterm_while_ray_starts_exits_130_not_ray_s_15_and_ends_the_parent_run
     assert _parent_status(sweep_dir) == "KILLED"
 
 
-@pytest.mark.slow  # a real teacher training while the first trial waits for it: about 40 s
+@pytest.mark.slow  # a real teacher training while the first trial waits for it: about 35 s
 def test_sighup_while_trials_wait_for_their_teacher_exits_130_and_resume_is_offered(tmp_path):
     raw = yaml.safe_load(_sweep_file(tmp_path, "teachers").read_text())
     raw["teachers"] = {"t": {"model": "n", "epochs": 1}}
@@ -113,7 +113,7 @@ def test_sighup_while_trials_wait_for_their_teacher_exits_130_and_resume_is_offe
     assert {r.status for r in load_records(sweep_dir)} <= {"interrupted"}
 
 
-@pytest.mark.slow  # a real sweep stopped twice, then resumed to its end: about 90 s
+@pytest.mark.slow  # a real sweep stopped twice, then resumed to its end: 2-3 minutes
 def test_a_second_signal_during_tune_s_stop_ends_promptly_and_the_sweep_still_resumes(tmp_path):
     config = _sweep_file(tmp_path, "twice")
     sweep_dir = tmp_path / "runs" / "twice"
@@ -139,7 +139,7 @@ def test_a_second_signal_during_tune_s_stop_ends_promptly_and_the_sweep_still_re
     assert _parent_status(sweep_dir) == "FINISHED"
 
 
-@pytest.mark.slow  # a real mlflow server, hung (SIGSTOP) mid-sweep: about 110 s
+@pytest.mark.slow  # a real mlflow server, hung (SIGSTOP) mid-sweep: 80-110 s
 def test_sigint_while_the_end_waits_for_a_hung_tracking_server_exits_promptly_and_report_closes_the_run(tmp_path):
     store, port = tmp_path / "store", free_port()
     store.mkdir()
