@@ -12,7 +12,6 @@ from trainables.hyper import TeacherSpec, TrainConfig, TrainKnobs
 from trainables.kd import KDConfigError, build_distiller
 from trainables.kd.teachers import ensure_teacher, teacher_config
 from trainables.models.yolo import ModelSpec
-from trainables.prune import prune_channels
 from trainables.train import BatchCallback, EpochCallback, TrainResult, fit, initial_model
 
 
@@ -34,6 +33,8 @@ def pruned_start(spec: ModelSpec, cfg: TrainConfig, knobs: TrainKnobs, out_dir: 
     """The student's initial weights (student_init's, or the seeded random ones) pruned as `knobs` say,
     written to `out_dir` as the run's init; returns the pruned spec and the config that starts from it.
     A run resumed in the same directory reuses the file it wrote."""
+    from trainables.prune import prune_channels  # Torch-Pruning loads only where a student is pruned
+
     path = out_dir / PRUNED_INIT
     recipe = {"ratio": knobs.prune_ratio, "method": knobs.prune_method, "init": cfg.init, "seed": cfg.seed,
               "img_size": cfg.img_size}
