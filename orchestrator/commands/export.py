@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from device_actors.runtimes.base import RuntimeOptions
 from orchestrator.commands.train import add_data_args
 from orchestrator.datasets import DataConfig
+from trainables.export.registry import ExportKnobs
 from trainables.hyper import MAX_PRUNE_RATIO, TrainKnobs
 
 if TYPE_CHECKING:
@@ -101,6 +102,11 @@ def add_parser(sub) -> None:
                    help="training images that calibrate int8 formats")
     p.add_argument("--calib-method", default="minmax", help="minmax, percentile or entropy (ONNX); TFLite: minmax")
     add_shape_args(p)
+    p.add_argument("--qat-epochs", type=int, default=1, help="qat formats: epochs of fake-quantized fine-tuning on the "
+                   "training split (default 1)")
+    p.add_argument("--max-map-drop", type=float, default=ExportKnobs.max_map_drop,
+                   help="onnx-int8-mixed: mAP@.5:.95 it may lose on training images; sensitive convs stay float until "
+                        f"it does (default {ExportKnobs.max_map_drop})")
     p.add_argument("--threads", type=int, default=RuntimeOptions.threads, help="runtime threads for timing and evaluation")
     p.add_argument("--latency-seconds", type=float, default=2.0, help="minimum timed duration per model")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/export/<run>-<size>px)")
@@ -123,7 +129,9 @@ def add_shape_args(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from device_actors.runtimes import RuntimeOptions, get_runtime
     from device_actors.timing import TimingProtocol
+    from orchestrator._knobs import check_flag
     from orchestrator.commands.train import load_data
+    from orchestrator.stages import training_images_accuracy
     from orchestrator.console import console, progress, table
     from trainables.checkpoint import checkpoint_spec, load_checkpoint
     from trainables.export import ExportError, export_formats
@@ -156,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
             checkpoint, formats, out, img_size=args.img_size, calibration=train_data,
             calib_images=args.calib_images, calib_method=args.calib_method,
             shape=ArtifactShape(**{name: getattr(args, name) for name in SHAPE_KNOBS}),
+            qat_epochs=_qat_epochs(args.qat_epochs),
+            max_map_drop=check_flag("max_map_drop", args.max_map_drop, "--max-map-drop"),
+            accuracy=training_images_accuracy(train_data),
             progress=lambda name, done, total: bar.update(exporting, completed=done, info=name))
         measuring = bar.add_task("timing + mAP", total=len(artifacts), info="")
         images = bar.add_task("images", total=len(val_data), info="")
@@ -170,6 +181,16 @@ def run(args: argparse.Namespace) -> int:
                  f"{engines}", TABLE_COLUMNS, [r.row() for r in reports]))
     console.print(f"artifacts in {out}")
     return 0
+
+
+def _qat_epochs(value: int) -> int:
+    """--qat-epochs checked as the sweep's qat_epochs knob, whose 0 (a trial's epochs) has no meaning here."""
+    from orchestrator._knobs import check_flag
+    from trainables.export import ExportError
+
+    if check_flag("qat_epochs", value, "--qat-epochs") == 0:
+        raise ExportError("--qat-epochs must be >= 1 (0 means a sweep trial's own epochs)")
+    return value
 
 
 def _print(results: "Table") -> None:
