@@ -15,7 +15,7 @@ again on a joined board, e.g. the emulated ARM node of scripts/arm-board.sh, as 
 does), and counts each TFLite file's operators that fall back to the CPU under the i.MX8M Plus
 profile (`device_actors.npu`, profile `vx`: what `python -m orchestrator inspect --npu vx` prints).
 
-    .venv/bin/python bench/npu_int8.py --activations silu,relu6 --epochs 10
+    .venv/bin/python bench/npu_int8.py --activations silu,relu6 --epochs 10   # --train-subset N for a shorter look
     .venv/bin/python bench/npu_int8.py --board-only --address 127.0.0.1:6391   # the same files, on the board
 
 --board-only scores the files of the last run (its npu_int8.jsonl in --out) on the board without
@@ -144,6 +144,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--activations", default="silu,relu6", help="students, comma-separated")
     p.add_argument("--epochs", type=int, default=10, help="training epochs of a student not trained yet")
+    p.add_argument("--train-subset", type=int, default=None, help="seeded subset of training images (default: all)")
     p.add_argument("--val-subset", type=int, default=200, help="seeded subset of val images for mAP")
     p.add_argument("--calib-images", type=int, default=64)
     p.add_argument("--train-threads", type=int, default=2)
@@ -160,7 +161,7 @@ def main() -> int:
         p.error("--board-only needs --address")
 
     activations = student_activations(p, args.activations)
-    splits = splits_in(embedded_default(), val_subset=args.val_subset)
+    splits = splits_in(embedded_default(), train_subset=args.train_subset, val_subset=args.val_subset)
     train, val = CocoDataset(splits.train), CocoDataset(splits.val)
     if args.board_only:
         rows, here, _ = rows_of_last_run(args.out)
@@ -181,7 +182,8 @@ def main() -> int:
         table_rows.append([r.activation, r.artifact.format, r.variant, f"{m:.4f}",
                            f"{100 * (m - floats[r.activation]):+.2f}", fallbacks(r.artifact)]
                           + ([f"{b:.4f}" if b is not None else "-"] if args.address else []))
-    title = (f"YOLO-n per activation, {args.epochs} epochs, 128 px, {len(val)} val images, {args.calib_images} "
+    title = (f"YOLO-n per activation, {args.epochs} epochs on {len(train)} images, 128 px, {len(val)} val images, "
+             f"{args.calib_images} "
              f"calibration images" + (f"; board {args.board}: {where}" if args.address else ""))
     stdout.print(table(title, columns, table_rows), width=None if stdout.is_terminal else 160)
     results = args.out / ("npu_int8-board.jsonl" if args.board_only else "npu_int8.jsonl")
