@@ -77,10 +77,11 @@ def _image(data: CocoDataset) -> np.ndarray:
     return to_input(letterbox(data.load_image(0), IMG_SIZE)[0])
 
 
-# relu6 in the default suite; the others with the slow checks (about 20 s each on CI)
+# relu6 in the default suite; the others with the slow checks (about 20 s each on CI). QAT and int8-mixed
+# (slow_build) have their own tests: they fine-tune or score candidates on training images
 @pytest.mark.parametrize("activation", [pytest.param(a, marks=() if a == "relu6" else pytest.mark.slow) for a in OTHERS])
 def test_onnx_formats_export_quantize_and_match_the_torch_model(activation, checkpoints, calibration, tmp_path):
-    formats = [f for f in FORMATS.names() if get_format(f).runtime == "onnxruntime"]
+    formats = [f for f in FORMATS.names() if get_format(f).runtime == "onnxruntime" and not get_format(f).slow_build]
     made = {a.format: a for a in export_formats(checkpoints[activation], formats, tmp_path, img_size=IMG_SIZE,
                                                 calibration=calibration, calib_images=8)}
     model = load_model(checkpoints[activation])
