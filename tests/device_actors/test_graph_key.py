@@ -128,12 +128,20 @@ def other_weights_exports(student_exports, tmp_path_factory):
 
 
 def _formats() -> list[str]:
+    """The registered formats but those slow to build (QAT fine-tunes, int8-mixed searches)."""
     from trainables.export import FORMATS
 
-    return list(FORMATS)
+    return [f.name for f in FORMATS.values() if not f.slow_build]
 
 
-@pytest.mark.parametrize("fmt", _formats())
+def _format_params() -> list:
+    """Every format; one slow to build runs with the slow tests."""
+    from trainables.export import FORMATS
+
+    return [pytest.param(f.name, marks=pytest.mark.slow) if f.slow_build else f.name for f in FORMATS.values()]
+
+
+@pytest.mark.parametrize("fmt", _format_params())
 def test_each_format_exported_from_other_weights_keeps_its_graph_key(fmt, student_exports, other_weights_exports):
     one, other = student_exports.get(fmt), other_weights_exports.get(fmt)
     first = graph_key(one.runtime, one.read_bytes())

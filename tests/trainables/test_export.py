@@ -46,8 +46,9 @@ def splits(student_exports) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def artifacts(student_exports) -> dict:
-    """The student in every format whose tools are installed (shared with the conformance classes)."""
-    return {f.name: student_exports.get(f.name) for f in FORMATS.values() if not tools_problem(f)}
+    """The student in every format whose tools are installed (shared with the conformance classes), but
+    those slow to build (QAT, int8-mixed), which their own slow tests and the slow conformance cases cover."""
+    return {f.name: student_exports.get(f.name) for f in FORMATS.values() if not tools_problem(f) and not f.slow_build}
 
 
 def test_export_graph_decode_equals_trainables_decode():
