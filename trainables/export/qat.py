@@ -237,7 +237,32 @@ def export_qat_onnx(result: QATResult, path: Path) -> dict:
     graph = copy.deepcopy(result.graph)
     _as_fake_quant(graph.detector.converted)
     made = export_onnx(graph, path, opset=17)
+    _unshare_scalars(path)
     return {**made, **result.settings, "precision": "int8 QDQ (QAT scales)", "activations": "uint8 (int8 grid + 128)"}
+
+
+def _unshare_scalars(path: Path) -> None:
+    """Give every use of a scalar constant (a scale, a zero point) its own initializer. The exporter
+    merges constants of equal value, so two scales that happen to be equal would wire the graph by
+    value, and the file's graph key (the board's timing reuse) would depend on the learned scales."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    scalars = {t.name: t for t in graph.initializer if not t.dims}
+    seen: set[str] = set()
+    for node in graph.node:
+        for slot, name in enumerate(node.input):
+            if name not in scalars:
+                continue
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(scalars[name])
+                copy.name = f"{name}__{node.name or len(graph.initializer)}_{slot}"
+                graph.initializer.append(copy)
+                node.input[slot] = copy.name
+            seen.add(name)
+    onnx.save(model, str(path), save_as_external_data=False)
 
 
 def export_qat_tflite(result: QATResult, path: Path) -> dict:
