@@ -19,7 +19,7 @@ from orchestrator.tracking.names import SWEEP_TAG
 
 KNOBS = {"student", "student_init", "freeze_backbone", "activation", "epochs", "img_size", "kd_method", "teacher", "kd_factor",
          "kd_off_last_epochs", "fm_nms", "cwd_tau", "runtime", "quantization", "calib_method", "calib_images", "int8_granularity",
-         "int8_io", "decode", "outputs", "onnx_layout",
+         "int8_io", "decode", "outputs", "onnx_layout", "prune_ratio", "prune_method", "qat_epochs", "max_map_drop",
          "board_threads", "seed"}
 
 
