@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
+from detection.outputs import METADATA_KEY
 from trainables.export.artifact import ExportError
 
 LAYOUTS = ("yolov5", "yolov8")
@@ -99,6 +100,10 @@ def normalised_onnx(src: Path, dst: Path, *, layout: str, num_classes: int) -> t
         del graph.output[:]
         graph.output.append(helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT,
                                                           [1, rows, 5 + num_classes]))
+        # what the file said of its old outputs no longer holds: without it, its one output reads as joined
+        kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
         onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return side, {"source_model": Path(src).name, "onnx_layout": layout}
